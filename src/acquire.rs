@@ -1,0 +1,140 @@
+//! [`Acquire`]: the future returned by
+//! [`EnhancedConnectionPool::acquire`](crate::EnhancedConnectionPool::acquire).
+//!
+//! Runtime-agnostic: it parks on a `Waker` (woken by the releasing thread, or by the
+//! crate's timer thread at the deadline), so it works on any executor. Cancellation-safe:
+//! dropping it withdraws the wait, and gives back a connection granted in the meantime.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::guard::PooledConnection;
+use crate::partition::Partition;
+use crate::pool::PoolInner;
+use crate::slab::CallSite;
+use crate::wait::{Outcome, Registration, WaitNode, Wakeup, timer};
+
+/// A pending borrow. Resolves to a [`PooledConnection`] or an error; see
+/// [`EnhancedConnectionPool::acquire`](crate::EnhancedConnectionPool::acquire).
+#[must_use = "futures do nothing unless polled"]
+pub struct Acquire<'a, C> {
+    pool: &'a PoolInner<C>,
+    user: &'a str,
+    timeout: Duration,
+    site: CallSite,
+    state: State<'a>,
+}
+
+enum State<'a> {
+    Start,
+    Waiting {
+        partition: &'a Partition,
+        node: Arc<WaitNode>,
+        started: Instant,
+    },
+    Done,
+}
+
+impl<'a, C> Acquire<'a, C> {
+    pub(crate) fn new(pool: &'a PoolInner<C>, user: &'a str, timeout: Duration, site: CallSite) -> Self {
+        Acquire {
+            pool,
+            user,
+            timeout,
+            site,
+            state: State::Start,
+        }
+    }
+}
+
+impl<'a, C> Future for Acquire<'a, C> {
+    type Output = Result<PooledConnection<'a, C>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // `Acquire` holds no self-references, so it is `Unpin`.
+        let this = self.get_mut();
+        let pool = this.pool;
+        if let State::Start = this.state {
+            let partition = match pool.partition(this.user) {
+                Ok(p) => p,
+                Err(e) => {
+                    this.state = State::Done;
+                    return Poll::Ready(Err(e));
+                }
+            };
+            // One fast attempt, exactly like `try_acquire`, before queueing.
+            if let Some(conn) = pool.take_idle(partition, this.site) {
+                this.state = State::Done;
+                return Poll::Ready(Ok(conn));
+            }
+            let node = match partition.waiters.register(Wakeup::Task(cx.waker().clone())) {
+                Registration::Waiting(node) => node,
+                Registration::Closed => {
+                    this.state = State::Done;
+                    return Poll::Ready(Err(Error::Closed));
+                }
+            };
+            let started = Instant::now();
+            if let Some(deadline) = started.checked_add(this.timeout) {
+                timer::arm(deadline, &node);
+            }
+            pool.dispatch(partition);
+            this.state = State::Waiting {
+                partition,
+                node,
+                started,
+            };
+        }
+        let State::Waiting {
+            partition,
+            ref node,
+            started,
+        } = this.state
+        else {
+            panic!("`Acquire` polled after completion");
+        };
+        let outcome = match node.outcome() {
+            Some(outcome) => Some(outcome),
+            None if started.elapsed() >= this.timeout => match partition.waiters.cancel(node) {
+                None => {
+                    this.state = State::Done;
+                    return Poll::Ready(Err(pool.timeout_error(partition, started.elapsed())));
+                }
+                Some(outcome) => Some(outcome),
+            },
+            None => {
+                node.set_waker(cx.waker());
+                // Re-check after publishing the waker: a grant between the first check
+                // and `set_waker` woke the old waker, and must not be missed.
+                node.outcome()
+            }
+        };
+        match outcome {
+            None => Poll::Pending,
+            Some(outcome) => {
+                this.state = State::Done;
+                Poll::Ready(pool.finish_wait(partition, outcome, this.site))
+            }
+        }
+    }
+}
+
+impl<C> Drop for Acquire<'_, C> {
+    fn drop(&mut self) {
+        if let State::Waiting {
+            partition, node, ..
+        } = std::mem::replace(&mut self.state, State::Done)
+        {
+            match partition.waiters.cancel(&node) {
+                // A connection was granted after the caller stopped listening: give it
+                // back through the normal path, so the next waiter gets it.
+                Some(Outcome::Granted(local)) => self.pool.publish_idle(partition, local),
+                Some(Outcome::Closed) | None => {}
+            }
+        }
+    }
+}

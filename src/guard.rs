@@ -1,0 +1,143 @@
+//! [`PooledConnection`]: the RAII guard for one borrow.
+
+use std::fmt;
+use std::ops::{Deref, DerefMut};
+use std::time::Duration;
+
+use crate::clock;
+use crate::error::Result;
+use crate::metadata::ConnectionId;
+use crate::pool::PoolInner;
+use crate::slab::CallSite;
+use crate::slab::state::Handle;
+use crate::sync::Ordering;
+
+/// One borrowed connection. Dereferences to the connection; returns it to the pool when
+/// dropped, on every path (normal return, `?`, panic unwinding).
+///
+/// # Ownership
+///
+/// The guard gives exclusive access to the connection for as long as it lives. To keep
+/// the connection for good, [`detach`](Self::detach) it; to hand the borrow across a C
+/// boundary, [`into_raw_handle`](Self::into_raw_handle).
+///
+/// # Threading
+///
+/// `Send` (and `Sync` when `C: Sync`): a borrow may be returned from another thread.
+#[must_use = "dropping the guard returns the connection at once"]
+pub struct PooledConnection<'a, C> {
+    pool: &'a PoolInner<C>,
+    slot: u32,
+    generation: u32,
+}
+
+impl<'a, C> PooledConnection<'a, C> {
+    #[inline]
+    pub(crate) fn new(pool: &'a PoolInner<C>, slot: u32, generation: u32) -> Self {
+        PooledConnection {
+            pool,
+            slot,
+            generation,
+        }
+    }
+
+    fn header(&self) -> &'a crate::slab::SlotHeader {
+        self.pool.slab.get(self.slot).expect("a guard's slot is in the slab")
+    }
+
+    /// The borrowed connection's id.
+    pub fn connection_id(&self) -> ConnectionId {
+        ConnectionId::from_raw(self.header().conn_id.load(Ordering::Relaxed))
+    }
+
+    /// The user the connection belongs to.
+    pub fn user(&self) -> &'a str {
+        &self.pool.partition_of(self.header()).user
+    }
+
+    /// How long this borrow has been held (coarse clock: a few ms resolution).
+    pub fn held_for(&self) -> Duration {
+        let since = self.header().acquired_at.load(Ordering::Relaxed);
+        clock::elapsed(since, clock::now_nanos())
+    }
+
+    /// Where in the source this borrow was taken.
+    pub fn call_site(&self) -> CallSite {
+        self.header()
+            .owner_site()
+            .expect("a borrow always records its call site")
+    }
+
+    /// Ends the borrow now and reports what the pool said.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Reclaimed`](crate::Error::Reclaimed) if the sweeper reclaimed the borrow
+    /// as a critical leak (the connection has now been closed).
+    pub fn release(self) -> Result<()> {
+        let (slot, generation) = (self.slot, self.generation);
+        let pool = self.pool;
+        std::mem::forget(self);
+        pool.release(slot, generation)
+    }
+
+    /// Takes the connection out of the pool for good; its slot and the user's capacity
+    /// are freed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleHandle`](crate::Error::StaleHandle) if the borrow was reclaimed.
+    pub fn detach(self) -> Result<C> {
+        let (slot, generation) = (self.slot, self.generation);
+        let pool = self.pool;
+        std::mem::forget(self);
+        pool.detach(slot, generation)
+    }
+
+    /// Forgets the guard and returns the raw 64-bit borrow handle, to be released with
+    /// [`EnhancedConnectionPool::release_raw_handle`](crate::EnhancedConnectionPool::release_raw_handle).
+    /// This is how the C ABI hands borrows to C callers.
+    pub fn into_raw_handle(self) -> u64 {
+        let handle = Handle::new(self.slot, self.generation).raw();
+        std::mem::forget(self);
+        handle
+    }
+}
+
+impl<C> Deref for PooledConnection<'_, C> {
+    type Target = C;
+
+    #[inline]
+    fn deref(&self) -> &C {
+        // SAFETY: this guard is the slot's current borrow; by the pool's protocol the
+        // borrower alone touches the value until release (the sweeper never touches an
+        // `InUse` value, and closes a reclaimed one only after its holder returns it).
+        unsafe { self.pool.value_mut(self.slot) }
+    }
+}
+
+impl<C> DerefMut for PooledConnection<'_, C> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut C {
+        // SAFETY: as in `deref`, and `&mut self` makes this reference unique.
+        unsafe { self.pool.value_mut(self.slot) }
+    }
+}
+
+impl<C> Drop for PooledConnection<'_, C> {
+    #[inline]
+    fn drop(&mut self) {
+        if let Err(e) = self.pool.release(self.slot, self.generation) {
+            log::warn!("heliosdb-pool: returning connection: {e}");
+        }
+    }
+}
+
+impl<C: fmt::Debug> fmt::Debug for PooledConnection<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("connection_id", &self.connection_id())
+            .field("connection", &**self)
+            .finish()
+    }
+}

@@ -1,0 +1,56 @@
+//! # heliosdb-pool
+//!
+//! A lock-free, allocation-conscious connection pool with leak detection and health
+//! monitoring, usable from Rust and, through a C ABI, from C and C++.
+//!
+//! The service opens its own connections and hands them to the pool with
+//! [`ConnectionMetadata`]; threads and async tasks borrow one for a user with
+//! [`EnhancedConnectionPool::acquire`] (async), [`EnhancedConnectionPool::blocking_acquire`]
+//! or [`EnhancedConnectionPool::try_acquire`], and the returned [`PooledConnection`] guard
+//! gives it back on drop. Borrowing and returning take no lock, make no heap allocation
+//! and no system call in the steady state: see `ARCHITECTURE.md` and `BENCHMARKS.md`.
+//!
+//! ```
+//! use heliosdb_pool::{ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig};
+//!
+//! let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
+//! pool.add_connection_sync(String::from("conn"), "alice", ConnectionMetadata::for_user("alice"))
+//!     .unwrap();
+//! let conn = pool.try_acquire("alice").unwrap();
+//! assert_eq!(conn.as_str(), "conn");
+//! ```
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod acquire;
+mod clock;
+pub mod config;
+pub mod error;
+pub mod ffi;
+pub mod guard;
+pub mod health;
+pub mod leak;
+pub mod metadata;
+pub mod metrics;
+mod partition;
+pub mod pool;
+mod slab;
+mod sync;
+mod thread_tag;
+mod wait;
+
+pub use config::EnhancedPoolConfig;
+pub use error::{Error, Result, Status};
+pub use guard::PooledConnection;
+pub use health::{
+    ConnectionHealth, EnhancedHealthMonitor, HealthCheck, HealthMonitorConfig, HealthStatus,
+};
+pub use leak::{
+    LeakDetector, LeakDetectorConfig, LeakLevel, LeakReport, ResourceGuard, ResourceId,
+    ResourceInfo, ResourceType,
+};
+pub use metadata::{ConnectionId, ConnectionMetadata};
+pub use metrics::{LeakStats, PoolStats, UserStats};
+pub use acquire::Acquire;
+pub use pool::{EnhancedConnectionPool, Removal};
+pub use slab::CallSite;

@@ -1,0 +1,792 @@
+//! [`EnhancedConnectionPool`]: add, acquire, release, remove, close, stats.
+//!
+//! The acquire path reads like a short story: find the user's partition (a lock-free
+//! `ArcSwap` load and a hash lookup), take the lowest idle bit (one RMW), stamp the
+//! slot (a coarse clock read and a few stores), publish it `InUse`. Release validates
+//! the handle with one CAS on the slot's state word and sets the idle bit back. Only
+//! when a user has no idle connection does `wait.rs` take a lock.
+
+use std::panic::Location;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, fence};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::acquire::Acquire;
+use crate::clock;
+use crate::config::EnhancedPoolConfig;
+use crate::error::{Error, Result};
+use crate::guard::PooledConnection;
+use crate::metadata::{ConnectionId, ConnectionMetadata};
+use crate::metrics::{LeakStats, PoolStats, UserStats};
+use crate::partition::{Partition, UserMap};
+use crate::slab::state::{Handle, Lifecycle, SlotState, flags};
+use crate::slab::{CallSite, Slab, SlotHeader, SlotInfo};
+use crate::sync::{Ordering, UnsafeCell};
+use crate::thread_tag;
+use crate::wait::{Outcome, Registration, Wakeup, lock};
+
+/// What [`EnhancedConnectionPool::remove_connection`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The connection was idle and has been closed.
+    Closed,
+    /// The connection is borrowed; it will be closed when its holder returns it.
+    ClosesOnReturn,
+}
+
+/// A lock-free pool of connections of type `C`, partitioned by user.
+///
+/// # Ownership
+///
+/// The pool owns every connection added to it. A borrow ([`PooledConnection`]) gives
+/// its holder exclusive access until the guard drops; the connection then returns to
+/// the pool. A connection leaves the pool (and is dropped, which is its close) when it
+/// is removed, evicted, detached, or when the pool closes.
+///
+/// # Threading
+///
+/// `EnhancedConnectionPool<C>` is `Send + Sync` when `C: Send`; share it by reference or
+/// in an `Arc`. Every method takes `&self`.
+///
+/// # Acquire forms
+///
+/// Following tokio's naming: [`acquire`](Self::acquire) is async,
+/// [`blocking_acquire`](Self::blocking_acquire) parks the calling thread, and
+/// [`try_acquire`](Self::try_acquire) never waits. All three record their caller's
+/// source location (`#[track_caller]`) for leak reports.
+pub struct EnhancedConnectionPool<C> {
+    pub(crate) inner: Arc<PoolInner<C>>,
+}
+
+/// The shared state behind a pool handle.
+pub(crate) struct PoolInner<C> {
+    pub(crate) config: EnhancedPoolConfig,
+    pub(crate) slab: Slab,
+    /// The connections, indexed like the slab. Access protocol: see `value_ptr`.
+    values: Box<[UnsafeCell<Option<C>>]>,
+    users: ArcSwap<UserMap>,
+    /// Every partition ever created, in creation order. Keeps them alive for the pool's
+    /// life (slots point at them) and serialises user creation and `close`.
+    partitions: Mutex<Vec<Arc<Partition>>>,
+    /// Slab slots holding no connection. Add/remove path only.
+    free_slots: Mutex<Vec<u32>>,
+    closed: AtomicBool,
+    next_sequence: AtomicU64,
+    /// Generation every slot started at; `stats` counts borrows from it.
+    first_generation: u32,
+}
+
+// SAFETY: the only non-Sync field is `values`. Each value is accessed only by the
+// slot's current owner under the state-machine protocol (idle-bit owner, borrower,
+// or the party that moved the slot to `Reserved`), so no two threads touch one value
+// at once; values move between threads, hence `C: Send`.
+unsafe impl<C: Send> Sync for PoolInner<C> {}
+// SAFETY: as above; the pool owns `C` values and may drop them on any thread.
+unsafe impl<C: Send> Send for PoolInner<C> {}
+
+impl<C: Send + 'static> EnhancedConnectionPool<C> {
+    /// Builds a pool, allocating its whole slab now.
+    ///
+    /// # Panics
+    ///
+    /// If `config` is invalid ([`EnhancedPoolConfig::validate`]); use
+    /// [`try_new`](Self::try_new) to get the error instead.
+    pub fn new(config: EnhancedPoolConfig) -> Self {
+        match Self::try_new(config) {
+            Ok(pool) => pool,
+            Err(e) => panic!("EnhancedConnectionPool::new: {e}"),
+        }
+    }
+
+    /// Builds a pool after validating `config`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the offending field.
+    pub fn try_new(config: EnhancedPoolConfig) -> Result<Self> {
+        config.validate()?;
+        let capacity = config.max_connections;
+        let first_generation = pool_seed();
+        Ok(EnhancedConnectionPool {
+            inner: Arc::new(PoolInner {
+                slab: Slab::new(capacity, first_generation),
+                values: (0..capacity).map(|_| UnsafeCell::new(None)).collect(),
+                users: ArcSwap::from_pointee(UserMap::default()),
+                partitions: Mutex::new(Vec::new()),
+                free_slots: Mutex::new((0..capacity as u32).rev().collect()),
+                closed: AtomicBool::new(false),
+                next_sequence: AtomicU64::new(1),
+                first_generation,
+                config,
+            }),
+        })
+    }
+
+    /// The configuration the pool was built with.
+    pub fn config(&self) -> &EnhancedPoolConfig {
+        &self.inner.config
+    }
+
+    /// Adds a connection owned by `user`; returns its id. Async to match the design
+    /// guide; it never waits. See [`add_connection_sync`](Self::add_connection_sync).
+    ///
+    /// # Errors
+    ///
+    /// As [`add_connection_sync`](Self::add_connection_sync).
+    pub async fn add_connection(
+        &self,
+        conn: C,
+        user: String,
+        metadata: ConnectionMetadata,
+    ) -> Result<ConnectionId> {
+        self.add_connection_sync(conn, user, metadata)
+    }
+
+    /// Adds a connection owned by `user`; returns its id. The connection is idle at
+    /// once, and is handed to the longest waiter of `user` if there is one.
+    ///
+    /// This is the one place the pool allocates per connection (the metadata and, for a
+    /// new user, the partition).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Closed`], [`Error::UserAtCapacity`], [`Error::PoolFull`]. On error the
+    /// connection is dropped.
+    pub fn add_connection_sync(
+        &self,
+        conn: C,
+        user: impl Into<Arc<str>>,
+        metadata: ConnectionMetadata,
+    ) -> Result<ConnectionId> {
+        self.inner.add(conn, user.into(), metadata)
+    }
+
+    /// Borrows an idle connection of `user`, waiting up to `acquire_timeout_ms`.
+    ///
+    /// The returned future is runtime-agnostic and cancellation-safe: dropping it
+    /// before completion leaves the pool as if it had never been called.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownUser`], [`Error::Timeout`], [`Error::Closed`].
+    #[track_caller]
+    pub fn acquire<'a>(&'a self, user: &'a str) -> Acquire<'a, C> {
+        self.acquire_timeout(user, self.inner.config.acquire_timeout())
+    }
+
+    /// [`acquire`](Self::acquire) with an explicit timeout.
+    #[track_caller]
+    pub fn acquire_timeout<'a>(&'a self, user: &'a str, timeout: Duration) -> Acquire<'a, C> {
+        Acquire::new(&self.inner, user, timeout, CallSite::Rust(Location::caller()))
+    }
+
+    /// Borrows an idle connection of `user`, parking the thread up to
+    /// `acquire_timeout_ms`. Do not call it from an async task.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownUser`], [`Error::Timeout`], [`Error::Closed`].
+    #[track_caller]
+    pub fn blocking_acquire(&self, user: &str) -> Result<PooledConnection<'_, C>> {
+        self.inner.blocking_acquire(
+            user,
+            self.inner.config.acquire_timeout(),
+            CallSite::Rust(Location::caller()),
+        )
+    }
+
+    /// [`blocking_acquire`](Self::blocking_acquire) with an explicit timeout.
+    #[track_caller]
+    pub fn blocking_acquire_timeout(
+        &self,
+        user: &str,
+        timeout: Duration,
+    ) -> Result<PooledConnection<'_, C>> {
+        self.inner
+            .blocking_acquire(user, timeout, CallSite::Rust(Location::caller()))
+    }
+
+    /// [`blocking_acquire_timeout`](Self::blocking_acquire_timeout) recording a given
+    /// call site (the C ABI passes `__FILE__`/`__LINE__`/`__func__` through it).
+    pub fn blocking_acquire_at(
+        &self,
+        user: &str,
+        timeout: Duration,
+        site: CallSite,
+    ) -> Result<PooledConnection<'_, C>> {
+        self.inner.blocking_acquire(user, timeout, site)
+    }
+
+    /// Borrows an idle connection of `user` if one is free right now; never waits.
+    /// While other callers wait for `user`, it fails rather than jump the queue.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownUser`], [`Error::NoIdleConnection`], [`Error::Closed`].
+    #[track_caller]
+    pub fn try_acquire(&self, user: &str) -> Result<PooledConnection<'_, C>> {
+        self.inner.try_acquire(user, CallSite::Rust(Location::caller()))
+    }
+
+    /// [`try_acquire`](Self::try_acquire) recording a given call site.
+    pub fn try_acquire_at(&self, user: &str, site: CallSite) -> Result<PooledConnection<'_, C>> {
+        self.inner.try_acquire(user, site)
+    }
+
+    /// Ends a borrow given by its raw handle (from
+    /// [`PooledConnection::into_raw_handle`]). A stale, doubled or never-issued handle is
+    /// rejected and changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleHandle`]; [`Error::Reclaimed`] if the borrow had been reclaimed as
+    /// a critical leak (the connection is closed now).
+    pub fn release_raw_handle(&self, raw: u64) -> Result<()> {
+        let handle = Handle::from_raw(raw);
+        self.inner.release(handle.slot(), handle.generation())
+    }
+
+    /// Runs `f` on the connection of a live raw handle.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleHandle`] or [`Error::Reclaimed`] if the handle is not the current
+    /// borrow of its slot.
+    ///
+    /// # Safety
+    ///
+    /// The caller must be the holder of the borrow `raw` names (no other thread may use
+    /// that borrow's connection during `f`), as the C ABI guarantees by contract.
+    pub unsafe fn with_raw_handle<R>(&self, raw: u64, f: impl FnOnce(&mut C) -> R) -> Result<R> {
+        let handle = Handle::from_raw(raw);
+        self.inner.check_handle(handle)?;
+        // SAFETY: the handle is the slot's current borrow and the caller holds it.
+        let conn = unsafe { self.inner.value_mut(handle.slot()) };
+        Ok(f(conn))
+    }
+
+    /// Removes a connection. An idle one is closed now; a borrowed one is closed when
+    /// its holder returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownConnection`] if no connection has this id.
+    pub fn remove_connection(&self, id: ConnectionId) -> Result<Removal> {
+        self.inner.remove(id)
+    }
+
+    /// Closes the pool: new acquires and adds fail with [`Error::Closed`], waiters wake
+    /// with `Closed`, idle connections are dropped now and borrowed ones when returned.
+    /// Idempotent. Dropping the pool closes it.
+    pub fn close(&self) {
+        self.inner.close();
+    }
+
+    /// Whether [`close`](Self::close) has been called.
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// A snapshot of the pool's counts, computed by scanning the slab (O(slots)); the
+    /// hot path keeps no global counters for it.
+    pub fn stats(&self) -> PoolStats {
+        self.inner.stats()
+    }
+}
+
+impl<C> Drop for EnhancedConnectionPool<C> {
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+impl<C> std::fmt::Debug for EnhancedConnectionPool<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnhancedConnectionPool")
+            .field("max_connections", &self.inner.config.max_connections)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C> PoolInner<C> {
+    /// The user's partition. Lock-free: one `ArcSwap` load and a hash lookup.
+    #[inline]
+    pub(crate) fn partition(&self, user: &str) -> Result<&Partition> {
+        let users = self.users.load();
+        match users.get(user) {
+            // SAFETY: every partition in the map is also in `self.partitions`, which
+            // only grows and lives as long as `self`; the reference is bound to `&self`.
+            Some(p) => Ok(unsafe { &*Arc::as_ptr(p) }),
+            None if self.closed.load(Ordering::Acquire) => Err(Error::Closed),
+            None => Err(Error::UnknownUser {
+                user: user.to_owned(),
+            }),
+        }
+    }
+
+    /// The partition that owns an occupied slot.
+    #[inline]
+    pub(crate) fn partition_of(&self, header: &SlotHeader) -> &Partition {
+        let ptr = header.partition.load(Ordering::Relaxed) as *const Partition;
+        debug_assert!(!ptr.is_null(), "slot has no partition");
+        // SAFETY: set when the slot was filled, from an `Arc` kept in `self.partitions`
+        // for the pool's life; the caller owns the slot, so it is occupied.
+        unsafe { &*ptr }
+    }
+
+    /// Every partition created so far (a clone of the list).
+    pub(crate) fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        lock(&self.partitions).clone()
+    }
+
+    fn partition_or_create(&self, user: &Arc<str>) -> Result<Arc<Partition>> {
+        let mut partitions = lock(&self.partitions);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if let Some(p) = self.users.load().get(&**user) {
+            return Ok(p.clone());
+        }
+        let partition = Arc::new(Partition::new(user.clone(), self.config.max_per_user));
+        let mut users = UserMap::clone(&self.users.load());
+        users.insert(user.clone(), partition.clone());
+        self.users.store(Arc::new(users));
+        partitions.push(partition.clone());
+        Ok(partition)
+    }
+
+    fn add(&self, conn: C, user: Arc<str>, metadata: ConnectionMetadata) -> Result<ConnectionId> {
+        let partition = self.partition_or_create(&user)?;
+        let Some(local) = partition.reserve_local() else {
+            return Err(Error::UserAtCapacity {
+                user: user.to_string(),
+                max_per_user: self.config.max_per_user,
+            });
+        };
+        let Some(slot) = lock(&self.free_slots).pop() else {
+            partition.release_local(local);
+            return Err(Error::PoolFull {
+                max_connections: self.config.max_connections,
+            });
+        };
+        let header = self.header(slot);
+        let empty = header.load_state(Ordering::Relaxed);
+        debug_assert_eq!(empty.lifecycle(), Lifecycle::Empty);
+        // SAFETY: `slot` came off the free list, so this thread alone owns it.
+        unsafe { *self.value_ptr(slot) = Some(conn) };
+        let id = ConnectionId::new(self.next_sequence.fetch_add(1, Ordering::Relaxed), slot);
+        header.conn_id.store(id.raw(), Ordering::Relaxed);
+        header.created_at.store(clock::now_nanos(), Ordering::Relaxed);
+        header
+            .partition
+            .store(Arc::as_ptr(&partition) as usize, Ordering::Relaxed);
+        header.local.store(local, Ordering::Relaxed);
+        header.info.store(Some(Arc::new(SlotInfo { user, metadata })));
+        partition.slots[local as usize].store(slot, Ordering::Relaxed);
+        // Release: whoever takes the idle bit sees every write above.
+        header
+            .state
+            .store(empty.with_lifecycle(Lifecycle::Idle).pack(), Ordering::Release);
+        self.publish_idle(&partition, local);
+        Ok(id)
+    }
+
+    #[inline]
+    fn header(&self, slot: u32) -> &SlotHeader {
+        self.slab.get(slot).expect("slot index within the slab")
+    }
+
+    /// A raw pointer to a slot's value.
+    ///
+    /// Protocol: only the slot's current owner dereferences it: the borrower while
+    /// `InUse`, the sweeper while `Checking`, whoever moved it to `Reserved` (add,
+    /// retire), or the pool's destructor when no other reference exists.
+    #[inline]
+    pub(crate) fn value_ptr(&self, slot: u32) -> *mut Option<C> {
+        self.values[slot as usize].get()
+    }
+
+    /// The connection in an occupied slot.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the slot (see `value_ptr`) for the lifetime of the reference.
+    #[inline]
+    pub(crate) unsafe fn value_mut(&self, slot: u32) -> &mut C {
+        // SAFETY: ownership per the caller's contract; an owned slot is occupied.
+        match unsafe { &mut *self.value_ptr(slot) } {
+            Some(conn) => conn,
+            None => unreachable!("an owned slot holds a connection"),
+        }
+    }
+
+    /// Returns ownership of an idle-able slot to the user's idle set, then lets waiters
+    /// (or a closing pool) have it.
+    #[inline]
+    pub(crate) fn publish_idle(&self, partition: &Partition, local: u32) {
+        partition.idle.put(local);
+        if partition.waiters.needs_dispatch() {
+            self.dispatch(partition);
+        }
+    }
+
+    /// Hands idle connections to waiters, or drains them if the pool is closed.
+    pub(crate) fn dispatch(&self, partition: &Partition) {
+        if !partition.waiters.dispatch(&partition.idle) {
+            self.drain_idle(partition);
+        }
+    }
+
+    fn drain_idle(&self, partition: &Partition) {
+        while let Some(local) = partition.idle.take(Ordering::SeqCst) {
+            let slot = partition.slot_of(local);
+            let header = self.header(slot);
+            let state = header.load_state(Ordering::Relaxed);
+            header.state.store(
+                state.without_flags().with_lifecycle(Lifecycle::Reserved).pack(),
+                Ordering::Relaxed,
+            );
+            drop(self.retire(partition, local, slot));
+        }
+    }
+
+    /// Empties a slot the caller moved to `Reserved`; returns its connection for the
+    /// caller to drop (outside any lock) or hand out.
+    pub(crate) fn retire(&self, partition: &Partition, local: u32, slot: u32) -> Option<C> {
+        let header = self.header(slot);
+        // SAFETY: the slot is `Reserved` by the caller, who owns it.
+        let conn = unsafe { (*self.value_ptr(slot)).take() };
+        header.info.store(None);
+        header.conn_id.store(0, Ordering::Relaxed);
+        header.partition.store(0, Ordering::Relaxed);
+        partition.release_local(local);
+        let state = header.load_state(Ordering::Relaxed);
+        header.state.store(
+            state.without_flags().with_lifecycle(Lifecycle::Empty).pack(),
+            Ordering::Release,
+        );
+        lock(&self.free_slots).push(slot);
+        conn
+    }
+
+    /// The fast path: no waiter ahead, an idle bit to take.
+    #[inline]
+    pub(crate) fn take_idle<'a>(&'a self, partition: &Partition, site: CallSite) -> Option<PooledConnection<'a, C>> {
+        if partition.waiters.busy() {
+            return None;
+        }
+        let local = partition.idle.take(Ordering::Relaxed)?;
+        Some(self.begin_borrow(partition, local, site))
+    }
+
+    /// Turns ownership of an idle slot into a borrow: new generation, stamps, `InUse`.
+    #[inline]
+    pub(crate) fn begin_borrow<'a>(
+        &'a self,
+        partition: &Partition,
+        local: u32,
+        site: CallSite,
+    ) -> PooledConnection<'a, C> {
+        let slot = partition.slot_of(local);
+        let header = self.header(slot);
+        let next = header.load_state(Ordering::Relaxed).next_borrow();
+        // Release fence: the seqlock writer's half (see `SlotHeader::borrow_snapshot`):
+        // a reader that sees any stamp below also sees the previous borrow's end.
+        fence(std::sync::atomic::Ordering::Release);
+        header.record_borrow(clock::now_nanos(), site, thread_tag::current());
+        // Release: publishes the stamps with the new state for the leak scan.
+        header.state.store(next.pack(), Ordering::Release);
+        PooledConnection::new(self, slot, next.generation())
+    }
+
+    pub(crate) fn try_acquire(&self, user: &str, site: CallSite) -> Result<PooledConnection<'_, C>> {
+        let partition = self.partition(user)?;
+        if let Some(conn) = self.take_idle(partition, site) {
+            return Ok(conn);
+        }
+        if partition.waiters.is_closed() {
+            return Err(Error::Closed);
+        }
+        Err(Error::NoIdleConnection {
+            user: user.to_owned(),
+            in_use: partition.connection_count() - partition.idle.count(),
+        })
+    }
+
+    pub(crate) fn blocking_acquire(
+        &self,
+        user: &str,
+        timeout: Duration,
+        site: CallSite,
+    ) -> Result<PooledConnection<'_, C>> {
+        let partition = self.partition(user)?;
+        if let Some(conn) = self.take_idle(partition, site) {
+            return Ok(conn);
+        }
+        let started = Instant::now();
+        let node = match partition.waiters.register(Wakeup::Thread(std::thread::current())) {
+            Registration::Waiting(node) => node,
+            Registration::Closed => return Err(Error::Closed),
+        };
+        self.dispatch(partition);
+        loop {
+            if let Some(outcome) = node.outcome() {
+                return self.finish_wait(partition, outcome, site);
+            }
+            let waited = started.elapsed();
+            if waited >= timeout {
+                return match partition.waiters.cancel(&node) {
+                    None => Err(self.timeout_error(partition, waited)),
+                    Some(outcome) => self.finish_wait(partition, outcome, site),
+                };
+            }
+            std::thread::park_timeout(timeout - waited);
+        }
+    }
+
+    /// Turns a wait's outcome into the caller's result.
+    pub(crate) fn finish_wait(
+        &self,
+        partition: &Partition,
+        outcome: Outcome,
+        site: CallSite,
+    ) -> Result<PooledConnection<'_, C>> {
+        match outcome {
+            Outcome::Granted(local) => Ok(self.begin_borrow(partition, local, site)),
+            Outcome::Closed => Err(Error::Closed),
+        }
+    }
+
+    /// Builds the timeout error, with the user's counts at the end of the wait.
+    pub(crate) fn timeout_error(&self, partition: &Partition, waited: Duration) -> Error {
+        partition.timeouts.fetch_add(1, Ordering::Relaxed);
+        let idle = partition.idle.count();
+        Error::Timeout {
+            user: partition.user.to_string(),
+            waited,
+            in_use: partition.connection_count().saturating_sub(idle),
+            idle,
+            last_factory_error: None,
+        }
+    }
+
+    /// Validates that `handle` is the current borrow of its slot.
+    fn check_handle(&self, handle: Handle) -> Result<()> {
+        let header = self.slab.get(handle.slot()).ok_or(Error::StaleHandle {
+            handle: handle.raw(),
+        })?;
+        let state = header.load_state(Ordering::Acquire);
+        if state.generation() != handle.generation() || state.lifecycle() != Lifecycle::InUse {
+            return Err(Error::StaleHandle {
+                handle: handle.raw(),
+            });
+        }
+        if state.has(flags::RECLAIMED) {
+            return Err(Error::Reclaimed {
+                connection_id: header.conn_id.load(Ordering::Relaxed),
+            });
+        }
+        Ok(())
+    }
+
+    /// Ends the borrow `(slot, generation)`: one CAS validates the handle and changes
+    /// the state; the connection goes idle, or is closed if it was marked to be.
+    pub(crate) fn release(&self, slot: u32, generation: u32) -> Result<()> {
+        let stale = || Error::StaleHandle {
+            handle: Handle::new(slot, generation).raw(),
+        };
+        let header = self.slab.get(slot).ok_or_else(stale)?;
+        let mut current = header.load_state(Ordering::Relaxed);
+        let (keep, reclaimed) = loop {
+            if current.generation() != generation || current.lifecycle() != Lifecycle::InUse {
+                return Err(stale());
+            }
+            let reclaimed = current.has(flags::RECLAIMED);
+            let keep = !reclaimed && !current.has(flags::CLOSE_ON_RETURN);
+            let next = current
+                .without_flags()
+                .with_lifecycle(if keep { Lifecycle::Idle } else { Lifecycle::Reserved });
+            // Release: the holder's use of the connection happens-before whoever sees
+            // the new state (the next owner also synchronises through the idle bit).
+            match header.state.compare_exchange_weak(
+                current.pack(),
+                next.pack(),
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break (keep, reclaimed),
+                // A flag was set concurrently (leak report, close-on-return) or the
+                // CAS failed spuriously: re-validate against what is there now.
+                Err(actual) => current = SlotState::from_packed(actual),
+            }
+        };
+        let partition = self.partition_of(header);
+        let local = header.local.load(Ordering::Relaxed);
+        if keep {
+            self.publish_idle(partition, local);
+            return Ok(());
+        }
+        let connection_id = header.conn_id.load(Ordering::Relaxed);
+        drop(self.retire(partition, local, slot));
+        if reclaimed {
+            return Err(Error::Reclaimed { connection_id });
+        }
+        Ok(())
+    }
+
+    /// Takes a borrowed connection out of the pool for good.
+    pub(crate) fn detach(&self, slot: u32, generation: u32) -> Result<C> {
+        let header = self.header(slot);
+        loop {
+            let current = header.load_state(Ordering::Relaxed);
+            if current.generation() != generation || current.lifecycle() != Lifecycle::InUse {
+                return Err(Error::StaleHandle {
+                    handle: Handle::new(slot, generation).raw(),
+                });
+            }
+            let next = current.without_flags().with_lifecycle(Lifecycle::Reserved);
+            if header
+                .state
+                .compare_exchange(current.pack(), next.pack(), Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        let partition = self.partition_of(header);
+        let local = header.local.load(Ordering::Relaxed);
+        Ok(self
+            .retire(partition, local, slot)
+            .expect("a borrowed slot holds a connection"))
+    }
+
+    fn remove(&self, id: ConnectionId) -> Result<Removal> {
+        let unknown = || Error::UnknownConnection {
+            connection_id: id.raw(),
+        };
+        let slot = id.slot();
+        let header = self.slab.get(slot).ok_or_else(unknown)?;
+        loop {
+            if header.conn_id.load(Ordering::Acquire) != id.raw() {
+                return Err(unknown());
+            }
+            let state = header.load_state(Ordering::Acquire);
+            match state.lifecycle() {
+                Lifecycle::Idle => {
+                    let partition = self.partition_of(header);
+                    let local = header.local.load(Ordering::Relaxed);
+                    if partition.idle.take_exact(local) {
+                        // We own it now; re-check it is still the same connection.
+                        if header.conn_id.load(Ordering::Acquire) != id.raw() {
+                            partition.idle.put(local);
+                            return Err(unknown());
+                        }
+                        header.state.store(
+                            state.without_flags().with_lifecycle(Lifecycle::Reserved).pack(),
+                            Ordering::Relaxed,
+                        );
+                        drop(self.retire(partition, local, slot));
+                        return Ok(Removal::Closed);
+                    }
+                    // Someone owns it in passing (a borrower between taking the bit and
+                    // stamping the slot, or a waiter granted it): let them finish.
+                    std::thread::yield_now();
+                }
+                Lifecycle::InUse | Lifecycle::Checking => {
+                    if header
+                        .state
+                        .compare_exchange(
+                            state.pack(),
+                            state.with_flag(flags::CLOSE_ON_RETURN).pack(),
+                            Ordering::AcqRel,
+                            Ordering::Relaxed,
+                        )
+                        .is_ok()
+                    {
+                        return Ok(Removal::ClosesOnReturn);
+                    }
+                }
+                Lifecycle::Empty => return Err(unknown()),
+                Lifecycle::Reserved => std::thread::yield_now(),
+            }
+        }
+    }
+
+    fn close(&self) {
+        {
+            let _partitions = lock(&self.partitions);
+            self.closed.store(true, Ordering::Release);
+        }
+        for partition in self.all_partitions() {
+            partition.waiters.close();
+            self.drain_idle(&partition);
+        }
+    }
+
+    fn stats(&self) -> PoolStats {
+        let mut users = Vec::new();
+        let (mut total, mut active, mut idle, mut waiting, mut timeouts) = (0, 0, 0, 0, 0);
+        for partition in self.all_partitions() {
+            let mut user = UserStats {
+                user: partition.user.to_string(),
+                total_connections: 0,
+                active_connections: 0,
+                idle_connections: partition.idle.count(),
+                waiting: partition.waiters.waiting(),
+                timeouts: partition.timeouts.load(Ordering::Relaxed),
+            };
+            for entry in partition.slots.iter() {
+                let slot = entry.load(Ordering::Relaxed);
+                let Some(header) = self.slab.get(slot) else { continue };
+                user.total_connections += 1;
+                if header.load_state(Ordering::Relaxed).lifecycle() == Lifecycle::InUse {
+                    user.active_connections += 1;
+                }
+            }
+            total += user.total_connections;
+            active += user.active_connections;
+            idle += user.idle_connections;
+            waiting += user.waiting;
+            timeouts += user.timeouts;
+            users.push(user);
+        }
+        let acquires = self
+            .slab
+            .iter()
+            .map(|(_, h)| {
+                u64::from(
+                    h.load_state(Ordering::Relaxed)
+                        .generation()
+                        .wrapping_sub(self.first_generation),
+                )
+            })
+            .sum();
+        PoolStats {
+            total_connections: total,
+            active_connections: active,
+            idle_connections: idle,
+            waiting,
+            acquires,
+            timeouts,
+            users,
+            leak_stats: LeakStats {
+                current_tracked: active,
+                ..LeakStats::default()
+            },
+        }
+    }
+}
+
+/// A per-pool starting generation, so handles of different pools rarely coincide.
+fn pool_seed() -> u32 {
+    static POOLS: AtomicU64 = AtomicU64::new(0);
+    let n = POOLS.fetch_add(1, Ordering::Relaxed);
+    let stack_entropy = NonNull::<u8>::dangling().as_ptr() as u64 ^ (&n as *const u64 as u64);
+    let mixed = (n ^ stack_entropy ^ clock::now_nanos()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (mixed >> 32) as u32
+}

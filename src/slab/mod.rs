@@ -1,0 +1,289 @@
+//! The slab: one fixed array of slot headers, allocated when the pool is built and never
+//! reallocated, so a slot index stays valid for the pool's life.
+//!
+//! A header holds everything about a slot except the connection value itself (which is
+//! generic and lives in the pool): the state word, timestamps, the current borrow's call
+//! site and thread, and the connection's descriptive info. The header array is not
+//! generic, so the leak scan and statistics read it without knowing the connection type.
+//!
+//! # Who writes what
+//!
+//! - `state` is the ownership token (see [`state`]); transitions of a borrowed slot are
+//!   CAS on the whole word.
+//! - `acquired_at`, `site`, `borrower` are written by the slot's new owner right after it
+//!   takes the slot and before it publishes `InUse`; readers other than the owner (the
+//!   leak scan) validate them seqlock-style: read the state, the fields, then the state
+//!   again, and discard the read if the state changed.
+//! - `conn_id`, `created_at`, `partition`, `local`, `info` are written while the slot is
+//!   `Reserved` by whoever fills or empties it, and are read-only while it is occupied.
+
+pub(crate) mod idle;
+pub(crate) mod state;
+
+use std::ffi::{CStr, c_char};
+use std::fmt;
+use std::panic::Location;
+use std::sync::Arc;
+use std::sync::atomic::fence;
+
+use arc_swap::ArcSwapOption;
+use crossbeam_utils::CachePadded;
+
+use crate::metadata::ConnectionMetadata;
+use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use state::SlotState;
+
+/// Where a borrow was taken: a Rust `#[track_caller]` location or a C call site passed
+/// by `HELIOSDB_POOL_ACQUIRE` (`__FILE__`, `__LINE__`, `__func__`).
+///
+/// Copying a call site copies pointers only; the strings are `'static`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum CallSite {
+    /// A Rust call site, recorded through `#[track_caller]`.
+    Rust(&'static Location<'static>),
+    /// A C call site. The pointers are the C compiler's static string literals.
+    C {
+        /// `__FILE__`.
+        file: &'static CStr,
+        /// `__LINE__`.
+        line: u32,
+        /// `__func__`, when given.
+        function: Option<&'static CStr>,
+    },
+}
+
+impl CallSite {
+    /// The source file.
+    pub fn file(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            CallSite::Rust(loc) => loc.file().into(),
+            CallSite::C { file, .. } => file.to_string_lossy(),
+        }
+    }
+
+    /// The line number.
+    pub fn line(&self) -> u32 {
+        match self {
+            CallSite::Rust(loc) => loc.line(),
+            CallSite::C { line, .. } => *line,
+        }
+    }
+
+    /// The enclosing function, known for C call sites only.
+    pub fn function(&self) -> Option<std::borrow::Cow<'static, str>> {
+        match self {
+            CallSite::Rust(_) => None,
+            CallSite::C { function, .. } => function.map(|f| f.to_string_lossy()),
+        }
+    }
+}
+
+impl fmt::Display for CallSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file(), self.line())?;
+        if let Some(func) = self.function() {
+            write!(f, " ({func})")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CallSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// A call site packed into three words so recording it is three relaxed stores.
+///
+/// `aux` = line << 1 | is_c. `ptr` is the `Location` (Rust) or the file string (C);
+/// `func` the C function string or 0.
+struct SiteCell {
+    ptr: AtomicUsize,
+    aux: AtomicU64,
+    func: AtomicUsize,
+}
+
+impl SiteCell {
+    fn new() -> Self {
+        SiteCell {
+            ptr: AtomicUsize::new(0),
+            aux: AtomicU64::new(0),
+            func: AtomicUsize::new(0),
+        }
+    }
+
+    #[inline]
+    fn store(&self, site: CallSite) {
+        let (ptr, aux, func) = match site {
+            CallSite::Rust(loc) => (loc as *const Location<'static> as usize, 0, 0),
+            CallSite::C {
+                file,
+                line,
+                function,
+            } => (
+                file.as_ptr() as usize,
+                (u64::from(line) << 1) | 1,
+                function.map_or(0, |f| f.as_ptr() as usize),
+            ),
+        };
+        self.ptr.store(ptr, Ordering::Relaxed);
+        self.aux.store(aux, Ordering::Relaxed);
+        self.func.store(func, Ordering::Relaxed);
+    }
+
+    fn load(&self) -> Option<CallSite> {
+        let ptr = self.ptr.load(Ordering::Relaxed);
+        let aux = self.aux.load(Ordering::Relaxed);
+        let func = self.func.load(Ordering::Relaxed);
+        if ptr == 0 {
+            return None;
+        }
+        if aux & 1 == 0 {
+            // SAFETY: a Rust site stores a `&'static Location` (see `store`), and the
+            // caller validated that all three words belong to one `store`.
+            Some(CallSite::Rust(unsafe { &*(ptr as *const Location<'static>) }))
+        } else {
+            // SAFETY: C sites store pointers the C caller promised are static,
+            // NUL-terminated strings (`__FILE__`, `__func__`), checked non-NULL at the
+            // boundary; `func` is 0 when absent.
+            let file = unsafe { CStr::from_ptr(ptr as *const c_char) };
+            let function = (func != 0).then(|| unsafe { CStr::from_ptr(func as *const c_char) });
+            Some(CallSite::C {
+                file,
+                line: (aux >> 1) as u32,
+                function,
+            })
+        }
+    }
+}
+
+/// Descriptive, immutable facts about the connection in a slot.
+pub(crate) struct SlotInfo {
+    pub(crate) user: Arc<str>,
+    pub(crate) metadata: ConnectionMetadata,
+}
+
+/// One slot's header. See the module docs for who writes each field.
+pub(crate) struct SlotHeader {
+    /// The packed [`SlotState`].
+    pub(crate) state: AtomicU64,
+    /// Coarse-clock time the current borrow began.
+    pub(crate) acquired_at: AtomicU64,
+    /// Coarse-clock time the connection was added.
+    pub(crate) created_at: AtomicU64,
+    site: SiteCell,
+    /// Thread tag of the current borrower (see `thread_tag`).
+    pub(crate) borrower: AtomicU64,
+    /// Raw [`ConnectionId`](crate::ConnectionId) of the occupying connection.
+    pub(crate) conn_id: AtomicU64,
+    /// `*const Partition` of the owning user, 0 when empty.
+    pub(crate) partition: AtomicUsize,
+    /// Index of this slot within its partition.
+    pub(crate) local: AtomicU32,
+    /// The connection's user and metadata; set while the slot is `Reserved`.
+    pub(crate) info: ArcSwapOption<SlotInfo>,
+}
+
+impl SlotHeader {
+    fn new(initial_generation: u32) -> Self {
+        SlotHeader {
+            state: AtomicU64::new(SlotState::new(initial_generation, state::Lifecycle::Empty).pack()),
+            acquired_at: AtomicU64::new(0),
+            created_at: AtomicU64::new(0),
+            site: SiteCell::new(),
+            borrower: AtomicU64::new(0),
+            conn_id: AtomicU64::new(0),
+            partition: AtomicUsize::new(0),
+            local: AtomicU32::new(0),
+            info: ArcSwapOption::empty(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn load_state(&self, order: Ordering) -> SlotState {
+        SlotState::from_packed(self.state.load(order))
+    }
+
+    /// Records the facts of a new borrow. Called by the slot's new owner, before it
+    /// publishes `InUse` with a Release store.
+    #[inline]
+    pub(crate) fn record_borrow(&self, now: u64, site: CallSite, borrower: u64) {
+        self.acquired_at.store(now, Ordering::Relaxed);
+        self.site.store(site);
+        self.borrower.store(borrower, Ordering::Relaxed);
+    }
+
+    /// A consistent snapshot of the current borrow, or `None` if the slot is not in use
+    /// or changed hands while it was read (seqlock validation).
+    pub(crate) fn borrow_snapshot(&self) -> Option<BorrowSnapshot> {
+        // Acquire: pairs with the owner's Release publication of `InUse`, so the
+        // fields below are at least as new as this state.
+        let before = self.load_state(Ordering::Acquire);
+        if before.lifecycle() != state::Lifecycle::InUse {
+            return None;
+        }
+        let acquired_at = self.acquired_at.load(Ordering::Relaxed);
+        let site = self.site.load();
+        let borrower = self.borrower.load(Ordering::Relaxed);
+        // Acquire fence: if any field above was written by a later owner, that owner's
+        // writes follow its Acquire take of the slot, which follows the release that
+        // changed `state`; so the re-read below sees a different state.
+        fence(std::sync::atomic::Ordering::Acquire);
+        let after = self.load_state(Ordering::Relaxed);
+        if after.generation() != before.generation() || after.lifecycle() != before.lifecycle() {
+            return None;
+        }
+        Some(BorrowSnapshot {
+            state: after,
+            acquired_at,
+            site,
+            borrower,
+        })
+    }
+
+    /// The call site of the current borrow, read by its owner.
+    pub(crate) fn owner_site(&self) -> Option<CallSite> {
+        self.site.load()
+    }
+}
+
+/// A validated view of one borrow, taken by [`SlotHeader::borrow_snapshot`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BorrowSnapshot {
+    pub(crate) state: SlotState,
+    pub(crate) acquired_at: u64,
+    pub(crate) site: Option<CallSite>,
+    pub(crate) borrower: u64,
+}
+
+/// The slot headers of one pool.
+pub(crate) struct Slab {
+    slots: Box<[CachePadded<SlotHeader>]>,
+}
+
+impl Slab {
+    /// A slab of `capacity` empty slots whose generations start at `first_generation`
+    /// (random per pool, so a handle from another pool almost never matches).
+    pub(crate) fn new(capacity: usize, first_generation: u32) -> Self {
+        Slab {
+            slots: (0..capacity)
+                .map(|_| CachePadded::new(SlotHeader::new(first_generation)))
+                .collect(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn get(&self, index: u32) -> Option<&SlotHeader> {
+        self.slots.get(index as usize).map(|s| &**s)
+    }
+
+    #[inline]
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &SlotHeader)> {
+        self.slots.iter().enumerate().map(|(i, s)| (i as u32, &**s))
+    }
+}

@@ -1,0 +1,53 @@
+//! The atomics and cells the lock-free core is built from: `std` normally, `loom` under
+//! `--cfg loom`, so the model checker can explore every interleaving of the same code.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+/// An `UnsafeCell` with loom's closure-based API, so accesses are tracked under loom and
+/// free in normal builds.
+#[derive(Debug)]
+pub(crate) struct UnsafeCell<T>(
+    #[cfg(not(loom))] std::cell::UnsafeCell<T>,
+    #[cfg(loom)] loom::cell::UnsafeCell<T>,
+);
+
+impl<T> UnsafeCell<T> {
+    pub(crate) fn new(value: T) -> Self {
+        #[cfg(not(loom))]
+        return UnsafeCell(std::cell::UnsafeCell::new(value));
+        #[cfg(loom)]
+        return UnsafeCell(loom::cell::UnsafeCell::new(value));
+    }
+
+    /// Runs `f` with a shared pointer to the value. The caller guarantees no concurrent
+    /// mutable access for the duration.
+    #[inline]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        #[cfg(not(loom))]
+        return f(self.0.get());
+        #[cfg(loom)]
+        return self.0.with(f);
+    }
+
+    /// Runs `f` with a mutable pointer to the value. The caller guarantees exclusive
+    /// access for the duration.
+    #[inline]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        #[cfg(not(loom))]
+        return f(self.0.get());
+        #[cfg(loom)]
+        return self.0.with_mut(f);
+    }
+
+    /// A raw pointer to the value, for the guard's `Deref`, whose borrow outlives a
+    /// closure. Not tracked by loom; the guard's exclusivity argument covers it.
+    #[cfg(not(loom))]
+    #[inline]
+    pub(crate) fn get(&self) -> *mut T {
+        self.0.get()
+    }
+}

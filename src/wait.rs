@@ -1,0 +1,299 @@
+//! The slow path: a user's FIFO queue of waiting threads and tasks, and direct hand-off.
+//!
+//! # No lost wake-ups
+//!
+//! A waiter registers (increments `signal` with SeqCst, under the queue lock), then
+//! re-checks the idle set with a SeqCst load. A releaser publishes the idle bit with a
+//! SeqCst RMW, then loads `signal` with SeqCst. In the single total order of SeqCst
+//! operations one of the two comes first: either the waiter's re-check sees the bit, or
+//! the releaser sees the waiter and dispatches. Both paths take the queue lock to
+//! dispatch, so a connection is handed to the *front* waiter (FIFO).
+//!
+//! # Fairness
+//!
+//! While anyone waits, new acquirers see `signal != 0` and queue behind instead of
+//! taking an idle connection, so a thread that releases and re-acquires in a loop
+//! cannot starve waiters.
+//!
+//! # Cancellation
+//!
+//! A waiter that gives up (timeout, dropped future) removes itself under the lock. If a
+//! connection was granted to it in the meantime, it either uses it (timeout) or gives
+//! it back through the same release path (dropped future), so nothing is lost.
+
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::task::Waker;
+use std::thread::Thread;
+use std::time::Instant;
+
+use crossbeam_utils::CachePadded;
+use once_cell::sync::Lazy;
+
+use crate::slab::idle::IdleSet;
+
+/// Set in `signal` once the pool is closed.
+const CLOSED: u64 = 1 << 63;
+
+const PENDING: u64 = u64::MAX;
+const CLOSED_OUTCOME: u64 = u64::MAX - 1;
+
+/// What a wait ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The waiter now owns this local slot index.
+    Granted(u32),
+    /// The pool closed.
+    Closed,
+}
+
+/// How to wake a waiter.
+#[derive(Debug)]
+pub(crate) enum Wakeup {
+    Thread(Thread),
+    Task(Waker),
+}
+
+/// One waiting thread or task.
+#[derive(Debug)]
+pub(crate) struct WaitNode {
+    /// PENDING, CLOSED_OUTCOME, or the granted local index. Written once, under the
+    /// queue lock, by whoever completes the node.
+    outcome: AtomicU64,
+    wakeup: Mutex<Wakeup>,
+}
+
+impl WaitNode {
+    /// The outcome, if the wait has ended.
+    pub(crate) fn outcome(&self) -> Option<Outcome> {
+        // Acquire: pairs with the Release in `complete`; the granted slot's contents
+        // were published to the granter through the idle set's Acquire take.
+        match self.outcome.load(Ordering::Acquire) {
+            PENDING => None,
+            CLOSED_OUTCOME => Some(Outcome::Closed),
+            local => Some(Outcome::Granted(local as u32)),
+        }
+    }
+
+    /// Replaces the task waker (a future may be polled with a new one).
+    pub(crate) fn set_waker(&self, waker: &Waker) {
+        let mut slot = lock(&self.wakeup);
+        match &*slot {
+            Wakeup::Task(old) if old.will_wake(waker) => {}
+            _ => *slot = Wakeup::Task(waker.clone()),
+        }
+    }
+
+    fn complete(&self, outcome: Outcome) {
+        let raw = match outcome {
+            Outcome::Granted(local) => u64::from(local),
+            Outcome::Closed => CLOSED_OUTCOME,
+        };
+        self.outcome.store(raw, Ordering::Release);
+        self.wake();
+    }
+
+    fn wake(&self) {
+        match &*lock(&self.wakeup) {
+            Wakeup::Thread(t) => t.unpark(),
+            Wakeup::Task(w) => w.wake_by_ref(),
+        }
+    }
+}
+
+/// A user's waiters.
+pub(crate) struct WaitQueue {
+    /// Waiter count, plus [`CLOSED`]. Read on every acquire and release, written only
+    /// when someone waits, so it sits alone on its cache line and stays shared.
+    signal: CachePadded<AtomicU64>,
+    queue: Mutex<VecDeque<Arc<WaitNode>>>,
+}
+
+/// What a registration found.
+pub(crate) enum Registration {
+    Waiting(Arc<WaitNode>),
+    Closed,
+}
+
+impl WaitQueue {
+    pub(crate) fn new() -> Self {
+        WaitQueue {
+            signal: CachePadded::new(AtomicU64::new(0)),
+            queue: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Whether the fast path must step aside: someone waits, or the pool is closed.
+    /// Relaxed: a stale answer only sends one acquire down the other path.
+    #[inline]
+    pub(crate) fn busy(&self) -> bool {
+        self.signal.load(Ordering::Relaxed) != 0
+    }
+
+    /// The releaser's half of the handshake: called after the SeqCst publication of an
+    /// idle bit; true if a dispatch is needed.
+    #[inline]
+    pub(crate) fn needs_dispatch(&self) -> bool {
+        self.signal.load(Ordering::SeqCst) != 0
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.signal.load(Ordering::Acquire) & CLOSED != 0
+    }
+
+    /// Number of waiters right now.
+    pub(crate) fn waiting(&self) -> usize {
+        (self.signal.load(Ordering::Relaxed) & !CLOSED) as usize
+    }
+
+    /// Joins the back of the queue.
+    pub(crate) fn register(&self, wakeup: Wakeup) -> Registration {
+        let mut queue = lock(&self.queue);
+        if self.is_closed() {
+            return Registration::Closed;
+        }
+        let node = Arc::new(WaitNode {
+            outcome: AtomicU64::new(PENDING),
+            wakeup: Mutex::new(wakeup),
+        });
+        queue.push_back(node.clone());
+        // SeqCst: the waiter's half of the handshake (see the module docs).
+        self.signal.fetch_add(1, Ordering::SeqCst);
+        Registration::Waiting(node)
+    }
+
+    /// Hands idle slots to waiters, front first, until one runs out. Returns false if
+    /// the pool is closed (the caller drains instead).
+    pub(crate) fn dispatch(&self, idle: &IdleSet) -> bool {
+        let mut queue = lock(&self.queue);
+        if self.is_closed() {
+            return false;
+        }
+        while !queue.is_empty() {
+            // SeqCst: ordered after the waiter's registration (see module docs).
+            let Some(local) = idle.take(Ordering::SeqCst) else {
+                break;
+            };
+            let node = queue.pop_front().expect("queue is non-empty");
+            self.signal.fetch_sub(1, Ordering::Relaxed);
+            node.complete(Outcome::Granted(local));
+        }
+        true
+    }
+
+    /// Withdraws `node`. `None` if it was still waiting (now removed); otherwise the
+    /// outcome it was completed with, which the caller now owns.
+    pub(crate) fn cancel(&self, node: &Arc<WaitNode>) -> Option<Outcome> {
+        let mut queue = lock(&self.queue);
+        if let Some(pos) = queue.iter().position(|n| Arc::ptr_eq(n, node)) {
+            queue.remove(pos);
+            self.signal.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        drop(queue);
+        node.outcome()
+    }
+
+    /// Marks the queue closed and wakes every waiter with [`Outcome::Closed`].
+    pub(crate) fn close(&self) {
+        let mut queue = lock(&self.queue);
+        // SeqCst: a releaser that publishes an idle bit after this sees CLOSED and
+        // drains; one that published before is drained by the closer.
+        self.signal.fetch_or(CLOSED, Ordering::SeqCst);
+        let waiters = queue.len() as u64;
+        self.signal.fetch_sub(waiters, Ordering::Relaxed);
+        for node in queue.drain(..) {
+            node.complete(Outcome::Closed);
+        }
+    }
+}
+
+/// Poison-tolerant lock: the data behind these mutexes stays consistent across a panic
+/// (each critical section is a few infallible steps), so a poisoned lock is still usable.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A runtime-agnostic timer for async waiters: one lazily started thread that wakes a
+/// waiting task at its deadline, so `acquire().await` times out on any executor.
+pub(crate) mod timer {
+    use super::*;
+
+    struct Entry {
+        deadline: Instant,
+        node: Weak<WaitNode>,
+    }
+
+    impl PartialEq for Entry {
+        fn eq(&self, other: &Self) -> bool {
+            self.deadline == other.deadline
+        }
+    }
+    impl Eq for Entry {}
+    impl PartialOrd for Entry {
+        fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+            Some(self.cmp(other))
+        }
+    }
+    impl Ord for Entry {
+        // Reversed: BinaryHeap is a max-heap and the earliest deadline must be on top.
+        fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+            other.deadline.cmp(&self.deadline)
+        }
+    }
+
+    struct Timer {
+        entries: Mutex<BinaryHeap<Entry>>,
+        changed: Condvar,
+    }
+
+    static TIMER: Lazy<&'static Timer> = Lazy::new(|| {
+        let timer: &'static Timer = Box::leak(Box::new(Timer {
+            entries: Mutex::new(BinaryHeap::new()),
+            changed: Condvar::new(),
+        }));
+        std::thread::Builder::new()
+            .name("heliosdb-timer".into())
+            .spawn(move || run(timer))
+            .expect("spawning the heliosdb-timer thread");
+        timer
+    });
+
+    /// Wakes `node`'s task at `deadline` (unless it is gone by then).
+    pub(crate) fn arm(deadline: Instant, node: &Arc<WaitNode>) {
+        let timer = *TIMER;
+        let mut entries = lock(&timer.entries);
+        let earliest = entries.peek().is_none_or(|e| deadline < e.deadline);
+        entries.push(Entry {
+            deadline,
+            node: Arc::downgrade(node),
+        });
+        if earliest {
+            timer.changed.notify_one();
+        }
+    }
+
+    fn run(timer: &'static Timer) {
+        let mut entries = lock(&timer.entries);
+        loop {
+            let now = Instant::now();
+            while entries.peek().is_some_and(|e| e.deadline <= now) {
+                let entry = entries.pop().expect("peeked");
+                if let Some(node) = entry.node.upgrade() {
+                    node.wake();
+                }
+            }
+            entries = match entries.peek().map(|e| e.deadline - now) {
+                Some(wait) => {
+                    timer
+                        .changed
+                        .wait_timeout(entries, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => timer.changed.wait(entries).unwrap_or_else(|p| p.into_inner()),
+            };
+        }
+    }
+}
