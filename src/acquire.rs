@@ -16,7 +16,7 @@ use crate::guard::PooledConnection;
 use crate::partition::Partition;
 use crate::pool::PoolInner;
 use crate::slab::CallSite;
-use crate::wait::{Outcome, Registration, WaitNode, Wakeup, timer};
+use crate::wait::{Registration, WaitNode, Wakeup, timer};
 
 /// A pending borrow. Resolves to a [`PooledConnection`] or an error; see
 /// [`EnhancedConnectionPool::acquire`](crate::EnhancedConnectionPool::acquire).
@@ -40,7 +40,12 @@ enum State<'a> {
 }
 
 impl<'a, C> Acquire<'a, C> {
-    pub(crate) fn new(pool: &'a PoolInner<C>, user: &'a str, timeout: Duration, site: CallSite) -> Self {
+    pub(crate) fn new(
+        pool: &'a PoolInner<C>,
+        user: &'a str,
+        timeout: Duration,
+        site: CallSite,
+    ) -> Self {
         Acquire {
             pool,
             user,
@@ -59,15 +64,15 @@ impl<'a, C> Future for Acquire<'a, C> {
         let this = self.get_mut();
         let pool = this.pool;
         if let State::Start = this.state {
-            let partition = match pool.partition(this.user) {
-                Ok(p) => p,
+            let (partition, affinity) = match pool.resolve(this.user) {
+                Ok(found) => found,
                 Err(e) => {
                     this.state = State::Done;
                     return Poll::Ready(Err(e));
                 }
             };
             // One fast attempt, exactly like `try_acquire`, before queueing.
-            if let Some(conn) = pool.take_idle(partition, this.site) {
+            if let Some(conn) = pool.take_idle(partition, affinity, this.site) {
                 this.state = State::Done;
                 return Poll::Ready(Ok(conn));
             }
@@ -117,7 +122,7 @@ impl<'a, C> Future for Acquire<'a, C> {
             None => Poll::Pending,
             Some(outcome) => {
                 this.state = State::Done;
-                Poll::Ready(pool.finish_wait(partition, outcome, this.site))
+                Poll::Ready(pool.finish_wait(outcome, this.site))
             }
         }
     }
@@ -129,11 +134,10 @@ impl<C> Drop for Acquire<'_, C> {
             partition, node, ..
         } = std::mem::replace(&mut self.state, State::Done)
         {
-            match partition.waiters.cancel(&node) {
-                // A connection was granted after the caller stopped listening: give it
-                // back through the normal path, so the next waiter gets it.
-                Some(Outcome::Granted(local)) => self.pool.publish_idle(partition, local),
-                Some(Outcome::Closed) | None => {}
+            // A connection granted after the caller stopped listening goes back through
+            // the normal release path, so the next waiter gets it.
+            if let Some(outcome) = partition.waiters.cancel(&node) {
+                self.pool.return_grant(outcome);
             }
         }
     }

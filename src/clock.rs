@@ -51,7 +51,11 @@ mod tests {
         let b = now_nanos();
         assert!(b >= a);
         // A coarse tick is at most 10 ms even at HZ=100.
-        assert!(elapsed(a, b) >= Duration::from_millis(20), "{:?}", elapsed(a, b));
+        assert!(
+            elapsed(a, b) >= Duration::from_millis(20),
+            "{:?}",
+            elapsed(a, b)
+        );
         assert_eq!(elapsed(b, a), Duration::ZERO);
     }
 }

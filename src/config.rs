@@ -109,7 +109,10 @@ impl EnhancedPoolConfig {
     /// [`Error::InvalidConfig`] naming the first offending field and why.
     pub fn validate(&self) -> Result<()> {
         if self.max_connections == 0 {
-            return Err(Error::invalid_config("max_connections", "must be at least 1"));
+            return Err(Error::invalid_config(
+                "max_connections",
+                "must be at least 1",
+            ));
         }
         if self.max_connections > MAX_SLOTS {
             return Err(Error::invalid_config(
@@ -164,7 +167,10 @@ impl EnhancedPoolConfig {
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("max_connection_age_ms", self.max_connection_age_ms),
             ("health_check_interval_ms", self.health_check_interval_ms),
-            ("leak_detection_threshold_ms", self.leak_detection_threshold_ms),
+            (
+                "leak_detection_threshold_ms",
+                self.leak_detection_threshold_ms,
+            ),
             ("cleanup_interval_ms", self.cleanup_interval_ms),
         ];
         for (field, value) in durations {
@@ -249,24 +255,47 @@ mod tests {
     fn contradictions_are_rejected_with_the_field() {
         let base = EnhancedPoolConfig::default;
         assert_eq!(
-            field_of(EnhancedPoolConfig { max_connections: 0, ..base() }),
+            field_of(EnhancedPoolConfig {
+                max_connections: 0,
+                ..base()
+            }),
             "max_connections"
         );
         assert_eq!(
-            field_of(EnhancedPoolConfig { max_connections: MAX_SLOTS + 1, max_per_user: 1, ..base() }),
+            field_of(EnhancedPoolConfig {
+                max_connections: MAX_SLOTS + 1,
+                max_per_user: 1,
+                ..base()
+            }),
             "max_connections"
         );
-        assert_eq!(field_of(EnhancedPoolConfig { max_per_user: 0, ..base() }), "max_per_user");
         assert_eq!(
-            field_of(EnhancedPoolConfig { max_connections: 5, max_per_user: 6, ..base() }),
+            field_of(EnhancedPoolConfig {
+                max_per_user: 0,
+                ..base()
+            }),
             "max_per_user"
         );
         assert_eq!(
-            field_of(EnhancedPoolConfig { health_check_interval_ms: 0, ..base() }),
+            field_of(EnhancedPoolConfig {
+                max_connections: 5,
+                max_per_user: 6,
+                ..base()
+            }),
+            "max_per_user"
+        );
+        assert_eq!(
+            field_of(EnhancedPoolConfig {
+                health_check_interval_ms: 0,
+                ..base()
+            }),
             "health_check_interval_ms"
         );
         assert_eq!(
-            field_of(EnhancedPoolConfig { leak_detection_threshold_ms: 0, ..base() }),
+            field_of(EnhancedPoolConfig {
+                leak_detection_threshold_ms: 0,
+                ..base()
+            }),
             "leak_detection_threshold_ms"
         );
         assert_eq!(
@@ -278,7 +307,10 @@ mod tests {
             "cleanup_interval_ms"
         );
         assert_eq!(
-            field_of(EnhancedPoolConfig { idle_timeout_ms: u64::MAX, ..base() }),
+            field_of(EnhancedPoolConfig {
+                idle_timeout_ms: u64::MAX,
+                ..base()
+            }),
             "idle_timeout_ms"
         );
         // A zero interval of a disabled feature is fine.

@@ -292,10 +292,9 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
-            Error::NoIdleConnection { user, in_use } => write!(
-                f,
-                "no idle connection for user {user:?} ({in_use} in use)"
-            ),
+            Error::NoIdleConnection { user, in_use } => {
+                write!(f, "no idle connection for user {user:?} ({in_use} in use)")
+            }
             Error::Closed => f.write_str("the pool is closed"),
             Error::StaleHandle { handle } => write!(
                 f,

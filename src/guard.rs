@@ -4,7 +4,6 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-use crate::clock;
 use crate::error::Result;
 use crate::metadata::ConnectionId;
 use crate::pool::PoolInner;
@@ -42,7 +41,10 @@ impl<'a, C> PooledConnection<'a, C> {
     }
 
     fn header(&self) -> &'a crate::slab::SlotHeader {
-        self.pool.slab.get(self.slot).expect("a guard's slot is in the slab")
+        self.pool
+            .slab
+            .get(self.slot)
+            .expect("a guard's slot is in the slab")
     }
 
     /// The borrowed connection's id.
@@ -57,8 +59,8 @@ impl<'a, C> PooledConnection<'a, C> {
 
     /// How long this borrow has been held (coarse clock: a few ms resolution).
     pub fn held_for(&self) -> Duration {
-        let since = self.header().acquired_at.load(Ordering::Relaxed);
-        clock::elapsed(since, clock::now_nanos())
+        let started = self.header().owner_started_ms();
+        crate::slab::Slab::since(started, self.pool.slab.now_ms())
     }
 
     /// Where in the source this borrow was taken.

@@ -21,36 +21,72 @@
 //! ```
 #![deny(missing_docs)]
 #![deny(unsafe_op_in_unsafe_fn)]
+#![cfg_attr(loom, allow(dead_code, unused_imports))]
 
+#[cfg(not(loom))]
 mod acquire;
+#[cfg(not(loom))]
 mod clock;
+#[cfg(not(loom))]
 pub mod config;
+#[cfg(not(loom))]
 pub mod error;
+#[cfg(not(loom))]
 pub mod ffi;
+#[cfg(not(loom))]
 pub mod guard;
+#[cfg(not(loom))]
 pub mod health;
+#[cfg(not(loom))]
 pub mod leak;
+#[cfg(not(loom))]
 pub mod metadata;
+#[cfg(not(loom))]
 pub mod metrics;
+#[cfg(not(loom))]
 mod partition;
+#[cfg(not(loom))]
 pub mod pool;
+#[cfg(not(loom))]
 mod slab;
 mod sync;
+#[cfg(not(loom))]
 mod thread_tag;
+#[cfg(not(loom))]
 mod wait;
 
+// Under `--cfg loom` only the lock-free core is built, with loom's atomics, and its
+// models run (`.ci/run` does this in release mode).
+#[cfg(loom)]
+mod slab {
+    pub(crate) mod idle;
+    pub(crate) mod state;
+}
+#[cfg(all(loom, test))]
+mod loom_models;
+
+#[cfg(not(loom))]
+pub use acquire::Acquire;
+#[cfg(not(loom))]
 pub use config::EnhancedPoolConfig;
+#[cfg(not(loom))]
 pub use error::{Error, Result, Status};
+#[cfg(not(loom))]
 pub use guard::PooledConnection;
+#[cfg(not(loom))]
 pub use health::{
     ConnectionHealth, EnhancedHealthMonitor, HealthCheck, HealthMonitorConfig, HealthStatus,
 };
+#[cfg(not(loom))]
 pub use leak::{
     LeakDetector, LeakDetectorConfig, LeakLevel, LeakReport, ResourceGuard, ResourceId,
     ResourceInfo, ResourceType,
 };
+#[cfg(not(loom))]
 pub use metadata::{ConnectionId, ConnectionMetadata};
+#[cfg(not(loom))]
 pub use metrics::{LeakStats, PoolStats, UserStats};
-pub use acquire::Acquire;
+#[cfg(not(loom))]
 pub use pool::{EnhancedConnectionPool, Removal};
+#[cfg(not(loom))]
 pub use slab::CallSite;

@@ -6,10 +6,14 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+use crate::sync::Ordering;
 use std::sync::{Arc, Mutex};
 
+use crate::slab::Slab;
 use crate::slab::idle::IdleSet;
+use crate::slab::state::{self, Claim, Lifecycle, SlotState};
 use crate::wait::{WaitQueue, lock};
 
 /// Marks an unused entry of a partition's slot table.
@@ -19,7 +23,7 @@ pub(crate) const NO_SLOT: u32 = u32::MAX;
 pub(crate) struct Partition {
     /// The user, as given to `add_connection`.
     pub(crate) user: Arc<str>,
-    /// Local indices of this user's idle connections; a set bit is an ownership token.
+    /// Where this user's idle connections probably are (a hint; see `slab::idle`).
     pub(crate) idle: IdleSet,
     /// Local index -> slab slot index ([`NO_SLOT`] when unused). Written while the
     /// slot is `Reserved`, read by its owners.
@@ -52,6 +56,7 @@ impl Partition {
 
     /// Returns a local index whose connection is gone.
     pub(crate) fn release_local(&self, local: u32) {
+        self.idle.unmark(local);
         self.slots[local as usize].store(NO_SLOT, Ordering::Relaxed);
         let mut free = lock(&self.free_local);
         free.push(local);
@@ -62,6 +67,64 @@ impl Partition {
     /// Connections this user holds (idle, borrowed or being checked).
     pub(crate) fn connection_count(&self) -> usize {
         self.slots.len() - lock(&self.free_local).len()
+    }
+
+    /// Claims one of this user's idle connections, lowest local index first.
+    /// Returns `(local, slot, the claimed state)`.
+    ///
+    /// `order` is the first read of each hint word: `Relaxed` on the fast path (a stale
+    /// read costs a retry at worst), `SeqCst` for a waiter's re-check, which must not be
+    /// ordered before its registration (see `wait.rs`).
+    pub(crate) fn claim_any(
+        &self,
+        slab: &Slab,
+        claim: Claim,
+        order: Ordering,
+    ) -> Option<(u32, u32, SlotState)> {
+        for (first, mut bits) in self.idle.words(order) {
+            while bits != 0 {
+                let local = first + bits.trailing_zeros();
+                let slot = self.slot_of(local);
+                let Some(header) = slab.get(slot) else {
+                    // The connection left between our reads; its bit is being cleared.
+                    bits &= bits - 1;
+                    continue;
+                };
+                match state::claim_idle(&header.state, claim, order) {
+                    Ok(claimed) => return Some((local, slot, claimed)),
+                    Err(found) if found.lifecycle() == Lifecycle::Idle => {
+                        // Lost a race with another claimer, or a flag is set; look
+                        // again at this bit (bounded by how often others win).
+                        if found.pack() & state::flags::ALL != 0 {
+                            bits &= bits - 1;
+                        }
+                    }
+                    Err(_) => {
+                        // A stale hint: the slot is borrowed (by affinity) or busy.
+                        // Clear the bit, then re-check: if it turned idle meanwhile, its
+                        // releaser may have seen the bit still set, so put it back and
+                        // try this slot again (the searcher's half of the handshake).
+                        self.idle.unmark(local);
+                        let now = header.load_state(Ordering::SeqCst);
+                        if now.lifecycle() == Lifecycle::Idle {
+                            self.idle.mark(local);
+                        } else {
+                            bits &= bits - 1;
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Counts this user's idle connections (a snapshot, for statistics and errors).
+    pub(crate) fn idle_count(&self, slab: &Slab) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| slab.get(s.load(Ordering::Relaxed)))
+            .filter(|h| h.load_state(Ordering::Relaxed).lifecycle() == Lifecycle::Idle)
+            .count()
     }
 
     /// The slab slot behind a local index.

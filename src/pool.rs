@@ -6,11 +6,12 @@
 //! the handle with one CAS on the slot's state word and sets the idle bit back. Only
 //! when a user has no idle connection does `wait.rs` take a lock.
 
+use std::cell::Cell;
 use std::panic::Location;
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -23,7 +24,7 @@ use crate::guard::PooledConnection;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::metrics::{LeakStats, PoolStats, UserStats};
 use crate::partition::{Partition, UserMap};
-use crate::slab::state::{Handle, Lifecycle, SlotState, flags};
+use crate::slab::state::{self, Claim, Ended, Handle, Lifecycle, flags};
 use crate::slab::{CallSite, Slab, SlotHeader, SlotInfo};
 use crate::sync::{Ordering, UnsafeCell};
 use crate::thread_tag;
@@ -78,6 +79,34 @@ pub(crate) struct PoolInner<C> {
     next_sequence: AtomicU64,
     /// Generation every slot started at; `stats` counts borrows from it.
     first_generation: u32,
+    /// Unique for the process's life (never reused, unlike addresses).
+    id: u64,
+    /// Slots emptied so far (each bumped a generation without a borrow).
+    retirements: AtomicU64,
+}
+
+/// The connection this thread returned last: its first choice for the next borrow
+/// (affinity, as in HikariCP), and a cache of the user's partition.
+#[derive(Clone, Copy)]
+struct LastReturned {
+    /// Unique per pool for the process's life; 0 means none.
+    pool_id: u64,
+    partition: *const Partition,
+    slot: u32,
+    /// The generation the slot was returned at: claiming it succeeds only if nobody
+    /// borrowed or emptied it since.
+    generation: u32,
+}
+
+thread_local! {
+    static LAST_RETURNED: Cell<LastReturned> = const {
+        Cell::new(LastReturned {
+            pool_id: 0,
+            partition: std::ptr::null(),
+            slot: 0,
+            generation: 0,
+        })
+    };
 }
 
 // SAFETY: the only non-Sync field is `values`. Each value is accessed only by the
@@ -110,7 +139,10 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     pub fn try_new(config: EnhancedPoolConfig) -> Result<Self> {
         config.validate()?;
         let capacity = config.max_connections;
+        static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
         let first_generation = pool_seed();
+        // Relaxed: the id only needs to be unique.
+        let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
         Ok(EnhancedConnectionPool {
             inner: Arc::new(PoolInner {
                 slab: Slab::new(capacity, first_generation),
@@ -121,6 +153,8 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
                 closed: AtomicBool::new(false),
                 next_sequence: AtomicU64::new(1),
                 first_generation,
+                id,
+                retirements: AtomicU64::new(0),
                 config,
             }),
         })
@@ -181,7 +215,12 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// [`acquire`](Self::acquire) with an explicit timeout.
     #[track_caller]
     pub fn acquire_timeout<'a>(&'a self, user: &'a str, timeout: Duration) -> Acquire<'a, C> {
-        Acquire::new(&self.inner, user, timeout, CallSite::Rust(Location::caller()))
+        Acquire::new(
+            &self.inner,
+            user,
+            timeout,
+            CallSite::Rust(Location::caller()),
+        )
     }
 
     /// Borrows an idle connection of `user`, parking the thread up to
@@ -229,7 +268,8 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// [`Error::UnknownUser`], [`Error::NoIdleConnection`], [`Error::Closed`].
     #[track_caller]
     pub fn try_acquire(&self, user: &str) -> Result<PooledConnection<'_, C>> {
-        self.inner.try_acquire(user, CallSite::Rust(Location::caller()))
+        self.inner
+            .try_acquire(user, CallSite::Rust(Location::caller()))
     }
 
     /// [`try_acquire`](Self::try_acquire) recording a given call site.
@@ -314,9 +354,35 @@ impl<C> std::fmt::Debug for EnhancedConnectionPool<C> {
 }
 
 impl<C> PoolInner<C> {
-    /// The user's partition. Lock-free: one `ArcSwap` load and a hash lookup.
+    /// The user's partition, and this thread's last returned slot if it was one of
+    /// the user's (the affinity candidate, with the generation it was returned at).
+    ///
+    /// A thread that keeps borrowing for one user pays a thread-local read and a string
+    /// compare; otherwise one lock-free `ArcSwap` load and a hash lookup.
+    #[inline]
+    pub(crate) fn resolve(&self, user: &str) -> Result<(&Partition, Option<(u32, u32)>)> {
+        let last = LAST_RETURNED.with(Cell::get);
+        if last.pool_id == self.id {
+            // SAFETY: the entry names a partition of the pool with this id; ids are
+            // unique for the process's life and partitions live as long as their pool,
+            // which `&self` keeps alive.
+            let partition = unsafe { &*last.partition };
+            if same_user(&partition.user, user) {
+                return Ok((partition, Some((last.slot, last.generation))));
+            }
+        }
+        Ok((self.lookup_partition(user)?, None))
+    }
+
+    /// The user's partition.
     #[inline]
     pub(crate) fn partition(&self, user: &str) -> Result<&Partition> {
+        Ok(self.resolve(user)?.0)
+    }
+
+    /// The user's partition through the shared map: one `ArcSwap` load, a hash lookup.
+    #[cold]
+    fn lookup_partition(&self, user: &str) -> Result<&Partition> {
         let users = self.users.load();
         match users.get(user) {
             // SAFETY: every partition in the map is also in `self.partitions`, which
@@ -381,18 +447,24 @@ impl<C> PoolInner<C> {
         unsafe { *self.value_ptr(slot) = Some(conn) };
         let id = ConnectionId::new(self.next_sequence.fetch_add(1, Ordering::Relaxed), slot);
         header.conn_id.store(id.raw(), Ordering::Relaxed);
-        header.created_at.store(clock::now_nanos(), Ordering::Relaxed);
+        header
+            .created_at
+            .store(clock::now_nanos(), Ordering::Relaxed);
         header
             .partition
             .store(Arc::as_ptr(&partition) as usize, Ordering::Relaxed);
         header.local.store(local, Ordering::Relaxed);
-        header.info.store(Some(Arc::new(SlotInfo { user, metadata })));
-        partition.slots[local as usize].store(slot, Ordering::Relaxed);
-        // Release: whoever takes the idle bit sees every write above.
         header
-            .state
-            .store(empty.with_lifecycle(Lifecycle::Idle).pack(), Ordering::Release);
-        self.publish_idle(&partition, local);
+            .info
+            .store(Some(Arc::new(SlotInfo { user, metadata })));
+        partition.slots[local as usize].store(slot, Ordering::Relaxed);
+        // SeqCst (a Release for claimers): publishes every write above, and is the
+        // releaser's half of the hint and waiter handshakes, like `end_borrow`.
+        header.state.store(
+            empty.with_lifecycle(Lifecycle::Idle).pack(),
+            Ordering::SeqCst,
+        );
+        self.announce_idle(&partition, local);
         Ok(id)
     }
 
@@ -425,11 +497,14 @@ impl<C> PoolInner<C> {
         }
     }
 
-    /// Returns ownership of an idle-able slot to the user's idle set, then lets waiters
-    /// (or a closing pool) have it.
+    /// After a slot became `Idle` (by a SeqCst write): make sure searchers can find it,
+    /// then let waiters (or a closing pool) have it. The releaser's half of both
+    /// handshakes; a plain load of each word in the common case.
     #[inline]
-    pub(crate) fn publish_idle(&self, partition: &Partition, local: u32) {
-        partition.idle.put(local);
+    pub(crate) fn announce_idle(&self, partition: &Partition, local: u32) {
+        if !partition.idle.is_marked(local) {
+            partition.idle.mark(local);
+        }
         if partition.waiters.needs_dispatch() {
             self.dispatch(partition);
         }
@@ -437,20 +512,20 @@ impl<C> PoolInner<C> {
 
     /// Hands idle connections to waiters, or drains them if the pool is closed.
     pub(crate) fn dispatch(&self, partition: &Partition) {
-        if !partition.waiters.dispatch(&partition.idle) {
+        let claimed = partition.waiters.dispatch(|| {
+            partition
+                .claim_any(&self.slab, Claim::Borrow, Ordering::SeqCst)
+                .map(|(_, slot, state)| (slot, state.generation()))
+        });
+        if !claimed {
             self.drain_idle(partition);
         }
     }
 
     fn drain_idle(&self, partition: &Partition) {
-        while let Some(local) = partition.idle.take(Ordering::SeqCst) {
-            let slot = partition.slot_of(local);
-            let header = self.header(slot);
-            let state = header.load_state(Ordering::Relaxed);
-            header.state.store(
-                state.without_flags().with_lifecycle(Lifecycle::Reserved).pack(),
-                Ordering::Relaxed,
-            );
+        while let Some((local, slot, _)) =
+            partition.claim_any(&self.slab, Claim::Exclusive, Ordering::SeqCst)
+        {
             drop(self.retire(partition, local, slot));
         }
     }
@@ -466,47 +541,64 @@ impl<C> PoolInner<C> {
         header.partition.store(0, Ordering::Relaxed);
         partition.release_local(local);
         let state = header.load_state(Ordering::Relaxed);
-        header.state.store(
-            state.without_flags().with_lifecycle(Lifecycle::Empty).pack(),
-            Ordering::Release,
-        );
+        // Release: the slot's next filler sees it empty. The new generation keeps old
+        // handles and thread-local affinity entries from matching the next connection.
+        header
+            .state
+            .store(state.retired().pack(), Ordering::Release);
+        self.retirements.fetch_add(1, Ordering::Relaxed);
         lock(&self.free_slots).push(slot);
         conn
     }
 
-    /// The fast path: no waiter ahead, an idle bit to take.
+    /// The fast path: no waiter ahead; this thread's last returned connection if it is
+    /// still idle (its own cache line only), else the user's lowest idle one.
     #[inline]
-    pub(crate) fn take_idle<'a>(&'a self, partition: &Partition, site: CallSite) -> Option<PooledConnection<'a, C>> {
+    pub(crate) fn take_idle<'a>(
+        &'a self,
+        partition: &Partition,
+        affinity: Option<(u32, u32)>,
+        site: CallSite,
+    ) -> Option<PooledConnection<'a, C>> {
         if partition.waiters.busy() {
             return None;
         }
-        let local = partition.idle.take(Ordering::Relaxed)?;
-        Some(self.begin_borrow(partition, local, site))
+        if let Some((slot, generation)) = affinity {
+            if let Ok(claimed) =
+                state::try_claim(&self.header(slot).state, generation, Claim::Borrow)
+            {
+                return Some(self.begin_borrow(slot, claimed.generation(), site));
+            }
+        }
+        let (_, slot, claimed) =
+            partition.claim_any(&self.slab, Claim::Borrow, Ordering::Relaxed)?;
+        Some(self.begin_borrow(slot, claimed.generation(), site))
     }
 
-    /// Turns ownership of an idle slot into a borrow: new generation, stamps, `InUse`.
+    /// Stamps a borrow the caller has just claimed and wraps it in a guard.
     #[inline]
-    pub(crate) fn begin_borrow<'a>(
-        &'a self,
-        partition: &Partition,
-        local: u32,
+    pub(crate) fn begin_borrow(
+        &self,
+        slot: u32,
+        generation: u32,
         site: CallSite,
-    ) -> PooledConnection<'a, C> {
-        let slot = partition.slot_of(local);
-        let header = self.header(slot);
-        let next = header.load_state(Ordering::Relaxed).next_borrow();
-        // Release fence: the seqlock writer's half (see `SlotHeader::borrow_snapshot`):
-        // a reader that sees any stamp below also sees the previous borrow's end.
-        fence(std::sync::atomic::Ordering::Release);
-        header.record_borrow(clock::now_nanos(), site, thread_tag::current());
-        // Release: publishes the stamps with the new state for the leak scan.
-        header.state.store(next.pack(), Ordering::Release);
-        PooledConnection::new(self, slot, next.generation())
+    ) -> PooledConnection<'_, C> {
+        self.header(slot).record_borrow(
+            generation,
+            self.slab.now_ms(),
+            site,
+            thread_tag::current(),
+        );
+        PooledConnection::new(self, slot, generation)
     }
 
-    pub(crate) fn try_acquire(&self, user: &str, site: CallSite) -> Result<PooledConnection<'_, C>> {
-        let partition = self.partition(user)?;
-        if let Some(conn) = self.take_idle(partition, site) {
+    pub(crate) fn try_acquire(
+        &self,
+        user: &str,
+        site: CallSite,
+    ) -> Result<PooledConnection<'_, C>> {
+        let (partition, affinity) = self.resolve(user)?;
+        if let Some(conn) = self.take_idle(partition, affinity, site) {
             return Ok(conn);
         }
         if partition.waiters.is_closed() {
@@ -514,7 +606,7 @@ impl<C> PoolInner<C> {
         }
         Err(Error::NoIdleConnection {
             user: user.to_owned(),
-            in_use: partition.connection_count() - partition.idle.count(),
+            in_use: partition.connection_count() - partition.idle_count(&self.slab),
         })
     }
 
@@ -524,25 +616,28 @@ impl<C> PoolInner<C> {
         timeout: Duration,
         site: CallSite,
     ) -> Result<PooledConnection<'_, C>> {
-        let partition = self.partition(user)?;
-        if let Some(conn) = self.take_idle(partition, site) {
+        let (partition, affinity) = self.resolve(user)?;
+        if let Some(conn) = self.take_idle(partition, affinity, site) {
             return Ok(conn);
         }
         let started = Instant::now();
-        let node = match partition.waiters.register(Wakeup::Thread(std::thread::current())) {
+        let node = match partition
+            .waiters
+            .register(Wakeup::Thread(std::thread::current()))
+        {
             Registration::Waiting(node) => node,
             Registration::Closed => return Err(Error::Closed),
         };
         self.dispatch(partition);
         loop {
             if let Some(outcome) = node.outcome() {
-                return self.finish_wait(partition, outcome, site);
+                return self.finish_wait(outcome, site);
             }
             let waited = started.elapsed();
             if waited >= timeout {
                 return match partition.waiters.cancel(&node) {
                     None => Err(self.timeout_error(partition, waited)),
-                    Some(outcome) => self.finish_wait(partition, outcome, site),
+                    Some(outcome) => self.finish_wait(outcome, site),
                 };
             }
             std::thread::park_timeout(timeout - waited);
@@ -552,20 +647,28 @@ impl<C> PoolInner<C> {
     /// Turns a wait's outcome into the caller's result.
     pub(crate) fn finish_wait(
         &self,
-        partition: &Partition,
         outcome: Outcome,
         site: CallSite,
     ) -> Result<PooledConnection<'_, C>> {
         match outcome {
-            Outcome::Granted(local) => Ok(self.begin_borrow(partition, local, site)),
+            Outcome::Granted { slot, generation } => Ok(self.begin_borrow(slot, generation, site)),
             Outcome::Closed => Err(Error::Closed),
+        }
+    }
+
+    /// Gives back a borrow granted to a waiter that stopped waiting.
+    pub(crate) fn return_grant(&self, outcome: Outcome) {
+        if let Outcome::Granted { slot, generation } = outcome {
+            if let Err(e) = self.release(slot, generation) {
+                log::warn!("heliosdb-pool: returning an unused grant: {e}");
+            }
         }
     }
 
     /// Builds the timeout error, with the user's counts at the end of the wait.
     pub(crate) fn timeout_error(&self, partition: &Partition, waited: Duration) -> Error {
         partition.timeouts.fetch_add(1, Ordering::Relaxed);
-        let idle = partition.idle.count();
+        let idle = partition.idle_count(&self.slab);
         Error::Timeout {
             user: partition.user.to_string(),
             waited,
@@ -595,42 +698,28 @@ impl<C> PoolInner<C> {
     }
 
     /// Ends the borrow `(slot, generation)`: one CAS validates the handle and changes
-    /// the state; the connection goes idle, or is closed if it was marked to be.
+    /// the state; the connection goes idle, or is closed if it was marked to be. The
+    /// slot becomes this thread's affinity candidate for its next borrow.
     pub(crate) fn release(&self, slot: u32, generation: u32) -> Result<()> {
         let stale = || Error::StaleHandle {
             handle: Handle::new(slot, generation).raw(),
         };
         let header = self.slab.get(slot).ok_or_else(stale)?;
-        let mut current = header.load_state(Ordering::Relaxed);
-        let (keep, reclaimed) = loop {
-            if current.generation() != generation || current.lifecycle() != Lifecycle::InUse {
-                return Err(stale());
-            }
-            let reclaimed = current.has(flags::RECLAIMED);
-            let keep = !reclaimed && !current.has(flags::CLOSE_ON_RETURN);
-            let next = current
-                .without_flags()
-                .with_lifecycle(if keep { Lifecycle::Idle } else { Lifecycle::Reserved });
-            // Release: the holder's use of the connection happens-before whoever sees
-            // the new state (the next owner also synchronises through the idle bit).
-            match header.state.compare_exchange_weak(
-                current.pack(),
-                next.pack(),
-                Ordering::Release,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break (keep, reclaimed),
-                // A flag was set concurrently (leak report, close-on-return) or the
-                // CAS failed spuriously: re-validate against what is there now.
-                Err(actual) => current = SlotState::from_packed(actual),
-            }
-        };
+        let ended = state::end_borrow(&header.state, generation).map_err(|_| stale())?;
         let partition = self.partition_of(header);
         let local = header.local.load(Ordering::Relaxed);
-        if keep {
-            self.publish_idle(partition, local);
+        let Ended::Close { reclaimed } = ended else {
+            LAST_RETURNED.with(|last| {
+                last.set(LastReturned {
+                    pool_id: self.id,
+                    partition,
+                    slot,
+                    generation,
+                })
+            });
+            self.announce_idle(partition, local);
             return Ok(());
-        }
+        };
         let connection_id = header.conn_id.load(Ordering::Relaxed);
         drop(self.retire(partition, local, slot));
         if reclaimed {
@@ -652,7 +741,12 @@ impl<C> PoolInner<C> {
             let next = current.without_flags().with_lifecycle(Lifecycle::Reserved);
             if header
                 .state
-                .compare_exchange(current.pack(), next.pack(), Ordering::Acquire, Ordering::Relaxed)
+                .compare_exchange(
+                    current.pack(),
+                    next.pack(),
+                    Ordering::Acquire,
+                    Ordering::Relaxed,
+                )
                 .is_ok()
             {
                 break;
@@ -672,30 +766,23 @@ impl<C> PoolInner<C> {
         let slot = id.slot();
         let header = self.slab.get(slot).ok_or_else(unknown)?;
         loop {
+            // Acquire: pairs with the Release that filled the slot, so a matching id
+            // means the partition fields below are that connection's.
             if header.conn_id.load(Ordering::Acquire) != id.raw() {
                 return Err(unknown());
             }
             let state = header.load_state(Ordering::Acquire);
             match state.lifecycle() {
                 Lifecycle::Idle => {
-                    let partition = self.partition_of(header);
-                    let local = header.local.load(Ordering::Relaxed);
-                    if partition.idle.take_exact(local) {
-                        // We own it now; re-check it is still the same connection.
-                        if header.conn_id.load(Ordering::Acquire) != id.raw() {
-                            partition.idle.put(local);
-                            return Err(unknown());
-                        }
-                        header.state.store(
-                            state.without_flags().with_lifecycle(Lifecycle::Reserved).pack(),
-                            Ordering::Relaxed,
-                        );
+                    if state::try_claim(&header.state, state.generation(), Claim::Exclusive).is_ok()
+                    {
+                        // Ours now. A retire bumps the generation, so the claim's
+                        // success proves it is still the connection with this id.
+                        let partition = self.partition_of(header);
+                        let local = header.local.load(Ordering::Relaxed);
                         drop(self.retire(partition, local, slot));
                         return Ok(Removal::Closed);
                     }
-                    // Someone owns it in passing (a borrower between taking the bit and
-                    // stamping the slot, or a waiter granted it): let them finish.
-                    std::thread::yield_now();
                 }
                 Lifecycle::InUse | Lifecycle::Checking => {
                     if header
@@ -712,6 +799,7 @@ impl<C> PoolInner<C> {
                     }
                 }
                 Lifecycle::Empty => return Err(unknown()),
+                // Being filled or emptied by someone else: a few instructions away.
                 Lifecycle::Reserved => std::thread::yield_now(),
             }
         }
@@ -734,18 +822,19 @@ impl<C> PoolInner<C> {
         for partition in self.all_partitions() {
             let mut user = UserStats {
                 user: partition.user.to_string(),
-                total_connections: 0,
-                active_connections: 0,
-                idle_connections: partition.idle.count(),
                 waiting: partition.waiters.waiting(),
                 timeouts: partition.timeouts.load(Ordering::Relaxed),
+                ..UserStats::default()
             };
             for entry in partition.slots.iter() {
-                let slot = entry.load(Ordering::Relaxed);
-                let Some(header) = self.slab.get(slot) else { continue };
+                let Some(header) = self.slab.get(entry.load(Ordering::Relaxed)) else {
+                    continue;
+                };
                 user.total_connections += 1;
-                if header.load_state(Ordering::Relaxed).lifecycle() == Lifecycle::InUse {
-                    user.active_connections += 1;
+                match header.load_state(Ordering::Relaxed).lifecycle() {
+                    Lifecycle::InUse => user.active_connections += 1,
+                    Lifecycle::Idle => user.idle_connections += 1,
+                    _ => {}
                 }
             }
             total += user.total_connections;
@@ -755,7 +844,8 @@ impl<C> PoolInner<C> {
             timeouts += user.timeouts;
             users.push(user);
         }
-        let acquires = self
+        // Every borrow and every retirement bumps a slot's generation once.
+        let bumps: u64 = self
             .slab
             .iter()
             .map(|(_, h)| {
@@ -771,7 +861,7 @@ impl<C> PoolInner<C> {
             active_connections: active,
             idle_connections: idle,
             waiting,
-            acquires,
+            acquires: bumps - self.retirements.load(Ordering::Relaxed),
             timeouts,
             users,
             leak_stats: LeakStats {
@@ -780,6 +870,29 @@ impl<C> PoolInner<C> {
             },
         }
     }
+}
+
+/// String equality without a `memcmp` call for the short names users have: compares
+/// eight bytes at a time inline.
+#[inline]
+fn same_user(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut a_words = a.chunks_exact(8);
+    let mut b_words = b.chunks_exact(8);
+    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("8 bytes"));
+    for (x, y) in (&mut a_words).zip(&mut b_words) {
+        if word(x) != word(y) {
+            return false;
+        }
+    }
+    a_words
+        .remainder()
+        .iter()
+        .zip(b_words.remainder())
+        .all(|(x, y)| x == y)
 }
 
 /// A per-pool starting generation, so handles of different pools rarely coincide.

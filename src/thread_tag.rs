@@ -80,6 +80,10 @@ mod tests {
             .unwrap();
         assert_ne!(here, other);
         assert_eq!(name.as_deref(), Some("tagged-worker"));
-        assert_eq!(super::name_of(other), None, "forgotten when the thread exits");
+        assert_eq!(
+            super::name_of(other),
+            None,
+            "forgotten when the thread exits"
+        );
     }
 }

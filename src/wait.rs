@@ -3,8 +3,9 @@
 //! # No lost wake-ups
 //!
 //! A waiter registers (increments `signal` with SeqCst, under the queue lock), then
-//! re-checks the idle set with a SeqCst load. A releaser publishes the idle bit with a
-//! SeqCst RMW, then loads `signal` with SeqCst. In the single total order of SeqCst
+//! searches for an idle connection with SeqCst loads. A releaser makes its slot idle
+//! with a SeqCst CAS (and fixes the idle hint, see `slab::idle`), then loads `signal`
+//! with SeqCst. In the single total order of SeqCst
 //! operations one of the two comes first: either the waiter's re-check sees the bit, or
 //! the releaser sees the waiter and dispatches. Both paths take the queue lock to
 //! dispatch, so a connection is handed to the *front* waiter (FIFO).
@@ -31,8 +32,6 @@ use std::time::Instant;
 use crossbeam_utils::CachePadded;
 use once_cell::sync::Lazy;
 
-use crate::slab::idle::IdleSet;
-
 /// Set in `signal` once the pool is closed.
 const CLOSED: u64 = 1 << 63;
 
@@ -42,8 +41,13 @@ const CLOSED_OUTCOME: u64 = u64::MAX - 1;
 /// What a wait ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The waiter now owns this local slot index.
-    Granted(u32),
+    /// The waiter now holds the borrow `generation` of `slot` (claimed for it).
+    Granted {
+        /// Slab slot index.
+        slot: u32,
+        /// The borrow's generation.
+        generation: u32,
+    },
     /// The pool closed.
     Closed,
 }
@@ -72,7 +76,10 @@ impl WaitNode {
         match self.outcome.load(Ordering::Acquire) {
             PENDING => None,
             CLOSED_OUTCOME => Some(Outcome::Closed),
-            local => Some(Outcome::Granted(local as u32)),
+            raw => Some(Outcome::Granted {
+                slot: raw as u32,
+                generation: (raw >> 32) as u32,
+            }),
         }
     }
 
@@ -87,7 +94,10 @@ impl WaitNode {
 
     fn complete(&self, outcome: Outcome) {
         let raw = match outcome {
-            Outcome::Granted(local) => u64::from(local),
+            // Slot indices are below 2^24, so this never collides with the markers.
+            Outcome::Granted { slot, generation } => {
+                (u64::from(generation) << 32) | u64::from(slot)
+            }
             Outcome::Closed => CLOSED_OUTCOME,
         };
         self.outcome.store(raw, Ordering::Release);
@@ -163,21 +173,21 @@ impl WaitQueue {
         Registration::Waiting(node)
     }
 
-    /// Hands idle slots to waiters, front first, until one runs out. Returns false if
-    /// the pool is closed (the caller drains instead).
-    pub(crate) fn dispatch(&self, idle: &IdleSet) -> bool {
+    /// Hands idle connections to waiters, front first, while `claim` finds one (it
+    /// claims a borrow and returns `(slot, generation)`; its reads must be SeqCst, see
+    /// the module docs). Returns false if the pool is closed (the caller drains).
+    pub(crate) fn dispatch(&self, mut claim: impl FnMut() -> Option<(u32, u32)>) -> bool {
         let mut queue = lock(&self.queue);
         if self.is_closed() {
             return false;
         }
         while !queue.is_empty() {
-            // SeqCst: ordered after the waiter's registration (see module docs).
-            let Some(local) = idle.take(Ordering::SeqCst) else {
+            let Some((slot, generation)) = claim() else {
                 break;
             };
             let node = queue.pop_front().expect("queue is non-empty");
             self.signal.fetch_sub(1, Ordering::Relaxed);
-            node.complete(Outcome::Granted(local));
+            node.complete(Outcome::Granted { slot, generation });
         }
         true
     }
@@ -292,7 +302,10 @@ pub(crate) mod timer {
                         .unwrap_or_else(|p| p.into_inner())
                         .0
                 }
-                None => timer.changed.wait(entries).unwrap_or_else(|p| p.into_inner()),
+                None => timer
+                    .changed
+                    .wait(entries)
+                    .unwrap_or_else(|p| p.into_inner()),
             };
         }
     }

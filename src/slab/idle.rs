@@ -1,22 +1,28 @@
-//! The per-user idle set: a bitmap of `AtomicU64` words over the user's local slot
-//! indices (ARCHITECTURE section 3).
+//! The per-user idle hint: a bitmap of `AtomicU64` words over the user's local slot
+//! indices, telling searchers where idle connections probably are.
 //!
-//! A set bit means "this slot holds an idle connection that nobody owns". Clearing the
-//! bit is taking ownership: `take` clears the lowest set bit with one `fetch_and`, and
-//! whoever observes the bit set in the value it cleared owns the slot; everyone else
-//! moves on to the next bit. `put` gives ownership back with `fetch_or`.
+//! It is a hint, not the ownership token: a slot is claimed by CAS on its own state word
+//! (`state::try_claim`), so a thread that re-borrows the connection it returned last
+//! (its thread-local affinity, as in HikariCP's ConcurrentBag) touches only that slot's
+//! cache line and never this shared bitmap. A set bit may therefore name a slot that is
+//! borrowed again; searchers clear such stale bits as they pass.
 //!
-//! Lowest index first concentrates use on few connections, so surplus connections stay
-//! idle and can age out (the LIFO-like reuse of HikariCP, Go's database/sql and
-//! pgbouncer). Each word sits on its own cache line so users sharing a line never
-//! contend.
+//! # The one invariant
+//!
+//! An idle slot's bit is set, except for the instant a searcher clears a stale bit and
+//! re-checks. Both sides use SeqCst, so in the single total order one of them sees the
+//! other: the releaser (CAS to `Idle`, then read the bit, set it if clear) or the
+//! searcher (clear the bit, then read the state, restore the bit and claim if idle).
+//! Searchers take the lowest set bit first, which concentrates use on few connections,
+//! so surplus connections stay idle and can age out.
 
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{AtomicU64, Ordering};
 
-/// A lock-free, allocation-free set of idle local slot indices, fixed capacity.
+/// A lock-free, allocation-free bitmap of local slot indices, fixed capacity.
 pub(crate) struct IdleSet {
+    /// Each word on its own cache line, so users never share one.
     words: Box<[CachePadded<AtomicU64>]>,
 }
 
@@ -25,64 +31,40 @@ impl IdleSet {
     pub(crate) fn new(capacity: usize) -> Self {
         let words = capacity.div_ceil(64).max(1);
         IdleSet {
-            words: (0..words).map(|_| CachePadded::new(AtomicU64::new(0))).collect(),
+            words: (0..words)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
         }
     }
 
-    /// Takes ownership of the lowest idle index, if any.
-    ///
-    /// `first_load` orders the initial read of each word: `Relaxed` on the fast path
-    /// (a stale read only costs a retry), `SeqCst` for a waiter's re-check, which must
-    /// not be reordered before its registration (see `wait.rs`).
+    /// The words' current bits, lowest index first, as `(first index, bits)`.
     #[inline]
-    pub(crate) fn take(&self, first_load: Ordering) -> Option<u32> {
-        for (w, word) in self.words.iter().enumerate() {
-            let mut seen = word.load(first_load);
-            while seen != 0 {
-                let bit = seen & seen.wrapping_neg();
-                // Acquire: pairs with the Release in `put`, so the new owner sees every
-                // write the previous owner made to the slot.
-                let before = word.fetch_and(!bit, Ordering::Acquire);
-                if before & bit != 0 {
-                    return Some(w as u32 * 64 + bit.trailing_zeros());
-                }
-                // Another thread took this bit first; try the others it left set.
-                seen = before & !bit;
-            }
-        }
-        None
-    }
-
-    /// Takes ownership of `index` if it is idle; `false` if someone else owns it.
-    pub(crate) fn take_exact(&self, index: u32) -> bool {
-        let (word, bit) = Self::locate(index);
-        self.words[word].fetch_and(!bit, Ordering::Acquire) & bit != 0
-    }
-
-    /// Gives ownership of `index` back to the set. The caller must own it.
-    ///
-    /// SeqCst (a plain `lock or` on x86, as any RMW) so the caller's following SeqCst
-    /// load of the waiter signal cannot be ordered before it: the release half of the
-    /// no-lost-wake-up handshake in `wait.rs`. It is also a Release for the next owner.
-    #[inline]
-    pub(crate) fn put(&self, index: u32) {
-        let (word, bit) = Self::locate(index);
-        let before = self.words[word].fetch_or(bit, Ordering::SeqCst);
-        debug_assert_eq!(before & bit, 0, "index {index} was put twice");
-    }
-
-    /// Number of idle indices (a racy snapshot, for statistics).
-    pub(crate) fn count(&self) -> usize {
+    pub(crate) fn words(&self, order: Ordering) -> impl Iterator<Item = (u32, u64)> + '_ {
         self.words
             .iter()
-            .map(|w| w.load(Ordering::Relaxed).count_ones() as usize)
-            .sum()
+            .enumerate()
+            .map(move |(w, word)| (w as u32 * 64, word.load(order)))
     }
 
-    /// Whether `index` is idle right now (a racy snapshot, for statistics).
-    pub(crate) fn contains(&self, index: u32) -> bool {
+    /// Sets `index`'s bit. SeqCst: see the module docs.
+    #[inline]
+    pub(crate) fn mark(&self, index: u32) {
         let (word, bit) = Self::locate(index);
-        self.words[word].load(Ordering::Relaxed) & bit != 0
+        self.words[word].fetch_or(bit, Ordering::SeqCst);
+    }
+
+    /// Clears `index`'s bit. SeqCst: see the module docs.
+    #[inline]
+    pub(crate) fn unmark(&self, index: u32) {
+        let (word, bit) = Self::locate(index);
+        self.words[word].fetch_and(!bit, Ordering::SeqCst);
+    }
+
+    /// Whether `index`'s bit is set. SeqCst: see the module docs.
+    #[inline]
+    pub(crate) fn is_marked(&self, index: u32) -> bool {
+        let (word, bit) = Self::locate(index);
+        self.words[word].load(Ordering::SeqCst) & bit != 0
     }
 
     #[inline]
@@ -96,41 +78,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn takes_lowest_first_and_exactly_once() {
+    fn marks_and_lists_lowest_first() {
         let set = IdleSet::new(130);
         for i in [129, 3, 64, 0] {
-            set.put(i);
+            set.mark(i);
         }
-        assert_eq!(set.count(), 4);
-        assert!(set.contains(64));
-        assert_eq!(set.take(Ordering::Relaxed), Some(0));
-        assert_eq!(set.take(Ordering::Relaxed), Some(3));
-        assert!(set.take_exact(129));
-        assert!(!set.take_exact(129));
-        assert_eq!(set.take(Ordering::Relaxed), Some(64));
-        assert_eq!(set.take(Ordering::Relaxed), None);
-    }
-
-    #[test]
-    fn concurrent_takers_never_share_an_index() {
-        let set = std::sync::Arc::new(IdleSet::new(64));
-        for i in 0..64 {
-            set.put(i);
-        }
-        let handles: Vec<_> = (0..4)
-            .map(|_| {
-                let set = set.clone();
-                std::thread::spawn(move || {
-                    let mut got = Vec::new();
-                    while let Some(i) = set.take(Ordering::Relaxed) {
-                        got.push(i);
-                    }
-                    got
-                })
-            })
-            .collect();
-        let mut all: Vec<u32> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-        all.sort_unstable();
-        assert_eq!(all, (0..64).collect::<Vec<_>>());
+        assert!(set.is_marked(64) && !set.is_marked(65));
+        set.unmark(3);
+        let words: Vec<_> = set.words(Ordering::Relaxed).collect();
+        assert_eq!(words, [(0, 1), (64, 1), (128, 2)]);
     }
 }

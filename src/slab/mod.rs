@@ -10,10 +10,12 @@
 //!
 //! - `state` is the ownership token (see [`state`]); transitions of a borrowed slot are
 //!   CAS on the whole word.
-//! - `acquired_at`, `site`, `borrower` are written by the slot's new owner right after it
-//!   takes the slot and before it publishes `InUse`; readers other than the owner (the
-//!   leak scan) validate them seqlock-style: read the state, the fields, then the state
-//!   again, and discard the read if the state changed.
+//! - `site`, `borrower`, then `stamp` are written by a borrower right after its claim
+//!   made the slot `InUse`. `stamp` carries the borrow's generation next to its start
+//!   time and is written last (Release), so a reader (the leak scan) that finds the
+//!   stamp's generation equal to the state's knows the fields belong to this borrow; it
+//!   re-reads the state afterwards and discards the read if the slot changed hands
+//!   (seqlock-style validation).
 //! - `conn_id`, `created_at`, `partition`, `local`, `info` are written while the slot is
 //!   `Reserved` by whoever fills or empties it, and are read-only while it is occupied.
 
@@ -29,6 +31,7 @@ use std::sync::atomic::fence;
 use arc_swap::ArcSwapOption;
 use crossbeam_utils::CachePadded;
 
+use crate::clock;
 use crate::metadata::ConnectionMetadata;
 use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use state::SlotState;
@@ -142,7 +145,9 @@ impl SiteCell {
         if aux & 1 == 0 {
             // SAFETY: a Rust site stores a `&'static Location` (see `store`), and the
             // caller validated that all three words belong to one `store`.
-            Some(CallSite::Rust(unsafe { &*(ptr as *const Location<'static>) }))
+            Some(CallSite::Rust(unsafe {
+                &*(ptr as *const Location<'static>)
+            }))
         } else {
             // SAFETY: C sites store pointers the C caller promised are static,
             // NUL-terminated strings (`__FILE__`, `__func__`), checked non-NULL at the
@@ -168,8 +173,10 @@ pub(crate) struct SlotInfo {
 pub(crate) struct SlotHeader {
     /// The packed [`SlotState`].
     pub(crate) state: AtomicU64,
-    /// Coarse-clock time the current borrow began.
-    pub(crate) acquired_at: AtomicU64,
+    /// The current borrow's generation (high 32 bits) and its start in milliseconds
+    /// since the slab's epoch (low 32 bits; wraps after 49 days, far beyond any
+    /// threshold it is compared with).
+    stamp: AtomicU64,
     /// Coarse-clock time the connection was added.
     pub(crate) created_at: AtomicU64,
     site: SiteCell,
@@ -188,8 +195,10 @@ pub(crate) struct SlotHeader {
 impl SlotHeader {
     fn new(initial_generation: u32) -> Self {
         SlotHeader {
-            state: AtomicU64::new(SlotState::new(initial_generation, state::Lifecycle::Empty).pack()),
-            acquired_at: AtomicU64::new(0),
+            state: AtomicU64::new(
+                SlotState::new(initial_generation, state::Lifecycle::Empty).pack(),
+            ),
+            stamp: AtomicU64::new(0),
             created_at: AtomicU64::new(0),
             site: SiteCell::new(),
             borrower: AtomicU64::new(0),
@@ -205,30 +214,49 @@ impl SlotHeader {
         SlotState::from_packed(self.state.load(order))
     }
 
-    /// Records the facts of a new borrow. Called by the slot's new owner, before it
-    /// publishes `InUse` with a Release store.
+    /// Records the facts of the borrow `generation`, just claimed by the caller.
     #[inline]
-    pub(crate) fn record_borrow(&self, now: u64, site: CallSite, borrower: u64) {
-        self.acquired_at.store(now, Ordering::Relaxed);
+    pub(crate) fn record_borrow(
+        &self,
+        generation: u32,
+        now_ms: u32,
+        site: CallSite,
+        borrower: u64,
+    ) {
+        // Release fence: the seqlock writer's half. A reader that sees any field written
+        // below also sees the claim that preceded it (see `borrow_snapshot`).
+        fence(std::sync::atomic::Ordering::Release);
         self.site.store(site);
         self.borrower.store(borrower, Ordering::Relaxed);
+        // Release: a reader that sees this stamp sees the fields above.
+        self.stamp.store(
+            (u64::from(generation) << 32) | u64::from(now_ms),
+            Ordering::Release,
+        );
     }
 
-    /// A consistent snapshot of the current borrow, or `None` if the slot is not in use
-    /// or changed hands while it was read (seqlock validation).
+    /// When the current borrow began (ms since the epoch), read by its owner.
+    pub(crate) fn owner_started_ms(&self) -> u32 {
+        self.stamp.load(Ordering::Relaxed) as u32
+    }
+
+    /// A consistent snapshot of the current borrow, or `None` if the slot is not in use,
+    /// its borrower has not stamped it yet, or it changed hands while it was read.
     pub(crate) fn borrow_snapshot(&self) -> Option<BorrowSnapshot> {
-        // Acquire: pairs with the owner's Release publication of `InUse`, so the
-        // fields below are at least as new as this state.
         let before = self.load_state(Ordering::Acquire);
         if before.lifecycle() != state::Lifecycle::InUse {
             return None;
         }
-        let acquired_at = self.acquired_at.load(Ordering::Relaxed);
+        // Acquire: pairs with the Release store of the stamp, so the fields read below
+        // are at least as new as the borrow the stamp names.
+        let stamp = self.stamp.load(Ordering::Acquire);
+        if (stamp >> 32) as u32 != before.generation() {
+            return None;
+        }
         let site = self.site.load();
         let borrower = self.borrower.load(Ordering::Relaxed);
-        // Acquire fence: if any field above was written by a later owner, that owner's
-        // writes follow its Acquire take of the slot, which follows the release that
-        // changed `state`; so the re-read below sees a different state.
+        // Acquire fence: if a field above was written by a later borrower, that
+        // borrower's claim (which changed `state`) happens-before this re-read.
         fence(std::sync::atomic::Ordering::Acquire);
         let after = self.load_state(Ordering::Relaxed);
         if after.generation() != before.generation() || after.lifecycle() != before.lifecycle() {
@@ -236,7 +264,7 @@ impl SlotHeader {
         }
         Some(BorrowSnapshot {
             state: after,
-            acquired_at,
+            started_ms: stamp as u32,
             site,
             borrower,
         })
@@ -252,7 +280,7 @@ impl SlotHeader {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BorrowSnapshot {
     pub(crate) state: SlotState,
-    pub(crate) acquired_at: u64,
+    pub(crate) started_ms: u32,
     pub(crate) site: Option<CallSite>,
     pub(crate) borrower: u64,
 }
@@ -260,6 +288,8 @@ pub(crate) struct BorrowSnapshot {
 /// The slot headers of one pool.
 pub(crate) struct Slab {
     slots: Box<[CachePadded<SlotHeader>]>,
+    /// Coarse-clock nanoseconds when the slab was built; borrow stamps count from it.
+    epoch: u64,
 }
 
 impl Slab {
@@ -270,7 +300,20 @@ impl Slab {
             slots: (0..capacity)
                 .map(|_| CachePadded::new(SlotHeader::new(first_generation)))
                 .collect(),
+            epoch: clock::now_nanos(),
         }
+    }
+
+    /// Milliseconds since the epoch, as stored in borrow stamps (wrapping).
+    #[inline]
+    pub(crate) fn now_ms(&self) -> u32 {
+        (clock::now_nanos().wrapping_sub(self.epoch) / 1_000_000) as u32
+    }
+
+    /// Time from a stamp's start to `now_ms`.
+    #[inline]
+    pub(crate) fn since(started_ms: u32, now_ms: u32) -> std::time::Duration {
+        std::time::Duration::from_millis(u64::from(now_ms.wrapping_sub(started_ms)))
     }
 
     #[inline]

@@ -7,20 +7,23 @@
 //! +----------------------------------+----------------+----------+----------+
 //! ```
 //!
-//! The generation is bumped by every borrow, so a borrow handle (slot index + the
-//! generation it was issued under) names exactly one borrow. Every transition of a
-//! borrowed slot is a compare-and-swap against the full word, so a stale handle can
-//! never change the current holder's borrow.
+//! The state word is the slot's ownership token: every transition out of `Idle` and
+//! `InUse` is a compare-and-swap against the full word, so exactly one party wins a
+//! slot and a stale handle can never change the current holder's borrow. The
+//! generation is bumped by every borrow and every retirement, so a borrow handle (slot
+//! index + the generation it was issued under) names exactly one borrow.
 
-/// Where a slot is in its life. Exactly one party owns a slot in every state but
-/// `Empty`: the idle-set bit owner (`Idle`), the borrower (`InUse`), the sweeper
-/// (`Checking`), or whoever moved it to `Reserved`.
+use crate::sync::{AtomicU64, Ordering};
+
+/// Where a slot is in its life. `Idle` slots are free for whoever claims them by CAS;
+/// in `InUse`, `Checking` and `Reserved` exactly one party owns the slot (the borrower,
+/// the sweeper, or whoever reserved it to fill or empty it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(crate) enum Lifecycle {
     /// No connection; the slot is on the pool's free list.
     Empty = 0,
-    /// Holds an idle connection; the idle-set bit is its ownership token.
+    /// Holds an idle connection, free to be claimed.
     Idle = 1,
     /// Borrowed; the holder of the current generation's handle owns it.
     InUse = 2,
@@ -96,6 +99,13 @@ impl SlotState {
         SlotState(self.0 | flag)
     }
 
+    /// Same flags, next generation, another lifecycle (a slot emptied for reuse must
+    /// not match a handle or a thread's cached claim from before).
+    #[inline]
+    pub(crate) const fn retired(self) -> Self {
+        SlotState::new(self.generation().wrapping_add(1), Lifecycle::Empty)
+    }
+
     /// Same generation and flags, another lifecycle.
     #[inline]
     pub(crate) const fn with_lifecycle(self, lifecycle: Lifecycle) -> Self {
@@ -112,6 +122,116 @@ impl SlotState {
     #[inline]
     pub(crate) const fn without_flags(self) -> Self {
         SlotState(self.0 & !flags::ALL)
+    }
+}
+
+/// How a borrow ended, as decided by [`end_borrow`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The slot is `Idle` again; the caller must give its idle bit back.
+    Idle,
+    /// The slot is `Reserved` by the caller, who must close the connection.
+    /// `reclaimed`: the sweeper had reclaimed the borrow as a critical leak.
+    Close { reclaimed: bool },
+}
+
+/// What a claim of an idle slot turns it into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// A new borrow: next generation, `InUse`.
+    Borrow,
+    /// Exclusive ownership to close or remove it: same generation, `Reserved`.
+    Exclusive,
+    /// A sweeper health check: same generation, `Checking`.
+    Check,
+}
+
+impl Claim {
+    #[inline]
+    const fn apply(self, idle: SlotState) -> SlotState {
+        match self {
+            Claim::Borrow => idle.next_borrow(),
+            Claim::Exclusive => idle.with_lifecycle(Lifecycle::Reserved),
+            Claim::Check => idle.with_lifecycle(Lifecycle::Checking),
+        }
+    }
+}
+
+/// Claims a slot that is `Idle` at `generation`: one CAS, which is the whole ownership
+/// protocol (the idle bitmap is only a hint of where to look). Fails with the state
+/// found if the slot is not idle, or was borrowed or emptied since `generation`.
+///
+/// Acquire: pairs with the Release of the `end_borrow` (or `add`) that made the slot
+/// idle, so the claimer sees every write the previous owner made to the connection.
+#[inline]
+pub(crate) fn try_claim(
+    word: &AtomicU64,
+    generation: u32,
+    claim: Claim,
+) -> Result<SlotState, SlotState> {
+    let idle = SlotState::new(generation, Lifecycle::Idle);
+    let next = claim.apply(idle);
+    match word.compare_exchange(
+        idle.pack(),
+        next.pack(),
+        Ordering::Acquire,
+        Ordering::Relaxed,
+    ) {
+        Ok(_) => Ok(next),
+        Err(found) => Err(SlotState::from_packed(found)),
+    }
+}
+
+/// Claims a slot if it is idle now, whatever its generation.
+#[inline]
+pub(crate) fn claim_idle(
+    word: &AtomicU64,
+    claim: Claim,
+    order: Ordering,
+) -> Result<SlotState, SlotState> {
+    let current = SlotState::from_packed(word.load(order));
+    if current.lifecycle() != Lifecycle::Idle || current.pack() & flags::ALL != 0 {
+        return Err(current);
+    }
+    try_claim(word, current.generation(), claim)
+}
+
+/// Ends the borrow `generation` of a slot with one CAS that both validates the handle
+/// and moves the state, so a stale or doubled handle can never end someone else's
+/// borrow. Returns the state found if the handle is not the current borrow.
+#[inline]
+pub(crate) fn end_borrow(word: &AtomicU64, generation: u32) -> Result<Ended, SlotState> {
+    let mut current = SlotState::from_packed(word.load(Ordering::Relaxed));
+    loop {
+        if current.generation() != generation || current.lifecycle() != Lifecycle::InUse {
+            return Err(current);
+        }
+        let reclaimed = current.has(flags::RECLAIMED);
+        let ended = if reclaimed || current.has(flags::CLOSE_ON_RETURN) {
+            Ended::Close { reclaimed }
+        } else {
+            Ended::Idle
+        };
+        let lifecycle = match ended {
+            Ended::Idle => Lifecycle::Idle,
+            Ended::Close { .. } => Lifecycle::Reserved,
+        };
+        let next = current.without_flags().with_lifecycle(lifecycle);
+        // SeqCst (on x86 the same `lock cmpxchg` as Release): a Release so the holder's
+        // use of the connection happens-before the next claimer's Acquire, and SeqCst
+        // because the releaser then reads the idle hint and the waiter signal: the
+        // releaser's half of the handshakes described in `partition.rs` and `wait.rs`.
+        match word.compare_exchange_weak(
+            current.pack(),
+            next.pack(),
+            Ordering::SeqCst,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return Ok(ended),
+            // A flag was set concurrently (leak report, close-on-return) or the CAS
+            // failed spuriously: re-validate against what is there now.
+            Err(actual) => current = SlotState::from_packed(actual),
+        }
     }
 }
 
@@ -142,7 +262,7 @@ impl Handle {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 
@@ -154,10 +274,15 @@ mod tests {
         let b = s.next_borrow();
         assert_eq!(b.generation(), 0, "generation wraps");
         assert_eq!(b.lifecycle(), Lifecycle::InUse);
-        let f = b.with_flag(flags::LEAK_ALERT).with_flag(flags::CLOSE_ON_RETURN);
+        let f = b
+            .with_flag(flags::LEAK_ALERT)
+            .with_flag(flags::CLOSE_ON_RETURN);
         assert!(f.has(flags::LEAK_ALERT) && f.has(flags::CLOSE_ON_RETURN));
         assert!(!f.has(flags::RECLAIMED));
-        assert_eq!(f.with_lifecycle(Lifecycle::Idle).lifecycle(), Lifecycle::Idle);
+        assert_eq!(
+            f.with_lifecycle(Lifecycle::Idle).lifecycle(),
+            Lifecycle::Idle
+        );
         assert_eq!(f.without_flags(), b);
         assert_eq!(SlotState::from_packed(f.pack()), f);
         let h = Handle::new(7, 0xdead_beef);
