@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::slab::Slab;
 use crate::slab::idle::IdleSet;
-use crate::slab::state::{self, Claim, Lifecycle, SlotState};
+use crate::slab::state::{Claim, Lifecycle, SlotState};
 use crate::wait::{WaitQueue, lock};
 
 /// Marks an unused entry of a partition's slot table.
@@ -75,47 +75,10 @@ impl Partition {
     /// `order` is the first read of each hint word: `Relaxed` on the fast path (a stale
     /// read costs a retry at worst), `SeqCst` for a waiter's re-check, which must not be
     /// ordered before its registration (see `wait.rs`).
-    pub(crate) fn claim_any(
-        &self,
-        slab: &Slab,
-        claim: Claim,
-        order: Ordering,
-    ) -> Option<(u32, u32, SlotState)> {
-        for (first, mut bits) in self.idle.words(order) {
-            while bits != 0 {
-                let local = first + bits.trailing_zeros();
-                let slot = self.slot_of(local);
-                let Some(header) = slab.get(slot) else {
-                    // The connection left between our reads; its bit is being cleared.
-                    bits &= bits - 1;
-                    continue;
-                };
-                match state::claim_idle(&header.state, claim, order) {
-                    Ok(claimed) => return Some((local, slot, claimed)),
-                    Err(found) if found.lifecycle() == Lifecycle::Idle => {
-                        // Lost a race with another claimer, or a flag is set; look
-                        // again at this bit (bounded by how often others win).
-                        if found.pack() & state::flags::ALL != 0 {
-                            bits &= bits - 1;
-                        }
-                    }
-                    Err(_) => {
-                        // A stale hint: the slot is borrowed (by affinity) or busy.
-                        // Clear the bit, then re-check: if it turned idle meanwhile, its
-                        // releaser may have seen the bit still set, so put it back and
-                        // try this slot again (the searcher's half of the handshake).
-                        self.idle.unmark(local);
-                        let now = header.load_state(Ordering::SeqCst);
-                        if now.lifecycle() == Lifecycle::Idle {
-                            self.idle.mark(local);
-                        } else {
-                            bits &= bits - 1;
-                        }
-                    }
-                }
-            }
-        }
-        None
+    pub(crate) fn claim_any(&self, slab: &Slab, claim: Claim, order: Ordering) -> Option<(u32, u32, SlotState)> {
+        let state_of = |local: u32| slab.get(self.slot_of(local)).map(|h| &h.state);
+        let (local, claimed) = self.idle.claim_hinted(state_of, claim, order)?;
+        Some((local, self.slot_of(local), claimed))
     }
 
     /// Counts this user's idle connections (a snapshot, for statistics and errors).

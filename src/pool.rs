@@ -502,9 +502,7 @@ impl<C> PoolInner<C> {
     /// handshakes; a plain load of each word in the common case.
     #[inline]
     pub(crate) fn announce_idle(&self, partition: &Partition, local: u32) {
-        if !partition.idle.is_marked(local) {
-            partition.idle.mark(local);
-        }
+        partition.idle.repair(local);
         if partition.waiters.needs_dispatch() {
             self.dispatch(partition);
         }

@@ -51,3 +51,17 @@ impl<T> UnsafeCell<T> {
         self.0.get()
     }
 }
+
+/// The point where a SeqCst handshake (a Dekker-style "store mine, then load theirs")
+/// needs its two SeqCst accesses ordered.
+///
+/// In normal builds the SeqCst accesses on both sides already give that order (on x86
+/// a locked RMW or `xchg` is a full barrier), so this is nothing. Loom does not model
+/// SeqCst *accesses* (it treats them as AcqRel, tokio-rs/loom#180) but does model
+/// SeqCst *fences*, so under loom this is a SeqCst fence, which gives the same order:
+/// the models then check the same algorithm.
+#[inline(always)]
+pub(crate) fn handshake() {
+    #[cfg(loom)]
+    loom::sync::atomic::fence(Ordering::SeqCst);
+}

@@ -145,6 +145,7 @@ impl WaitQueue {
     /// idle bit; true if a dispatch is needed.
     #[inline]
     pub(crate) fn needs_dispatch(&self) -> bool {
+        crate::sync::handshake();
         self.signal.load(Ordering::SeqCst) != 0
     }
 

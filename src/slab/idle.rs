@@ -18,7 +18,8 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::slab::state::{self, Claim, Lifecycle, SlotState};
+use crate::sync::{self, AtomicU64, Ordering};
 
 /// A lock-free, allocation-free bitmap of local slot indices, fixed capacity.
 pub(crate) struct IdleSet {
@@ -44,6 +45,67 @@ impl IdleSet {
             .iter()
             .enumerate()
             .map(move |(w, word)| (w as u32 * 64, word.load(order)))
+    }
+
+    /// Claims an idle slot, lowest marked index first, clearing stale bits on the way.
+    /// `state_of` maps an index to its slot's state word (`None` if it has none now).
+    /// Returns the index and the claimed state.
+    ///
+    /// `order` is the first read of each word: `Relaxed` on the fast path (a stale
+    /// read costs a retry at worst), `SeqCst` for a waiter's re-check, which must not be
+    /// ordered before its registration (see `wait.rs`).
+    pub(crate) fn claim_hinted<'s>(
+        &self,
+        state_of: impl Fn(u32) -> Option<&'s AtomicU64>,
+        claim: Claim,
+        order: Ordering,
+    ) -> Option<(u32, SlotState)> {
+        for (first, mut bits) in self.words(order) {
+            while bits != 0 {
+                let index = first + bits.trailing_zeros();
+                let Some(word) = state_of(index) else {
+                    // The connection left between our reads; its bit is being cleared.
+                    bits &= bits - 1;
+                    continue;
+                };
+                match state::claim_idle(word, claim, order) {
+                    Ok(claimed) => return Some((index, claimed)),
+                    // Idle but another claimer won the CAS: look at this bit again
+                    // (bounded by how often others win). Flagged idle slots are skipped.
+                    Err(found) if found.lifecycle() == Lifecycle::Idle => {
+                        if found.pack() & state::flags::ALL != 0 {
+                            bits &= bits - 1;
+                        }
+                    }
+                    Err(_) => {
+                        // A stale hint: the slot is borrowed (by affinity) or busy. Clear
+                        // the bit, then re-check: if it turned idle meanwhile, its
+                        // releaser may have seen the bit still set, so put it back and
+                        // try this slot again (the searcher's half of the handshake).
+                        self.unmark(index);
+                        sync::handshake();
+                        let now = SlotState::from_packed(word.load(Ordering::SeqCst));
+                        if now.lifecycle() == Lifecycle::Idle {
+                            self.mark(index);
+                        } else {
+                            bits &= bits - 1;
+                        }
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// The releaser's half of the handshake: called right after the SeqCst write that
+    /// made slot `index` idle; sets its bit unless it is still set. In the common case a
+    /// plain read of a shared (unmodified) cache line.
+    #[inline]
+    pub(crate) fn repair(&self, index: u32) {
+        sync::handshake();
+        if !self.is_marked(index) {
+            self.mark(index);
+        }
     }
 
     /// Sets `index`'s bit. SeqCst: see the module docs.
