@@ -1,1 +1,29 @@
-//! Placeholder: filled by the C ABI work.
+//! The C ABI: every `extern "C"` function, type and constant of `include/heliosdb_pool.h`.
+//!
+//! One module per C type, holding no pool logic of its own:
+//!
+//! - [`status`]: `heliosdb_status_str`, `heliosdb_last_error_message`, the version
+//!   functions. The status enum itself is [`crate::Status`], exported as
+//!   `heliosdb_status`.
+//! - [`config`]: `heliosdb_pool_config`, its init/preset/validate functions and the
+//!   callback types.
+//! - [`pool`]: the opaque `heliosdb_pool`, `heliosdb_lease`, metadata and statistics.
+//! - `boundary` (private): the one helper every export runs through (panic catching,
+//!   last-error bookkeeping, pointer and string checks).
+//!
+//! The functions are ordinary `unsafe extern "C" fn`s, so Rust code (the benchmarks)
+//! can call them as `heliosdb_pool::ffi::heliosdb_pool_acquire` and so on. The header is
+//! generated from these modules by `build.rs` (cbindgen); `docs/using-from-c.md` gives
+//! the conventions.
+#![allow(non_camel_case_types)]
+// The exports take raw pointers by design; each documents its contract in `# Safety`.
+#![allow(clippy::not_unsafe_ptr_arg_deref)]
+
+mod boundary;
+pub mod config;
+pub mod pool;
+pub mod status;
+
+pub use config::*;
+pub use pool::*;
+pub use status::*;

@@ -1,0 +1,428 @@
+//! The C ABI from the outside: compiles the C11 and C++17 programs of `ffi-tests/`
+//! against the staticlib (and one against the cdylib) with
+//! `-Wall -Wextra -Wpedantic -Werror`, and runs them; checks the header's version
+//! macros against Cargo.toml; and checks that acquire/release through the C functions
+//! allocate nothing.
+//!
+//! Knobs, used by `.ci/ffi.sh` to rerun the same programs under other tools:
+//! - `HELIOSDB_FFI_CFLAGS`: extra compile and link flags (e.g. `-fsanitize=address`);
+//! - `HELIOSDB_FFI_RUNNER`: a command the programs run under (e.g. `valgrind ...`);
+//! - `HELIOSDB_FFI_SKIP_DYLIB=1`: skip the program linked against the cdylib;
+//! - `HELIOSDB_FFI_OUT_DIR`: where to build the programs (default: a directory under
+//!   `target/tmp/ffi-tests/` per set of flags).
+//!
+//! Needs `gcc` and `g++` on PATH.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::collections::hash_map::DefaultHasher;
+use std::ffi::c_void;
+use std::hash::{Hash, Hasher};
+use std::mem::{MaybeUninit, size_of};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::ptr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ::heliosdb_pool::Status;
+use ::heliosdb_pool::ffi::*;
+
+const MANIFEST_DIR: &str = env!("CARGO_MANIFEST_DIR");
+
+/// `target/<profile>/deps`: where `cargo test` put the staticlib and cdylib of the
+/// library this test was built against (it uplifts them to `target/<profile>` only on
+/// `cargo build`, so the copies there may be stale).
+fn deps_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/ffi-<hash>
+    exe.parent().expect("target/<profile>/deps").to_path_buf()
+}
+
+/// A private snapshot of the staticlib and cdylib, taken once per test run: the target
+/// directory is shared, and another cargo command may rewrite the libraries while the
+/// programs are being linked. Holds `libheliosdb_pool.a`, the cdylib under its SONAME
+/// and a `libheliosdb_pool.so` link to it.
+fn libs() -> &'static Path {
+    static LIBS: OnceLock<PathBuf> = OnceLock::new();
+    LIBS.get_or_init(|| {
+        let dir = out_dir().join("lib");
+        std::fs::create_dir_all(&dir).expect("create the library snapshot directory");
+        let soname = format!("libheliosdb_pool.so.{}", sover());
+        for (from, to) in [
+            ("libheliosdb_pool.a", "libheliosdb_pool.a"),
+            ("libheliosdb_pool.so", soname.as_str()),
+        ] {
+            copy_with_retry(&deps_dir().join(from), &dir.join(to));
+        }
+        let link = dir.join("libheliosdb_pool.so");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&soname, &link).expect("symlink the cdylib");
+        dir
+    })
+}
+
+/// Copies a file that a concurrent cargo build may be replacing right now.
+fn copy_with_retry(from: &Path, to: &Path) {
+    let tmp = to.with_extension("partial");
+    for attempt in 0.. {
+        match std::fs::copy(from, &tmp) {
+            Ok(_) => {
+                std::fs::rename(&tmp, to).expect("move the library snapshot into place");
+                return;
+            }
+            Err(_) if attempt < 50 => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => panic!("copying {}: {e}", from.display()),
+        }
+    }
+}
+
+fn env_words(name: &str) -> Vec<String> {
+    std::env::var(name)
+        .map(|v| v.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// `HELIOSDB_FFI_OUT_DIR`, or a build directory per set of extra flags, so flavors do
+/// not overwrite each other.
+fn out_dir() -> PathBuf {
+    let dir = match std::env::var_os("HELIOSDB_FFI_OUT_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let mut h = DefaultHasher::new();
+            env_words("HELIOSDB_FFI_CFLAGS").hash(&mut h);
+            Path::new(env!("CARGO_TARGET_TMPDIR"))
+                .join("ffi-tests")
+                .join(format!("{:016x}", h.finish()))
+        }
+    };
+    std::fs::create_dir_all(&dir).expect("create the ffi-tests build directory");
+    dir
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Lang {
+    C11,
+    C99,
+    Cxx17,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Static,
+    Dynamic,
+}
+
+fn sover() -> String {
+    let major = env!("CARGO_PKG_VERSION_MAJOR");
+    if major == "0" {
+        format!("0.{}", env!("CARGO_PKG_VERSION_MINOR"))
+    } else {
+        major.to_owned()
+    }
+}
+
+/// Compiles `ffi-tests/<source>` into `<out>/<name>` and returns the program's path.
+fn compile(source: &str, name: &str, lang: Lang, link: Link) -> PathBuf {
+    let root = Path::new(MANIFEST_DIR);
+    let out = out_dir().join(name);
+    let libs = libs();
+    let (compiler, std) = match lang {
+        Lang::C11 => ("gcc", "-std=c11"),
+        Lang::C99 => ("gcc", "-std=c99"),
+        Lang::Cxx17 => ("g++", "-std=c++17"),
+    };
+    let mut cmd = Command::new(compiler);
+    if lang == Lang::Cxx17 {
+        cmd.args(["-x", "c++"]);
+    }
+    cmd.arg(std)
+        .args(["-Wall", "-Wextra", "-Wpedantic", "-Werror", "-g", "-O1"])
+        .args(env_words("HELIOSDB_FFI_CFLAGS"))
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg("-I")
+        .arg(root.join("ffi-tests"))
+        .arg(root.join("ffi-tests").join(source));
+    if lang == Lang::Cxx17 {
+        cmd.args(["-x", "none"]);
+    }
+    match link {
+        Link::Static => {
+            cmd.arg(libs.join("libheliosdb_pool.a"));
+        }
+        Link::Dynamic => {
+            // The cdylib's SONAME is libheliosdb_pool.so.<sover>: the snapshot directory
+            // has it under that name.
+            cmd.arg("-L")
+                .arg(libs)
+                .arg("-lheliosdb_pool")
+                .arg(format!("-Wl,-rpath,{}", libs.display()));
+        }
+    }
+    cmd.args(["-lpthread", "-ldl", "-lm"]).arg("-o").arg(&out);
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {compiler}: {e}"));
+    assert!(
+        output.status.success(),
+        "compiling {source} failed:\n{cmd:?}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    out
+}
+
+/// Runs a program (under `HELIOSDB_FFI_RUNNER` if set) and asserts it succeeds.
+fn run(program: &Path) -> String {
+    let runner = env_words("HELIOSDB_FFI_RUNNER");
+    let mut cmd = match runner.split_first() {
+        Some((first, rest)) => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        None => Command::new(program),
+    };
+    let output = cmd.output().expect("run the test program");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{cmd:?} failed ({}):\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn c_lifecycle() {
+    let out = run(&compile(
+        "lifecycle.c",
+        "lifecycle",
+        Lang::C11,
+        Link::Static,
+    ));
+    assert!(out.contains("lifecycle: ok"), "{out}");
+}
+
+#[test]
+fn c_example_from_the_docs() {
+    let out = run(&compile("example.c", "example", Lang::C11, Link::Static));
+    assert!(out.contains("closed 4 connections"), "{out}");
+}
+
+#[test]
+fn c_lifecycle_against_the_cdylib() {
+    if std::env::var_os("HELIOSDB_FFI_SKIP_DYLIB").is_some() {
+        return;
+    }
+    let out = run(&compile(
+        "lifecycle.c",
+        "lifecycle-dylib",
+        Lang::C11,
+        Link::Dynamic,
+    ));
+    assert!(out.contains("lifecycle: ok"), "{out}");
+}
+
+#[test]
+fn c_threads_exclusivity_and_timeouts() {
+    let out = run(&compile("threads.c", "threads", Lang::C11, Link::Static));
+    assert!(out.contains("timeouts: ok"), "{out}");
+}
+
+#[test]
+fn c_bad_input() {
+    let out = run(&compile(
+        "bad_input.c",
+        "bad_input",
+        Lang::C11,
+        Link::Static,
+    ));
+    assert!(out.contains("bad_input: ok"), "{out}");
+}
+
+#[test]
+fn header_alone_and_twice_in_c11_c99_and_cxx17() {
+    run(&compile(
+        "header_twice.c",
+        "header_twice_c11",
+        Lang::C11,
+        Link::Static,
+    ));
+    run(&compile(
+        "header_twice.c",
+        "header_twice_c99",
+        Lang::C99,
+        Link::Static,
+    ));
+    run(&compile(
+        "header_twice.c",
+        "header_twice_cxx",
+        Lang::Cxx17,
+        Link::Static,
+    ));
+    run(&compile(
+        "header_twice.cpp",
+        "header_twice_hpp",
+        Lang::Cxx17,
+        Link::Static,
+    ));
+}
+
+#[test]
+fn cxx_wrapper() {
+    let out = run(&compile(
+        "wrapper.cpp",
+        "wrapper",
+        Lang::Cxx17,
+        Link::Static,
+    ));
+    assert!(out.contains("wrapper: ok"), "{out}");
+}
+
+#[test]
+fn header_version_macros_agree_with_cargo_toml() {
+    let toml = std::fs::read_to_string(Path::new(MANIFEST_DIR).join("Cargo.toml")).unwrap();
+    let version = toml
+        .lines()
+        .find_map(|l| l.strip_prefix("version = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("package version");
+    let parts: Vec<u64> = version.split('.').map(|p| p.parse().unwrap()).collect();
+    let header =
+        std::fs::read_to_string(Path::new(MANIFEST_DIR).join("include/heliosdb_pool.h")).unwrap();
+    let define = |name: &str| -> String {
+        header
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("#define {name} ")))
+            .unwrap_or_else(|| panic!("{name} missing from the header"))
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(define("HELIOSDB_VERSION_MAJOR"), parts[0].to_string());
+    assert_eq!(define("HELIOSDB_VERSION_MINOR"), parts[1].to_string());
+    assert_eq!(define("HELIOSDB_VERSION_PATCH"), parts[2].to_string());
+    assert_eq!(
+        define("HELIOSDB_VERSION_NUMBER"),
+        (parts[0] * 1_000_000 + parts[1] * 1_000 + parts[2]).to_string()
+    );
+    assert_eq!(define("HELIOSDB_VERSION_STRING"), format!("\"{version}\""));
+    assert_eq!(
+        (
+            heliosdb_version_major(),
+            heliosdb_version_minor(),
+            heliosdb_version_patch()
+        ),
+        (
+            u32::try_from(parts[0]).unwrap(),
+            u32::try_from(parts[1]).unwrap(),
+            u32::try_from(parts[2]).unwrap()
+        )
+    );
+}
+
+// ---- acquire/release through the C functions allocate nothing ----
+
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+// SAFETY: forwards every call unchanged to the system allocator; counting allocates
+// nothing.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.try_with(Cell::get).unwrap_or(false) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.try_with(Cell::get).unwrap_or(false) {
+            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn c_acquire_and_release_allocate_nothing() {
+    let mut cfg = MaybeUninit::<heliosdb_pool_config>::uninit();
+    let mut pool: *mut heliosdb_pool = ptr::null_mut();
+    // SAFETY: valid out-pointers of the right sizes; the connections are never
+    // dereferenced (no close callback).
+    unsafe {
+        assert_eq!(
+            heliosdb_pool_config_init(cfg.as_mut_ptr(), size_of::<heliosdb_pool_config>()),
+            Status::Ok
+        );
+        assert_eq!(heliosdb_pool_new(cfg.as_ptr(), &mut pool), Status::Ok);
+        for i in 1..=2usize {
+            let conn = ptr::without_provenance_mut::<c_void>(i * 8);
+            let status = heliosdb_pool_add_connection(
+                pool,
+                conn,
+                c"alice".as_ptr(),
+                ptr::null(),
+                ptr::null_mut(),
+            );
+            assert_eq!(status, Status::Ok);
+        }
+    }
+    let mut lease = MaybeUninit::<heliosdb_lease>::uninit();
+    let cycle = |lease: &mut MaybeUninit<heliosdb_lease>| {
+        // SAFETY: a live pool, NUL-terminated strings, a writable lease that the
+        // successful acquire initialized before release reads it.
+        unsafe {
+            assert_eq!(
+                heliosdb_pool_try_acquire(pool, c"alice".as_ptr(), lease.as_mut_ptr()),
+                Status::Ok
+            );
+            assert_eq!(heliosdb_pool_release(pool, lease.as_ptr()), Status::Ok);
+            assert_eq!(
+                heliosdb_pool_acquire_at(
+                    pool,
+                    c"alice".as_ptr(),
+                    1000,
+                    lease.as_mut_ptr(),
+                    c"bench.c".as_ptr(),
+                    42,
+                    c"main".as_ptr()
+                ),
+                Status::Ok
+            );
+            assert_eq!(heliosdb_pool_release(pool, lease.as_ptr()), Status::Ok);
+        }
+    };
+    for _ in 0..1000 {
+        cycle(&mut lease);
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    for _ in 0..100_000 {
+        cycle(&mut lease);
+    }
+    COUNTING.with(|c| c.set(false));
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    // SAFETY: a live pool, no lease out.
+    unsafe { heliosdb_pool_free(pool) };
+    assert_eq!(
+        allocations, 0,
+        "acquire/release through the C ABI allocated"
+    );
+}
