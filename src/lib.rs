@@ -85,7 +85,7 @@ pub use leak::{
 #[cfg(not(loom))]
 pub use metadata::{ConnectionId, ConnectionMetadata};
 #[cfg(not(loom))]
-pub use metrics::{LeakStats, PoolStats, UserStats};
+pub use metrics::{BorrowInfo, LeakStats, PoolStats, UserStats};
 #[cfg(not(loom))]
 pub use pool::{EnhancedConnectionPool, Removal};
 #[cfg(not(loom))]

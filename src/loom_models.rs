@@ -42,9 +42,9 @@ impl MiniPool {
 
     /// Acquire by search, as a thread without affinity does.
     fn search(&self) -> Option<u32> {
-        let (_, claimed) = self
-            .hint
-            .claim_hinted(|_| Some(&self.word), Claim::Borrow, Ordering::SeqCst)?;
+        let (_, claimed) =
+            self.hint
+                .claim_hinted(|_| Some(&self.word), Claim::Borrow, Ordering::SeqCst)?;
         self.use_connection();
         Some(claimed.generation())
     }
@@ -104,7 +104,10 @@ fn acquire_racing_release_never_shares_and_never_loses_the_connection() {
         }
         // Whatever the interleaving, the idle connection is findable again.
         assert_eq!(pool.state().lifecycle(), Lifecycle::Idle);
-        assert!(pool.hint.is_marked(0), "an idle slot must stay visible to searchers");
+        assert!(
+            pool.hint.is_marked(0),
+            "an idle slot must stay visible to searchers"
+        );
         assert!(pool.search().is_some());
     });
 }

@@ -59,3 +59,21 @@ pub struct PoolStats {
     /// Leak accounting; `current_tracked` is the number of borrows held now.
     pub leak_stats: LeakStats,
 }
+
+/// One outstanding borrow, from
+/// [`EnhancedConnectionPool::borrows`](crate::EnhancedConnectionPool::borrows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BorrowInfo {
+    /// The borrowed connection.
+    pub connection_id: crate::ConnectionId,
+    /// The user it belongs to.
+    pub user: String,
+    /// How long it has been held (coarse clock: a few ms resolution).
+    pub held_for: std::time::Duration,
+    /// Where it was borrowed.
+    pub call_site: Option<crate::CallSite>,
+    /// The borrowing thread's name (or id), while that thread lives.
+    pub thread: Option<String>,
+    /// The connection's metadata, as given when it was added.
+    pub metadata: crate::ConnectionMetadata,
+}

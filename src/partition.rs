@@ -75,7 +75,12 @@ impl Partition {
     /// `order` is the first read of each hint word: `Relaxed` on the fast path (a stale
     /// read costs a retry at worst), `SeqCst` for a waiter's re-check, which must not be
     /// ordered before its registration (see `wait.rs`).
-    pub(crate) fn claim_any(&self, slab: &Slab, claim: Claim, order: Ordering) -> Option<(u32, u32, SlotState)> {
+    pub(crate) fn claim_any(
+        &self,
+        slab: &Slab,
+        claim: Claim,
+        order: Ordering,
+    ) -> Option<(u32, u32, SlotState)> {
         let state_of = |local: u32| slab.get(self.slot_of(local)).map(|h| &h.state);
         let (local, claimed) = self.idle.claim_hinted(state_of, claim, order)?;
         Some((local, self.slot_of(local), claimed))

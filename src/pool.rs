@@ -22,7 +22,7 @@ use crate::config::EnhancedPoolConfig;
 use crate::error::{Error, Result};
 use crate::guard::PooledConnection;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
-use crate::metrics::{LeakStats, PoolStats, UserStats};
+use crate::metrics::{BorrowInfo, LeakStats, PoolStats, UserStats};
 use crate::partition::{Partition, UserMap};
 use crate::slab::state::{self, Claim, Ended, Handle, Lifecycle, flags};
 use crate::slab::{CallSite, Slab, SlotHeader, SlotInfo};
@@ -336,6 +336,14 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     pub fn stats(&self) -> PoolStats {
         self.inner.stats()
     }
+
+    /// Every borrow outstanding now, longest-held first: which connection, for which
+    /// user, since when, taken where and by which thread. Scans the slab (O(slots));
+    /// each borrow is read without stopping its holder and validated, so a borrow that
+    /// changes hands during the scan is left out rather than misreported.
+    pub fn borrows(&self) -> Vec<BorrowInfo> {
+        self.inner.borrows()
+    }
 }
 
 impl<C> Drop for EnhancedConnectionPool<C> {
@@ -372,12 +380,6 @@ impl<C> PoolInner<C> {
             }
         }
         Ok((self.lookup_partition(user)?, None))
-    }
-
-    /// The user's partition.
-    #[inline]
-    pub(crate) fn partition(&self, user: &str) -> Result<&Partition> {
-        Ok(self.resolve(user)?.0)
     }
 
     /// The user's partition through the shared map: one `ArcSwap` load, a hash lookup.
@@ -489,6 +491,7 @@ impl<C> PoolInner<C> {
     ///
     /// The caller owns the slot (see `value_ptr`) for the lifetime of the reference.
     #[inline]
+    #[allow(clippy::mut_from_ref)] // Exclusivity comes from the slot protocol, not `&self`.
     pub(crate) unsafe fn value_mut(&self, slot: u32) -> &mut C {
         // SAFETY: ownership per the caller's contract; an owned slot is occupied.
         match unsafe { &mut *self.value_ptr(slot) } {
@@ -812,6 +815,33 @@ impl<C> PoolInner<C> {
             partition.waiters.close();
             self.drain_idle(&partition);
         }
+    }
+
+    fn borrows(&self) -> Vec<BorrowInfo> {
+        let now_ms = self.slab.now_ms();
+        let mut borrows: Vec<BorrowInfo> = self
+            .slab
+            .iter()
+            .filter_map(|(_, header)| {
+                let borrow = header.borrow_snapshot()?;
+                let info = header.info.load_full()?;
+                let connection_id = ConnectionId::from_raw(header.conn_id.load(Ordering::Relaxed));
+                // The slot may have changed hands while `info` was read: re-validate.
+                if header.load_state(Ordering::Acquire) != borrow.state {
+                    return None;
+                }
+                Some(BorrowInfo {
+                    connection_id,
+                    user: info.user.to_string(),
+                    held_for: Slab::since(borrow.started_ms, now_ms),
+                    call_site: borrow.site,
+                    thread: thread_tag::name_of(borrow.borrower),
+                    metadata: info.metadata.clone(),
+                })
+            })
+            .collect();
+        borrows.sort_by_key(|b| std::cmp::Reverse(b.held_for));
+        borrows
     }
 
     fn stats(&self) -> PoolStats {

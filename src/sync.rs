@@ -25,22 +25,18 @@ impl<T> UnsafeCell<T> {
 
     /// Runs `f` with a shared pointer to the value. The caller guarantees no concurrent
     /// mutable access for the duration.
+    #[cfg(loom)]
     #[inline]
     pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
-        #[cfg(not(loom))]
-        return f(self.0.get());
-        #[cfg(loom)]
-        return self.0.with(f);
+        self.0.with(f)
     }
 
     /// Runs `f` with a mutable pointer to the value. The caller guarantees exclusive
     /// access for the duration.
+    #[cfg(loom)]
     #[inline]
     pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
-        #[cfg(not(loom))]
-        return f(self.0.get());
-        #[cfg(loom)]
-        return self.0.with_mut(f);
+        self.0.with_mut(f)
     }
 
     /// A raw pointer to the value, for the guard's `Deref`, whose borrow outlives a

@@ -578,3 +578,47 @@ fn stats_count_users_waiters_and_acquires() {
     assert_eq!(stats.acquires, 1);
     drop(g);
 }
+
+#[test]
+fn borrows_lists_who_holds_what_and_where() {
+    let closes = Arc::new(AtomicUsize::new(0));
+    let pool = Arc::new(EnhancedConnectionPool::new(config(4, 2, 10)));
+    let id = add(&pool, &closes, "alice", "a1");
+    add(&pool, &closes, "bob", "b1");
+    assert!(pool.borrows().is_empty());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let p = pool.clone();
+    let line = line!() + 4;
+    let holder = std::thread::Builder::new()
+        .name("report-writer".into())
+        .spawn(move || {
+            let guard = p.blocking_acquire("alice").unwrap();
+            tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+            drop(guard);
+        })
+        .unwrap();
+    rx.recv().unwrap();
+    std::thread::sleep(Duration::from_millis(30));
+    let bob = pool.try_acquire("bob").unwrap();
+    let borrows = pool.borrows();
+    assert_eq!(borrows.len(), 2);
+    let first = &borrows[0];
+    assert_eq!(first.connection_id, id, "longest-held first");
+    assert_eq!(first.user, "alice");
+    assert_eq!(first.thread.as_deref(), Some("report-writer"));
+    assert!(
+        first.held_for >= Duration::from_millis(15),
+        "{:?}",
+        first.held_for
+    );
+    let site = first.call_site.unwrap();
+    assert!(site.file().ends_with("pool_core.rs"));
+    assert_eq!(site.line(), line);
+    assert_eq!(borrows[1].user, "bob");
+    done_tx.send(()).unwrap();
+    holder.join().unwrap();
+    drop(bob);
+    assert!(pool.borrows().is_empty());
+}

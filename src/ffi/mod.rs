@@ -13,7 +13,7 @@
 //!
 //! The functions are ordinary `unsafe extern "C" fn`s, so Rust code (the benchmarks)
 //! can call them as `heliosdb_pool::ffi::heliosdb_pool_acquire` and so on. The header is
-//! generated from these modules by `build.rs` (cbindgen); `docs/using-from-c.md` gives
+//! generated from these modules by `build.rs` (cbindgen); README.md's "Using from C and C++" gives
 //! the conventions.
 #![allow(non_camel_case_types)]
 // The exports take raw pointers by design; each documents its contract in `# Safety`.

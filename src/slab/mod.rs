@@ -321,11 +321,6 @@ impl Slab {
         self.slots.get(index as usize).map(|s| &**s)
     }
 
-    #[inline]
-    pub(crate) fn len(&self) -> usize {
-        self.slots.len()
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &SlotHeader)> {
         self.slots.iter().enumerate().map(|(i, s)| (i as u32, &**s))
     }

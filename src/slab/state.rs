@@ -47,10 +47,7 @@ impl Lifecycle {
 
 /// Flags carried in the state word next to the lifecycle.
 pub(crate) mod flags {
-    /// The borrow has been reported at level Alert.
-    pub(crate) const LEAK_ALERT: u64 = 1 << 8;
-    /// The borrow has been reported at level Critical.
-    pub(crate) const LEAK_CRITICAL: u64 = 1 << 9;
+    // Bits 8 and 9 are reserved for the leak scan's "reported at Alert/Critical".
     /// Close the connection when the borrow or check ends instead of idling it.
     pub(crate) const CLOSE_ON_RETURN: u64 = 1 << 10;
     /// The borrow was reclaimed as a critical leak; its handle is no longer honoured.
@@ -142,8 +139,6 @@ pub(crate) enum Claim {
     Borrow,
     /// Exclusive ownership to close or remove it: same generation, `Reserved`.
     Exclusive,
-    /// A sweeper health check: same generation, `Checking`.
-    Check,
 }
 
 impl Claim {
@@ -152,7 +147,6 @@ impl Claim {
         match self {
             Claim::Borrow => idle.next_borrow(),
             Claim::Exclusive => idle.with_lifecycle(Lifecycle::Reserved),
-            Claim::Check => idle.with_lifecycle(Lifecycle::Checking),
         }
     }
 }
@@ -275,10 +269,10 @@ mod tests {
         assert_eq!(b.generation(), 0, "generation wraps");
         assert_eq!(b.lifecycle(), Lifecycle::InUse);
         let f = b
-            .with_flag(flags::LEAK_ALERT)
+            .with_flag(flags::RECLAIMED)
             .with_flag(flags::CLOSE_ON_RETURN);
-        assert!(f.has(flags::LEAK_ALERT) && f.has(flags::CLOSE_ON_RETURN));
-        assert!(!f.has(flags::RECLAIMED));
+        assert!(f.has(flags::RECLAIMED) && f.has(flags::CLOSE_ON_RETURN));
+        assert!(!b.has(flags::RECLAIMED));
         assert_eq!(
             f.with_lifecycle(Lifecycle::Idle).lifecycle(),
             Lifecycle::Idle
