@@ -88,6 +88,7 @@ impl<'a, C> Future for Acquire<'a, C> {
                 timer::arm(deadline, &node);
             }
             pool.dispatch(partition);
+            pool.request_connection(partition);
             this.state = State::Waiting {
                 partition,
                 node,
@@ -122,7 +123,7 @@ impl<'a, C> Future for Acquire<'a, C> {
             None => Poll::Pending,
             Some(outcome) => {
                 this.state = State::Done;
-                Poll::Ready(pool.finish_wait(outcome, this.site))
+                Poll::Ready(pool.finish_wait(outcome, started, this.site))
             }
         }
     }

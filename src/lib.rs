@@ -26,6 +26,8 @@
 #[cfg(not(loom))]
 mod acquire;
 #[cfg(not(loom))]
+pub mod builder;
+#[cfg(not(loom))]
 mod clock;
 #[cfg(not(loom))]
 pub mod config;
@@ -48,8 +50,12 @@ mod partition;
 #[cfg(not(loom))]
 pub mod pool;
 #[cfg(not(loom))]
+mod pool_leaks;
+#[cfg(not(loom))]
 mod slab;
 mod sync;
+#[cfg(not(loom))]
+mod sweeper;
 #[cfg(not(loom))]
 mod thread_tag;
 #[cfg(not(loom))]
@@ -85,8 +91,12 @@ pub use leak::{
 #[cfg(not(loom))]
 pub use metadata::{ConnectionId, ConnectionMetadata};
 #[cfg(not(loom))]
-pub use metrics::{BorrowInfo, LeakStats, PoolStats, UserStats};
+pub use metrics::{BorrowInfo, Evictions, LeakStats, PoolStats, SweepStats, UserStats};
+#[cfg(not(loom))]
+pub use builder::PoolBuilder;
 #[cfg(not(loom))]
 pub use pool::{EnhancedConnectionPool, Removal};
+#[cfg(not(loom))]
+pub use pool_leaks::PoolLeakDetector;
 #[cfg(not(loom))]
 pub use slab::CallSite;

@@ -10,7 +10,7 @@ use loom::sync::Arc;
 use loom::thread;
 
 use crate::slab::idle::IdleSet;
-use crate::slab::state::{self, Claim, Ended, Lifecycle, SlotState};
+use crate::slab::state::{self, Claim, Lifecycle, SlotState};
 use crate::sync::{AtomicU64, Ordering, UnsafeCell};
 
 /// A one-connection partition: the hint, the slot's state word, the connection.
@@ -58,13 +58,10 @@ impl MiniPool {
 
     /// Release as the pool does: validate + move the state, then repair the hint.
     fn release(&self, generation: u32) -> Result<(), SlotState> {
-        match state::end_borrow(&self.word, generation)? {
-            Ended::Idle => {
-                self.hint.repair(0);
-                Ok(())
-            }
-            Ended::Close { .. } => unreachable!("no flags in these models"),
-        }
+        let ended = state::end_borrow(&self.word, generation)?;
+        assert!(!ended.closes(), "no flags in these models");
+        self.hint.repair(0);
+        Ok(())
     }
 }
 

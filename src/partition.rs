@@ -30,43 +30,117 @@ pub(crate) struct Partition {
     pub(crate) slots: Box<[AtomicU32]>,
     /// Threads and tasks waiting for one of this user's connections.
     pub(crate) waiters: WaitQueue,
-    /// Local indices not holding a connection (add/remove path only).
-    free_local: Mutex<Vec<u32>>,
+    /// Capacity accounting (add/remove path only).
+    members: Mutex<Capacity>,
     /// Acquires that timed out (slow path only).
     pub(crate) timeouts: AtomicU64,
+    /// Connections waiters asked the factory for and the sweeper has not yet made.
+    pub(crate) factory_requests: AtomicU64,
+    /// Factory failures for this user, and the last one's message.
+    pub(crate) factory_errors: AtomicU64,
+    pub(crate) last_factory_error: Mutex<Option<String>>,
+}
+
+/// Fixed-size index space with a count limit below its size: the headroom holds
+/// borrows reclaimed as critical leaks, which no longer count against the limit but
+/// keep their slot until their holder gives them back.
+#[derive(Debug)]
+pub(crate) struct Capacity {
+    /// Indices holding nothing; popped lowest first.
+    free: Vec<u32>,
+    /// Indices that count against `limit`.
+    counted: usize,
+    limit: usize,
+}
+
+impl Capacity {
+    /// `limit` counted entries in an index space of `limit + headroom`.
+    pub(crate) fn new(limit: usize, headroom: usize) -> Self {
+        Capacity {
+            // Reversed so `pop` hands out the lowest index first, concentrating use.
+            free: (0..(limit + headroom) as u32).rev().collect(),
+            counted: 0,
+            limit,
+        }
+    }
+
+    /// The headroom for reclaimed borrows: a quarter of the limit, at least one.
+    pub(crate) fn headroom(limit: usize) -> usize {
+        (limit / 4).max(1)
+    }
+
+    /// Takes an index that counts against the limit; `None` at the limit (or when the
+    /// headroom is exhausted by reclaimed borrows).
+    pub(crate) fn take(&mut self) -> Option<u32> {
+        if self.counted >= self.limit {
+            return None;
+        }
+        let index = self.free.pop()?;
+        self.counted += 1;
+        Some(index)
+    }
+
+    /// Gives an index back; `counted` says whether it still counted against the limit.
+    pub(crate) fn give(&mut self, index: u32, counted: bool) {
+        if counted {
+            self.counted -= 1;
+        }
+        self.free.push(index);
+        // Keep handing out the lowest free index first.
+        self.free.sort_unstable_by(|a, b| b.cmp(a));
+    }
+
+    /// Stops counting one index against the limit (its borrow was reclaimed).
+    pub(crate) fn uncount(&mut self) {
+        self.counted -= 1;
+    }
+
+    /// Indices that count against the limit.
+    pub(crate) fn counted(&self) -> usize {
+        self.counted
+    }
 }
 
 impl Partition {
-    pub(crate) fn new(user: Arc<str>, capacity: usize) -> Self {
+    pub(crate) fn new(user: Arc<str>, max_per_user: usize) -> Self {
+        let headroom = Capacity::headroom(max_per_user);
+        let size = max_per_user + headroom;
         Partition {
             user,
-            idle: IdleSet::new(capacity),
-            slots: (0..capacity).map(|_| AtomicU32::new(NO_SLOT)).collect(),
+            idle: IdleSet::new(size),
+            slots: (0..size).map(|_| AtomicU32::new(NO_SLOT)).collect(),
             waiters: WaitQueue::new(),
-            // Reversed so `pop` hands out the lowest index first.
-            free_local: Mutex::new((0..capacity as u32).rev().collect()),
+            members: Mutex::new(Capacity::new(max_per_user, headroom)),
             timeouts: AtomicU64::new(0),
+            factory_requests: AtomicU64::new(0),
+            factory_errors: AtomicU64::new(0),
+            last_factory_error: Mutex::new(None),
         }
     }
 
     /// Reserves a local index for a new connection, or `None` at `max_per_user`.
     pub(crate) fn reserve_local(&self) -> Option<u32> {
-        lock(&self.free_local).pop()
+        lock(&self.members).take()
     }
 
-    /// Returns a local index whose connection is gone.
-    pub(crate) fn release_local(&self, local: u32) {
+    /// Returns a local index whose connection is gone; `counted` is false for a
+    /// reclaimed borrow, which stopped counting when it was reclaimed.
+    pub(crate) fn release_local(&self, local: u32, counted: bool) {
         self.idle.unmark(local);
         self.slots[local as usize].store(NO_SLOT, Ordering::Relaxed);
-        let mut free = lock(&self.free_local);
-        free.push(local);
-        // Keep handing out the lowest free index first, so use stays concentrated.
-        free.sort_unstable_by(|a, b| b.cmp(a));
+        lock(&self.members).give(local, counted);
     }
 
-    /// Connections this user holds (idle, borrowed or being checked).
+    /// A borrow of this user was reclaimed: it no longer counts against
+    /// `max_per_user`.
+    pub(crate) fn uncount(&self) {
+        lock(&self.members).uncount();
+    }
+
+    /// Connections this user holds that count against `max_per_user` (idle, borrowed
+    /// or being checked; not reclaimed ones).
     pub(crate) fn connection_count(&self) -> usize {
-        self.slots.len() - lock(&self.free_local).len()
+        lock(&self.members).counted()
     }
 
     /// Claims one of this user's idle connections, lowest local index first.

@@ -22,9 +22,13 @@ use crate::config::EnhancedPoolConfig;
 use crate::error::{Error, Result};
 use crate::guard::PooledConnection;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
-use crate::metrics::{BorrowInfo, LeakStats, PoolStats, UserStats};
-use crate::partition::{Partition, UserMap};
-use crate::slab::state::{self, Claim, Ended, Handle, Lifecycle, flags};
+use crate::builder::{Hooks, PoolBuilder, Tuning};
+use crate::health::ConnectionHealth;
+use crate::metrics::{BorrowInfo, Counters, Eviction, LeakStats, PoolStats, UserStats};
+use crate::partition::{Capacity, Partition, UserMap};
+use crate::pool_leaks::PoolLeakDetector;
+use crate::sweeper::{HealthTable, SweepProgress, SweepState, SweeperHandle};
+use crate::slab::state::{self, Claim, Handle, Lifecycle, flags};
 use crate::slab::{CallSite, Slab, SlotHeader, SlotInfo};
 use crate::sync::{Ordering, UnsafeCell};
 use crate::thread_tag;
@@ -61,6 +65,10 @@ pub enum Removal {
 /// source location (`#[track_caller]`) for leak reports.
 pub struct EnhancedConnectionPool<C> {
     pub(crate) inner: Arc<PoolInner<C>>,
+    /// The pool's leak view, as the design guide uses it:
+    /// `pool.leak_detector.check_leaks()`.
+    pub leak_detector: PoolLeakDetector,
+    sweeper: Mutex<Option<SweeperHandle>>,
 }
 
 /// The shared state behind a pool handle.
@@ -73,8 +81,22 @@ pub(crate) struct PoolInner<C> {
     /// Every partition ever created, in creation order. Keeps them alive for the pool's
     /// life (slots point at them) and serialises user creation and `close`.
     partitions: Mutex<Vec<Arc<Partition>>>,
-    /// Slab slots holding no connection. Add/remove path only.
-    free_slots: Mutex<Vec<u32>>,
+    /// Slab slots holding no connection, and how many count against
+    /// `max_connections`. Add/remove path only.
+    slots: Mutex<Capacity>,
+    /// Settings beyond the config, and the user's hooks.
+    pub(crate) tuning: Tuning,
+    pub(crate) hooks: Hooks<C>,
+    /// Event counters (never touched by the fast path).
+    pub(crate) counters: Counters,
+    /// The sweeper's per-slot bookkeeping; also locked by `sweep_now`.
+    pub(crate) sweep: Mutex<SweepState>,
+    /// The sweeper's progress, readable without its lock.
+    pub(crate) sweep_progress: SweepProgress,
+    /// Health-check records by slot.
+    pub(crate) health: HealthTable,
+    /// Wakes the sweeper early (a waiter wants the factory to open a connection).
+    pub(crate) sweeper_wake: crossbeam_channel::Sender<()>,
     closed: AtomicBool,
     next_sequence: AtomicU64,
     /// Generation every slot started at; `stats` counts borrows from it.
@@ -131,33 +153,56 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
         }
     }
 
-    /// Builds a pool after validating `config`.
+    /// Builds a pool after validating `config`, with no hooks and default tuning.
+    /// [`builder`](Self::builder) adds hooks (health check, factory, leak callbacks).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] naming the offending field.
     pub fn try_new(config: EnhancedPoolConfig) -> Result<Self> {
-        config.validate()?;
-        let capacity = config.max_connections;
+        Self::builder(config).build()
+    }
+
+    /// A builder for a pool with hooks and settings beyond the config.
+    pub fn builder(config: EnhancedPoolConfig) -> PoolBuilder<C> {
+        PoolBuilder::new(config)
+    }
+
+    /// Assembles a validated pool and starts its sweeper if a background feature is on.
+    pub(crate) fn from_parts(config: EnhancedPoolConfig, tuning: Tuning, hooks: Hooks<C>) -> Self {
         static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+        let headroom = Capacity::headroom(config.max_connections);
+        let size = config.max_connections + headroom;
         let first_generation = pool_seed();
         // Relaxed: the id only needs to be unique.
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
-        Ok(EnhancedConnectionPool {
-            inner: Arc::new(PoolInner {
-                slab: Slab::new(capacity, first_generation),
-                values: (0..capacity).map(|_| UnsafeCell::new(None)).collect(),
-                users: ArcSwap::from_pointee(UserMap::default()),
-                partitions: Mutex::new(Vec::new()),
-                free_slots: Mutex::new((0..capacity as u32).rev().collect()),
-                closed: AtomicBool::new(false),
-                next_sequence: AtomicU64::new(1),
-                first_generation,
-                id,
-                retirements: AtomicU64::new(0),
-                config,
-            }),
-        })
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let inner = Arc::new(PoolInner {
+            slab: Slab::new(size, first_generation),
+            values: (0..size).map(|_| UnsafeCell::new(None)).collect(),
+            users: ArcSwap::from_pointee(UserMap::default()),
+            partitions: Mutex::new(Vec::new()),
+            slots: Mutex::new(Capacity::new(config.max_connections, headroom)),
+            closed: AtomicBool::new(false),
+            next_sequence: AtomicU64::new(1),
+            first_generation,
+            id,
+            retirements: AtomicU64::new(0),
+            counters: Counters::default(),
+            sweep: Mutex::new(SweepState::new(size)),
+            sweep_progress: SweepProgress::default(),
+            health: Mutex::new(vec![None; size]),
+            sweeper_wake: wake_tx,
+            tuning,
+            hooks,
+            config,
+        });
+        let sweeper = SweeperHandle::start(&inner, wake_rx);
+        EnhancedConnectionPool {
+            leak_detector: PoolLeakDetector::new(inner.clone()),
+            inner,
+            sweeper: Mutex::new(sweeper),
+        }
     }
 
     /// The configuration the pool was built with.
@@ -324,6 +369,21 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// Idempotent. Dropping the pool closes it.
     pub fn close(&self) {
         self.inner.close();
+        if let Some(sweeper) = lock(&self.sweeper).take() {
+            sweeper.stop();
+        }
+    }
+
+    /// Runs one sweeper pass now, on the calling thread (leak scan, health checks,
+    /// eviction, refill), whether or not the sweeper thread runs. For tests, tools and
+    /// benchmarks; the background sweeper makes it unnecessary in production.
+    pub fn sweep_now(&self) {
+        self.inner.sweep_pass();
+    }
+
+    /// Health of every connection the sweeper has checked or watched, by connection id.
+    pub fn connection_health(&self) -> Vec<ConnectionHealth> {
+        self.inner.connection_health()
     }
 
     /// Whether [`close`](Self::close) has been called.
@@ -349,6 +409,9 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
 impl<C> Drop for EnhancedConnectionPool<C> {
     fn drop(&mut self) {
         self.inner.close();
+        if let Some(sweeper) = lock(&self.sweeper).take() {
+            sweeper.stop();
+        }
     }
 }
 
@@ -386,15 +449,22 @@ impl<C> PoolInner<C> {
     #[cold]
     fn lookup_partition(&self, user: &str) -> Result<&Partition> {
         let users = self.users.load();
-        match users.get(user) {
-            // SAFETY: every partition in the map is also in `self.partitions`, which
-            // only grows and lives as long as `self`; the reference is bound to `&self`.
-            Some(p) => Ok(unsafe { &*Arc::as_ptr(p) }),
-            None if self.closed.load(Ordering::Acquire) => Err(Error::Closed),
-            None => Err(Error::UnknownUser {
-                user: user.to_owned(),
-            }),
-        }
+        let found = match users.get(user) {
+            Some(p) => Arc::as_ptr(p),
+            None if self.closed.load(Ordering::Acquire) => return Err(Error::Closed),
+            // With a factory, any user is welcome: its connections will be opened.
+            None if self.hooks.factory.is_some() => {
+                Arc::as_ptr(&self.partition_or_create(&Arc::from(user))?)
+            }
+            None => {
+                return Err(Error::UnknownUser {
+                    user: user.to_owned(),
+                });
+            }
+        };
+        // SAFETY: every partition in the map is also in `self.partitions`, which only
+        // grows and lives as long as `self`; the reference is bound to `&self`.
+        Ok(unsafe { &*found })
     }
 
     /// The partition that owns an occupied slot.
@@ -405,6 +475,35 @@ impl<C> PoolInner<C> {
         // SAFETY: set when the slot was filled, from an `Arc` kept in `self.partitions`
         // for the pool's life; the caller owns the slot, so it is occupied.
         unsafe { &*ptr }
+    }
+
+    /// The partition of a slot the caller does not own, if it is occupied now. Any
+    /// non-null pointer stays valid: partitions live as long as the pool.
+    pub(crate) fn partition_if_occupied(&self, header: &SlotHeader) -> Option<&Partition> {
+        let ptr = header.partition.load(Ordering::Acquire) as *const Partition;
+        // SAFETY: non-null pointers come from `Arc`s kept in `self.partitions` for the
+        // pool's life, so the partition outlives `&self`.
+        (!ptr.is_null()).then(|| unsafe { &*ptr })
+    }
+
+    /// Whether any partition matches `f`, without cloning the list.
+    pub(crate) fn any_partition(&self, f: impl Fn(&Partition) -> bool) -> bool {
+        lock(&self.partitions).iter().any(|p| f(p))
+    }
+
+    /// The pool's process-unique id.
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the pool is closed.
+    pub(crate) fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// A borrow was reclaimed: its slot no longer counts against `max_connections`.
+    pub(crate) fn uncount_slot(&self) {
+        lock(&self.slots).uncount();
     }
 
     /// Every partition created so far (a clone of the list).
@@ -428,7 +527,7 @@ impl<C> PoolInner<C> {
         Ok(partition)
     }
 
-    fn add(&self, conn: C, user: Arc<str>, metadata: ConnectionMetadata) -> Result<ConnectionId> {
+    pub(crate) fn add(&self, conn: C, user: Arc<str>, metadata: ConnectionMetadata) -> Result<ConnectionId> {
         let partition = self.partition_or_create(&user)?;
         let Some(local) = partition.reserve_local() else {
             return Err(Error::UserAtCapacity {
@@ -436,8 +535,8 @@ impl<C> PoolInner<C> {
                 max_per_user: self.config.max_per_user,
             });
         };
-        let Some(slot) = lock(&self.free_slots).pop() else {
-            partition.release_local(local);
+        let Some(slot) = lock(&self.slots).take() else {
+            partition.release_local(local, true);
             return Err(Error::PoolFull {
                 max_connections: self.config.max_connections,
             });
@@ -527,20 +626,28 @@ impl<C> PoolInner<C> {
         while let Some((local, slot, _)) =
             partition.claim_any(&self.slab, Claim::Exclusive, Ordering::SeqCst)
         {
-            drop(self.retire(partition, local, slot));
+            drop(self.retire(partition, local, slot, true, None));
         }
     }
 
     /// Empties a slot the caller moved to `Reserved`; returns its connection for the
-    /// caller to drop (outside any lock) or hand out.
-    pub(crate) fn retire(&self, partition: &Partition, local: u32, slot: u32) -> Option<C> {
+    /// caller to drop (outside any lock) or hand out. `counted`: whether the slot still
+    /// counted against the limits (false once reclaimed); `cause`: the eviction to count.
+    pub(crate) fn retire(
+        &self,
+        partition: &Partition,
+        local: u32,
+        slot: u32,
+        counted: bool,
+        cause: Option<Eviction>,
+    ) -> Option<C> {
         let header = self.header(slot);
         // SAFETY: the slot is `Reserved` by the caller, who owns it.
         let conn = unsafe { (*self.value_ptr(slot)).take() };
         header.info.store(None);
         header.conn_id.store(0, Ordering::Relaxed);
         header.partition.store(0, Ordering::Relaxed);
-        partition.release_local(local);
+        partition.release_local(local, counted);
         let state = header.load_state(Ordering::Relaxed);
         // Release: the slot's next filler sees it empty. The new generation keeps old
         // handles and thread-local affinity entries from matching the next connection.
@@ -548,7 +655,10 @@ impl<C> PoolInner<C> {
             .state
             .store(state.retired().pack(), Ordering::Release);
         self.retirements.fetch_add(1, Ordering::Relaxed);
-        lock(&self.free_slots).push(slot);
+        lock(&self.slots).give(slot, counted);
+        if let Some(cause) = cause {
+            self.counters.evicted(cause);
+        }
         conn
     }
 
@@ -630,31 +740,50 @@ impl<C> PoolInner<C> {
             Registration::Closed => return Err(Error::Closed),
         };
         self.dispatch(partition);
+        self.request_connection(partition);
         loop {
             if let Some(outcome) = node.outcome() {
-                return self.finish_wait(outcome, site);
+                return self.finish_wait(outcome, started, site);
             }
             let waited = started.elapsed();
             if waited >= timeout {
                 return match partition.waiters.cancel(&node) {
                     None => Err(self.timeout_error(partition, waited)),
-                    Some(outcome) => self.finish_wait(outcome, site),
+                    Some(outcome) => self.finish_wait(outcome, started, site),
                 };
             }
             std::thread::park_timeout(timeout - waited);
         }
     }
 
-    /// Turns a wait's outcome into the caller's result.
+    /// Turns a wait's outcome into the caller's result, and records the wait.
     pub(crate) fn finish_wait(
         &self,
         outcome: Outcome,
+        started: Instant,
         site: CallSite,
     ) -> Result<PooledConnection<'_, C>> {
         match outcome {
-            Outcome::Granted { slot, generation } => Ok(self.begin_borrow(slot, generation, site)),
+            Outcome::Granted { slot, generation } => {
+                self.counters.acquire_wait.record(started.elapsed());
+                self.counters.waits_granted.fetch_add(1, Ordering::Relaxed);
+                Ok(self.begin_borrow(slot, generation, site))
+            }
             Outcome::Closed => Err(Error::Closed),
         }
+    }
+
+    /// A caller waits for `partition`: if a factory can open another connection for
+    /// it (user and pool under their limits), ask the sweeper to, now.
+    pub(crate) fn request_connection(&self, partition: &Partition) {
+        if self.hooks.factory.is_none()
+            || partition.connection_count() >= self.config.max_per_user
+        {
+            return;
+        }
+        partition.factory_requests.fetch_add(1, Ordering::Relaxed);
+        // A full channel means a wake-up is already pending: enough.
+        let _ = self.sweeper_wake.try_send(());
     }
 
     /// Gives back a borrow granted to a waiter that stopped waiting.
@@ -669,13 +798,14 @@ impl<C> PoolInner<C> {
     /// Builds the timeout error, with the user's counts at the end of the wait.
     pub(crate) fn timeout_error(&self, partition: &Partition, waited: Duration) -> Error {
         partition.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.counters.acquire_wait.record(waited);
         let idle = partition.idle_count(&self.slab);
         Error::Timeout {
             user: partition.user.to_string(),
             waited,
             in_use: partition.connection_count().saturating_sub(idle),
             idle,
-            last_factory_error: None,
+            last_factory_error: lock(&partition.last_factory_error).clone(),
         }
     }
 
@@ -709,7 +839,10 @@ impl<C> PoolInner<C> {
         let ended = state::end_borrow(&header.state, generation).map_err(|_| stale())?;
         let partition = self.partition_of(header);
         let local = header.local.load(Ordering::Relaxed);
-        let Ended::Close { reclaimed } = ended else {
+        if ended.has(flags::LEAK_ALERT) {
+            self.note_leak_returned(header);
+        }
+        if !ended.closes() {
             LAST_RETURNED.with(|last| {
                 last.set(LastReturned {
                     pool_id: self.id,
@@ -720,13 +853,26 @@ impl<C> PoolInner<C> {
             });
             self.announce_idle(partition, local);
             return Ok(());
-        };
+        }
         let connection_id = header.conn_id.load(Ordering::Relaxed);
-        drop(self.retire(partition, local, slot));
+        let reclaimed = ended.has(flags::RECLAIMED);
+        drop(self.retire(partition, local, slot, !reclaimed, Some(closing_cause(ended))));
         if reclaimed {
             return Err(Error::Reclaimed { connection_id });
         }
         Ok(())
+    }
+
+    /// A borrow reported as a leak came back: say so once, and count it.
+    #[cold]
+    fn note_leak_returned(&self, header: &SlotHeader) {
+        self.counters.returned_after_leak.fetch_add(1, Ordering::Relaxed);
+        let held = Slab::since(header.owner_started_ms(), self.slab.now_ms());
+        log::info!(
+            "heliosdb-pool: leaked connection {} returned after {:.1} s",
+            header.conn_id.load(Ordering::Relaxed),
+            held.as_secs_f64()
+        );
     }
 
     /// Takes a borrowed connection out of the pool for good.
@@ -738,6 +884,12 @@ impl<C> PoolInner<C> {
                 return Err(Error::StaleHandle {
                     handle: Handle::new(slot, generation).raw(),
                 });
+            }
+            if current.has(flags::RECLAIMED) {
+                // Reclaimed: the holder's handle is stale; close it as release would.
+                return self.release(slot, generation).and(Err(Error::StaleHandle {
+                    handle: Handle::new(slot, generation).raw(),
+                }));
             }
             let next = current.without_flags().with_lifecycle(Lifecycle::Reserved);
             if header
@@ -756,7 +908,7 @@ impl<C> PoolInner<C> {
         let partition = self.partition_of(header);
         let local = header.local.load(Ordering::Relaxed);
         Ok(self
-            .retire(partition, local, slot)
+            .retire(partition, local, slot, true, None)
             .expect("a borrowed slot holds a connection"))
     }
 
@@ -781,21 +933,12 @@ impl<C> PoolInner<C> {
                         // success proves it is still the connection with this id.
                         let partition = self.partition_of(header);
                         let local = header.local.load(Ordering::Relaxed);
-                        drop(self.retire(partition, local, slot));
+                        drop(self.retire(partition, local, slot, true, Some(Eviction::Removed)));
                         return Ok(Removal::Closed);
                     }
                 }
                 Lifecycle::InUse | Lifecycle::Checking => {
-                    if header
-                        .state
-                        .compare_exchange(
-                            state.pack(),
-                            state.with_flag(flags::CLOSE_ON_RETURN).pack(),
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
+                    if state::try_flag(&header.state, state, flags::CLOSE_ON_RETURN) {
                         return Ok(Removal::ClosesOnReturn);
                     }
                 }
@@ -852,6 +995,8 @@ impl<C> PoolInner<C> {
                 user: partition.user.to_string(),
                 waiting: partition.waiters.waiting(),
                 timeouts: partition.timeouts.load(Ordering::Relaxed),
+                factory_errors: partition.factory_errors.load(Ordering::Relaxed),
+                last_factory_error: lock(&partition.last_factory_error).clone(),
                 ..UserStats::default()
             };
             for entry in partition.slots.iter() {
@@ -884,19 +1029,59 @@ impl<C> PoolInner<C> {
                 )
             })
             .sum();
+        let acquires = bumps - self.retirements.load(Ordering::Relaxed);
+        let counters = &self.counters;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mut acquire_wait = counters.acquire_wait.snapshot();
+        acquire_wait.add_immediate(acquires.saturating_sub(get(&counters.waits_granted)));
         PoolStats {
             total_connections: total,
             active_connections: active,
             idle_connections: idle,
             waiting,
-            acquires: bumps - self.retirements.load(Ordering::Relaxed),
+            acquires,
             timeouts,
             users,
-            leak_stats: LeakStats {
-                current_tracked: active,
-                ..LeakStats::default()
-            },
+            leak_stats: self.leak_stats(active),
+            evictions: counters.evictions(),
+            health_checks: get(&counters.health_checks),
+            health_failures: get(&counters.health_failures),
+            factory_creates: get(&counters.factory_creates),
+            factory_errors: get(&counters.factory_errors),
+            acquire_wait,
+            sweep: self.sweep_progress.stats(),
         }
+    }
+
+    /// Borrows held now (a scan of the slab).
+    pub(crate) fn borrows_held(&self) -> usize {
+        self.slab
+            .iter()
+            .filter(|(_, h)| h.load_state(Ordering::Relaxed).lifecycle() == Lifecycle::InUse)
+            .count()
+    }
+
+    /// Leak accounting, with `current_tracked` = the borrows held now.
+    pub(crate) fn leak_stats(&self, current_tracked: usize) -> LeakStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        LeakStats {
+            leaks_detected: get(&self.counters.leaks_detected),
+            current_tracked,
+            alerts: get(&self.counters.leak_alerts),
+            criticals: get(&self.counters.leak_criticals),
+            returned_after_leak: get(&self.counters.returned_after_leak),
+        }
+    }
+}
+
+/// Why a connection closed on return, from the flags of the borrow that ended.
+fn closing_cause(ended: crate::slab::state::SlotState) -> Eviction {
+    if ended.has(flags::RECLAIMED) {
+        Eviction::Reclaimed
+    } else if ended.has(flags::AGED) {
+        Eviction::Age
+    } else {
+        Eviction::Removed
     }
 }
 

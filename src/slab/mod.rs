@@ -310,6 +310,12 @@ impl Slab {
         (clock::now_nanos().wrapping_sub(self.epoch) / 1_000_000) as u32
     }
 
+    /// A coarse-clock reading as milliseconds since the epoch (wrapping).
+    #[inline]
+    pub(crate) fn ms_of(&self, nanos: u64) -> u32 {
+        (nanos.wrapping_sub(self.epoch) / 1_000_000) as u32
+    }
+
     /// Time from a stamp's start to `now_ms`.
     #[inline]
     pub(crate) fn since(started_ms: u32, now_ms: u32) -> std::time::Duration {

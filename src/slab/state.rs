@@ -47,13 +47,22 @@ impl Lifecycle {
 
 /// Flags carried in the state word next to the lifecycle.
 pub(crate) mod flags {
-    // Bits 8 and 9 are reserved for the leak scan's "reported at Alert/Critical".
-    /// Close the connection when the borrow or check ends instead of idling it.
+    /// The borrow has been reported as a leak at level Alert.
+    pub(crate) const LEAK_ALERT: u64 = 1 << 8;
+    /// The borrow has been reported as a leak at level Critical.
+    pub(crate) const LEAK_CRITICAL: u64 = 1 << 9;
+    /// Close the connection when the borrow or check ends (it was removed).
     pub(crate) const CLOSE_ON_RETURN: u64 = 1 << 10;
     /// The borrow was reclaimed as a critical leak; its handle is no longer honoured.
     pub(crate) const RECLAIMED: u64 = 1 << 11;
+    /// Close the connection when the borrow ends: it outlived `max_connection_age_ms`.
+    pub(crate) const AGED: u64 = 1 << 12;
+    /// Any of the flags that close the connection when its owner gives it back.
+    pub(crate) const CLOSING: u64 = CLOSE_ON_RETURN | RECLAIMED | AGED;
     /// All flag bits.
     pub(crate) const ALL: u64 = 0xff00;
+    /// The leak-report flags.
+    pub(crate) const LEAKED: u64 = LEAK_ALERT | LEAK_CRITICAL;
 }
 
 /// A decoded state word.
@@ -115,21 +124,17 @@ impl SlotState {
         SlotState::new(self.generation().wrapping_add(1), Lifecycle::InUse)
     }
 
+    /// Whether the connection must be closed when its owner gives it back.
+    #[inline]
+    pub(crate) const fn closes(self) -> bool {
+        self.0 & flags::CLOSING != 0
+    }
+
     /// Same generation and lifecycle, no flags.
     #[inline]
     pub(crate) const fn without_flags(self) -> Self {
         SlotState(self.0 & !flags::ALL)
     }
-}
-
-/// How a borrow ended, as decided by [`end_borrow`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Ended {
-    /// The slot is `Idle` again; the caller must give its idle bit back.
-    Idle,
-    /// The slot is `Reserved` by the caller, who must close the connection.
-    /// `reclaimed`: the sweeper had reclaimed the borrow as a critical leak.
-    Close { reclaimed: bool },
 }
 
 /// What a claim of an idle slot turns it into.
@@ -139,6 +144,8 @@ pub(crate) enum Claim {
     Borrow,
     /// Exclusive ownership to close or remove it: same generation, `Reserved`.
     Exclusive,
+    /// A sweeper health check: same generation, `Checking`.
+    Check,
 }
 
 impl Claim {
@@ -147,6 +154,7 @@ impl Claim {
         match self {
             Claim::Borrow => idle.next_borrow(),
             Claim::Exclusive => idle.with_lifecycle(Lifecycle::Reserved),
+            Claim::Check => idle.with_lifecycle(Lifecycle::Checking),
         }
     }
 }
@@ -192,41 +200,69 @@ pub(crate) fn claim_idle(
 
 /// Ends the borrow `generation` of a slot with one CAS that both validates the handle
 /// and moves the state, so a stale or doubled handle can never end someone else's
-/// borrow. Returns the state found if the handle is not the current borrow.
+/// borrow. Returns the state that ended (its flags say whether the connection must be
+/// closed, see [`SlotState::closes`], and whether it had been reported as a leak), or
+/// the state found if the handle is not the current borrow.
 #[inline]
-pub(crate) fn end_borrow(word: &AtomicU64, generation: u32) -> Result<Ended, SlotState> {
+pub(crate) fn end_borrow(word: &AtomicU64, generation: u32) -> Result<SlotState, SlotState> {
+    finish(word, generation, Lifecycle::InUse)
+}
+
+/// Ends a sweeper health check of the slot at `generation` (see [`end_borrow`]);
+/// `evict` sends it to `Reserved` for the sweeper to close whatever its flags say.
+pub(crate) fn end_check(word: &AtomicU64, generation: u32, evict: bool) -> Result<SlotState, SlotState> {
+    finish_as(word, generation, Lifecycle::Checking, evict)
+}
+
+/// Moves a slot owned in `owned` at `generation` to `Idle`, or to `Reserved` for its
+/// owner to close if a closing flag is set; clears all flags.
+#[inline]
+fn finish(word: &AtomicU64, generation: u32, owned: Lifecycle) -> Result<SlotState, SlotState> {
+    finish_as(word, generation, owned, false)
+}
+
+#[inline]
+fn finish_as(word: &AtomicU64, generation: u32, owned: Lifecycle, close: bool) -> Result<SlotState, SlotState> {
     let mut current = SlotState::from_packed(word.load(Ordering::Relaxed));
     loop {
-        if current.generation() != generation || current.lifecycle() != Lifecycle::InUse {
+        if current.generation() != generation || current.lifecycle() != owned {
             return Err(current);
         }
-        let reclaimed = current.has(flags::RECLAIMED);
-        let ended = if reclaimed || current.has(flags::CLOSE_ON_RETURN) {
-            Ended::Close { reclaimed }
+        let lifecycle = if close || current.closes() {
+            Lifecycle::Reserved
         } else {
-            Ended::Idle
-        };
-        let lifecycle = match ended {
-            Ended::Idle => Lifecycle::Idle,
-            Ended::Close { .. } => Lifecycle::Reserved,
+            Lifecycle::Idle
         };
         let next = current.without_flags().with_lifecycle(lifecycle);
         // SeqCst (on x86 the same `lock cmpxchg` as Release): a Release so the holder's
         // use of the connection happens-before the next claimer's Acquire, and SeqCst
         // because the releaser then reads the idle hint and the waiter signal: the
-        // releaser's half of the handshakes described in `partition.rs` and `wait.rs`.
+        // releaser's half of the handshakes described in `slab::idle` and `wait.rs`.
         match word.compare_exchange_weak(
             current.pack(),
             next.pack(),
             Ordering::SeqCst,
             Ordering::Relaxed,
         ) {
-            Ok(_) => return Ok(ended),
+            Ok(_) => return Ok(current),
             // A flag was set concurrently (leak report, close-on-return) or the CAS
             // failed spuriously: re-validate against what is there now.
             Err(actual) => current = SlotState::from_packed(actual),
         }
     }
+}
+
+/// Sets `flag` on the state `expected` (exactly: same generation, lifecycle and
+/// flags). The sweeper and `remove_connection` mark borrows this way; a concurrent
+/// release wins or loses the race cleanly.
+pub(crate) fn try_flag(word: &AtomicU64, expected: SlotState, flag: u64) -> bool {
+    word.compare_exchange(
+        expected.pack(),
+        expected.with_flag(flag).pack(),
+        Ordering::AcqRel,
+        Ordering::Relaxed,
+    )
+    .is_ok()
 }
 
 /// A borrow handle: slot index in the low 32 bits, the borrow's generation in the high 32.

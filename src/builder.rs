@@ -1,0 +1,200 @@
+//! [`PoolBuilder`]: a pool with hooks (health check, connection factory, leak and
+//! reclaim callbacks) and the settings beyond the design guide's eleven fields.
+//!
+//! ```
+//! use std::time::Duration;
+//! use heliosdb_pool::{EnhancedConnectionPool, EnhancedPoolConfig};
+//!
+//! let pool = EnhancedConnectionPool::<String>::builder(EnhancedPoolConfig::default())
+//!     .leak_critical_threshold(Duration::from_secs(600))
+//!     .min_idle(1)
+//!     .health_check(|conn: &String| if conn.is_empty() { Err("empty".into()) } else { Ok(()) })
+//!     .connection_factory(|user: &str| Ok(format!("connection for {user}")))
+//!     .on_leak(|report| eprintln!("{report}"))
+//!     .build()
+//!     .unwrap();
+//! assert_eq!(pool.try_acquire("alice").map(|c| c.len()).ok(), None); // made in the background
+//! ```
+
+use std::time::Duration;
+
+use crate::config::EnhancedPoolConfig;
+use crate::error::{Error, Result};
+use crate::health::HealthMonitorConfig;
+use crate::leak::{LeakReport, LeakThresholds};
+use crate::pool::EnhancedConnectionPool;
+
+/// A health check: `Ok` if the connection is usable. Runs on the sweeper thread, on an
+/// idle connection nobody else can touch meanwhile; a panic counts as a failure.
+pub type HealthCheckFn<C> = Box<dyn Fn(&C) -> std::result::Result<(), String> + Send + Sync>;
+/// A connection factory: opens a connection for a user. Runs on the sweeper thread.
+pub type FactoryFn<C> = Box<dyn Fn(&str) -> std::result::Result<C, String> + Send + Sync>;
+/// A leak or reclaim callback. Runs on the sweeper thread; a panic is caught and logged.
+pub type ReportFn = Box<dyn Fn(&LeakReport) + Send + Sync>;
+
+/// The user's hooks. All optional; all run on the sweeper thread, concurrently with the
+/// pool's users, never on the acquire/release path.
+pub(crate) struct Hooks<C> {
+    pub(crate) health_check: Option<HealthCheckFn<C>>,
+    pub(crate) factory: Option<FactoryFn<C>>,
+    pub(crate) on_leak: Option<ReportFn>,
+    pub(crate) on_reclaim: Option<ReportFn>,
+}
+
+/// Settings beyond [`EnhancedPoolConfig`], with their defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct Tuning {
+    /// Alert at `leak_detection_threshold_ms`, Critical at this.
+    pub(crate) leak_thresholds: LeakThresholds,
+    /// Idle connections per user that idle eviction keeps and the factory maintains.
+    pub(crate) min_idle: usize,
+    /// Up to this fraction of `max_connection_age_ms` is taken off each connection's
+    /// age limit (deterministically per connection), so a batch opened together does
+    /// not expire together.
+    pub(crate) age_jitter: f64,
+    /// How often the sweeper runs; by default the smallest enabled interval.
+    pub(crate) sweep_interval: Option<Duration>,
+    /// When a connection counts as Degraded or Unhealthy; an Unhealthy one is evicted.
+    pub(crate) health_policy: HealthMonitorConfig,
+}
+
+/// Builds an [`EnhancedConnectionPool`] with hooks. Made by
+/// [`EnhancedConnectionPool::builder`].
+pub struct PoolBuilder<C> {
+    config: EnhancedPoolConfig,
+    critical_threshold: Option<Duration>,
+    min_idle: usize,
+    age_jitter: f64,
+    sweep_interval: Option<Duration>,
+    health_policy: HealthMonitorConfig,
+    hooks: Hooks<C>,
+}
+
+impl<C: Send + 'static> PoolBuilder<C> {
+    pub(crate) fn new(config: EnhancedPoolConfig) -> Self {
+        PoolBuilder {
+            config,
+            critical_threshold: None,
+            min_idle: 0,
+            age_jitter: 0.025,
+            sweep_interval: None,
+            health_policy: HealthMonitorConfig::default(),
+            hooks: Hooks {
+                health_check: None,
+                factory: None,
+                on_leak: None,
+                on_reclaim: None,
+            },
+        }
+    }
+
+    /// Borrows held this long are reported at level Critical (and reclaimed when
+    /// `auto_cleanup_enabled`). Default: ten times `leak_detection_threshold_ms`, the
+    /// same ratio as [`LeakDetectorConfig`](crate::LeakDetectorConfig)'s defaults.
+    pub fn leak_critical_threshold(mut self, threshold: Duration) -> Self {
+        self.critical_threshold = Some(threshold);
+        self
+    }
+
+    /// Idle connections per user that idle eviction never goes below, and that the
+    /// factory (if any) keeps available. Default 0.
+    pub fn min_idle(mut self, per_user: usize) -> Self {
+        self.min_idle = per_user;
+        self
+    }
+
+    /// Spread of connection age limits, as a fraction of `max_connection_age_ms`
+    /// (0.0 to 0.5). Default 0.025: up to 2.5% earlier.
+    pub fn age_jitter(mut self, fraction: f64) -> Self {
+        self.age_jitter = fraction;
+        self
+    }
+
+    /// Runs the sweeper at this interval instead of the smallest enabled one.
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.sweep_interval = Some(interval);
+        self
+    }
+
+    /// When health checks count a connection as Degraded or Unhealthy (evicted).
+    /// Default: [`HealthMonitorConfig::default`] (three failures in a row, or a check
+    /// slower than 1 s for Degraded).
+    pub fn health_policy(mut self, policy: HealthMonitorConfig) -> Self {
+        self.health_policy = policy;
+        self
+    }
+
+    /// Checks idle connections every `health_check_interval_ms`; see [`HealthCheckFn`].
+    pub fn health_check(
+        mut self,
+        check: impl Fn(&C) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.health_check = Some(Box::new(check));
+        self
+    }
+
+    /// Opens connections: when a caller waits and the user is under `max_per_user`
+    /// (and the pool under `max_connections`), to keep `min_idle`, and to replace
+    /// evicted ones. Failures are counted and retried with backoff; an acquire timeout
+    /// carries the last error. Unknown users become known through it.
+    pub fn connection_factory(
+        mut self,
+        factory: impl Fn(&str) -> std::result::Result<C, String> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.factory = Some(Box::new(factory));
+        self
+    }
+
+    /// Called once per leaked borrow at each level (Alert, then Critical).
+    pub fn on_leak(mut self, callback: impl Fn(&LeakReport) + Send + Sync + 'static) -> Self {
+        self.hooks.on_leak = Some(Box::new(callback));
+        self
+    }
+
+    /// Called when a critically leaked borrow is reclaimed (`auto_cleanup_enabled`):
+    /// the holder's handle is stale from now on, and the connection will be closed when
+    /// the holder returns it; abort its work safely here.
+    pub fn on_reclaim(mut self, callback: impl Fn(&LeakReport) + Send + Sync + 'static) -> Self {
+        self.hooks.on_reclaim = Some(Box::new(callback));
+        self
+    }
+
+    /// Validates everything and builds the pool, starting its sweeper thread when a
+    /// background feature is enabled.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] naming the offending setting.
+    pub fn build(self) -> Result<EnhancedConnectionPool<C>> {
+        self.config.validate()?;
+        let alert = Duration::from_millis(self.config.leak_detection_threshold_ms);
+        let critical = self.critical_threshold.unwrap_or(alert * 10);
+        if self.config.leak_detection_enabled && critical <= alert {
+            return Err(Error::invalid_config(
+                "leak_critical_threshold",
+                format!("{critical:?} must exceed leak_detection_threshold_ms ({alert:?})"),
+            ));
+        }
+        if self.min_idle > self.config.max_per_user {
+            return Err(Error::invalid_config(
+                "min_idle",
+                format!("{} exceeds max_per_user ({})", self.min_idle, self.config.max_per_user),
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.age_jitter) {
+            return Err(Error::invalid_config("age_jitter", "must be within 0.0..=0.5"));
+        }
+        if self.sweep_interval == Some(Duration::ZERO) {
+            return Err(Error::invalid_config("sweep_interval", "must be non-zero"));
+        }
+        self.health_policy.validate()?;
+        let tuning = Tuning {
+            leak_thresholds: LeakThresholds { alert, critical },
+            min_idle: self.min_idle,
+            age_jitter: self.age_jitter,
+            sweep_interval: self.sweep_interval,
+            health_policy: self.health_policy,
+        };
+        Ok(EnhancedConnectionPool::from_parts(self.config, tuning, self.hooks))
+    }
+}

@@ -1,0 +1,189 @@
+//! Point-in-time statistics: [`PoolStats`], [`UserStats`], [`LeakStats`],
+//! [`Evictions`], the acquire-wait histogram, and their Prometheus text exposition.
+//!
+//! Statistics are computed on demand by scanning the slab; the acquire/release hot path
+//! keeps no contended global counter for them. Counters of rarer events (evictions,
+//! health checks, factory calls, waits) are atomics touched only on those paths.
+
+pub mod histogram;
+pub mod prometheus;
+
+pub use histogram::{WAIT_BUCKETS_US, WaitHistogram, WaitHistogramSnapshot};
+
+/// Leak accounting, shared by the pool's `leak_stats` and the standalone
+/// [`LeakDetector`](crate::LeakDetector).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeakStats {
+    /// Leaks reported so far (each borrow or resource counts once, at its first level).
+    pub leaks_detected: u64,
+    /// Borrows (pool) or resources (detector) tracked right now.
+    pub current_tracked: usize,
+    /// Reports at level Alert so far.
+    pub alerts: u64,
+    /// Reports at level Critical so far.
+    pub criticals: u64,
+    /// Leaked borrows or resources that were eventually returned.
+    pub returned_after_leak: u64,
+}
+
+/// One user's share of [`PoolStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UserStats {
+    /// The user.
+    pub user: String,
+    /// Connections the user holds.
+    pub total_connections: usize,
+    /// Of those, borrowed now.
+    pub active_connections: usize,
+    /// Of those, idle now.
+    pub idle_connections: usize,
+    /// Callers waiting for one of the user's connections.
+    pub waiting: usize,
+    /// Acquires for the user that timed out.
+    pub timeouts: u64,
+    /// Connections the factory failed to create for the user.
+    pub factory_errors: u64,
+    /// The factory's last error for the user, if any.
+    pub last_factory_error: Option<String>,
+}
+
+/// Connections closed by the pool, by cause.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// Idle longer than `idle_timeout_ms`.
+    pub idle: u64,
+    /// Older than `max_connection_age_ms` (idle, or on return).
+    pub age: u64,
+    /// Failed health checks.
+    pub health: u64,
+    /// Reclaimed critical leaks, closed when their holder returned them.
+    pub reclaimed: u64,
+    /// Removed by `remove_connection` (now or on return).
+    pub removed: u64,
+}
+
+/// The sweeper's progress: a stalled sweeper shows as a growing `completed_ago`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// Passes completed.
+    pub passes: u64,
+    /// Duration of the last completed pass.
+    pub last_duration: std::time::Duration,
+    /// Time since the last pass completed (`None` before the first).
+    pub completed_ago: Option<std::time::Duration>,
+}
+
+/// A snapshot of a pool, from [`EnhancedConnectionPool::stats`](crate::EnhancedConnectionPool::stats).
+///
+/// Counts are read without stopping the pool, so under load they describe a moment
+/// only approximately (a connection may be counted in the middle of changing hands).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections in the pool.
+    pub total_connections: usize,
+    /// Connections borrowed now.
+    pub active_connections: usize,
+    /// Connections idle now.
+    pub idle_connections: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+    /// Borrows handed out since the pool was built.
+    pub acquires: u64,
+    /// Acquires that timed out.
+    pub timeouts: u64,
+    /// Per-user counts, in the order users were first seen.
+    pub users: Vec<UserStats>,
+    /// Leak accounting; `current_tracked` is the number of borrows held now.
+    pub leak_stats: LeakStats,
+    /// Connections closed by the pool, by cause.
+    pub evictions: Evictions,
+    /// Health checks run, and how many failed (an error or a panic).
+    pub health_checks: u64,
+    /// Of `health_checks`, the failures.
+    pub health_failures: u64,
+    /// Connections the factory created.
+    pub factory_creates: u64,
+    /// Factory calls that failed.
+    pub factory_errors: u64,
+    /// How long acquires waited: every acquire, the ones served at once in the first
+    /// bucket.
+    pub acquire_wait: WaitHistogramSnapshot,
+    /// The sweeper's progress (all zero when no sweeper runs).
+    pub sweep: SweepStats,
+}
+
+/// One outstanding borrow, from
+/// [`EnhancedConnectionPool::borrows`](crate::EnhancedConnectionPool::borrows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BorrowInfo {
+    /// The borrowed connection.
+    pub connection_id: crate::ConnectionId,
+    /// The user it belongs to.
+    pub user: String,
+    /// How long it has been held (coarse clock: a few ms resolution).
+    pub held_for: std::time::Duration,
+    /// Where it was borrowed.
+    pub call_site: Option<crate::CallSite>,
+    /// The borrowing thread's name (or id), while that thread lives.
+    pub thread: Option<String>,
+    /// The connection's metadata, as given when it was added.
+    pub metadata: crate::ConnectionMetadata,
+}
+
+/// The pool's event counters: atomics written only on the paths of the events they
+/// count (eviction, health check, factory call, leak report, wait), never on the
+/// acquire/release fast path. Relaxed: each is an independent tally.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) evicted_idle: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_age: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_health: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_reclaimed: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_removed: std::sync::atomic::AtomicU64,
+    pub(crate) health_checks: std::sync::atomic::AtomicU64,
+    pub(crate) health_failures: std::sync::atomic::AtomicU64,
+    pub(crate) factory_creates: std::sync::atomic::AtomicU64,
+    pub(crate) factory_errors: std::sync::atomic::AtomicU64,
+    pub(crate) leaks_detected: std::sync::atomic::AtomicU64,
+    pub(crate) leak_alerts: std::sync::atomic::AtomicU64,
+    pub(crate) leak_criticals: std::sync::atomic::AtomicU64,
+    pub(crate) returned_after_leak: std::sync::atomic::AtomicU64,
+    /// Acquires that waited and got a connection (the rest of the acquires were served
+    /// at once and go into the wait histogram's first bucket).
+    pub(crate) waits_granted: std::sync::atomic::AtomicU64,
+    pub(crate) acquire_wait: WaitHistogram,
+}
+
+/// Why the pool closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Eviction {
+    Idle,
+    Age,
+    Health,
+    Reclaimed,
+    Removed,
+}
+
+impl Counters {
+    pub(crate) fn evicted(&self, cause: Eviction) {
+        let counter = match cause {
+            Eviction::Idle => &self.evicted_idle,
+            Eviction::Age => &self.evicted_age,
+            Eviction::Health => &self.evicted_health,
+            Eviction::Reclaimed => &self.evicted_reclaimed,
+            Eviction::Removed => &self.evicted_removed,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn evictions(&self) -> Evictions {
+        let get = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        Evictions {
+            idle: get(&self.evicted_idle),
+            age: get(&self.evicted_age),
+            health: get(&self.evicted_health),
+            reclaimed: get(&self.evicted_reclaimed),
+            removed: get(&self.evicted_removed),
+        }
+    }
+}
