@@ -56,6 +56,8 @@ pub(crate) struct Tuning {
     pub(crate) sweep_interval: Option<Duration>,
     /// When a connection counts as Degraded or Unhealthy; an Unhealthy one is evicted.
     pub(crate) health_policy: HealthMonitorConfig,
+    /// The `pool` label of the Prometheus exposition.
+    pub(crate) name: String,
 }
 
 /// Builds an [`EnhancedConnectionPool`] with hooks. Made by
@@ -67,6 +69,7 @@ pub struct PoolBuilder<C> {
     age_jitter: f64,
     sweep_interval: Option<Duration>,
     health_policy: HealthMonitorConfig,
+    name: String,
     hooks: Hooks<C>,
 }
 
@@ -79,6 +82,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
             age_jitter: 0.025,
             sweep_interval: None,
             health_policy: HealthMonitorConfig::default(),
+            name: "default".to_string(),
             hooks: Hooks {
                 health_check: None,
                 factory: None,
@@ -121,6 +125,12 @@ impl<C: Send + 'static> PoolBuilder<C> {
     /// slower than 1 s for Degraded).
     pub fn health_policy(mut self, policy: HealthMonitorConfig) -> Self {
         self.health_policy = policy;
+        self
+    }
+
+    /// The pool's name: the `pool` label of its Prometheus metrics. Default "default".
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
         self
     }
 
@@ -178,11 +188,17 @@ impl<C: Send + 'static> PoolBuilder<C> {
         if self.min_idle > self.config.max_per_user {
             return Err(Error::invalid_config(
                 "min_idle",
-                format!("{} exceeds max_per_user ({})", self.min_idle, self.config.max_per_user),
+                format!(
+                    "{} exceeds max_per_user ({})",
+                    self.min_idle, self.config.max_per_user
+                ),
             ));
         }
         if !(0.0..=0.5).contains(&self.age_jitter) {
-            return Err(Error::invalid_config("age_jitter", "must be within 0.0..=0.5"));
+            return Err(Error::invalid_config(
+                "age_jitter",
+                "must be within 0.0..=0.5",
+            ));
         }
         if self.sweep_interval == Some(Duration::ZERO) {
             return Err(Error::invalid_config("sweep_interval", "must be non-zero"));
@@ -194,7 +210,12 @@ impl<C: Send + 'static> PoolBuilder<C> {
             age_jitter: self.age_jitter,
             sweep_interval: self.sweep_interval,
             health_policy: self.health_policy,
+            name: self.name,
         };
-        Ok(EnhancedConnectionPool::from_parts(self.config, tuning, self.hooks))
+        Ok(EnhancedConnectionPool::from_parts(
+            self.config,
+            tuning,
+            self.hooks,
+        ))
     }
 }

@@ -53,9 +53,9 @@ pub mod pool;
 mod pool_leaks;
 #[cfg(not(loom))]
 mod slab;
-mod sync;
 #[cfg(not(loom))]
 mod sweeper;
+mod sync;
 #[cfg(not(loom))]
 mod thread_tag;
 #[cfg(not(loom))]
@@ -73,6 +73,8 @@ mod loom_models;
 
 #[cfg(not(loom))]
 pub use acquire::Acquire;
+#[cfg(not(loom))]
+pub use builder::PoolBuilder;
 #[cfg(not(loom))]
 pub use config::EnhancedPoolConfig;
 #[cfg(not(loom))]
@@ -92,8 +94,6 @@ pub use leak::{
 pub use metadata::{ConnectionId, ConnectionMetadata};
 #[cfg(not(loom))]
 pub use metrics::{BorrowInfo, Evictions, LeakStats, PoolStats, SweepStats, UserStats};
-#[cfg(not(loom))]
-pub use builder::PoolBuilder;
 #[cfg(not(loom))]
 pub use pool::{EnhancedConnectionPool, Removal};
 #[cfg(not(loom))]

@@ -17,19 +17,19 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 
 use crate::acquire::Acquire;
+use crate::builder::{Hooks, PoolBuilder, Tuning};
 use crate::clock;
 use crate::config::EnhancedPoolConfig;
 use crate::error::{Error, Result};
 use crate::guard::PooledConnection;
-use crate::metadata::{ConnectionId, ConnectionMetadata};
-use crate::builder::{Hooks, PoolBuilder, Tuning};
 use crate::health::ConnectionHealth;
+use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::metrics::{BorrowInfo, Counters, Eviction, LeakStats, PoolStats, UserStats};
 use crate::partition::{Capacity, Partition, UserMap};
 use crate::pool_leaks::PoolLeakDetector;
-use crate::sweeper::{HealthTable, SweepProgress, SweepState, SweeperHandle};
 use crate::slab::state::{self, Claim, Handle, Lifecycle, flags};
 use crate::slab::{CallSite, Slab, SlotHeader, SlotInfo};
+use crate::sweeper::{HealthTable, SweepProgress, SweepState, SweeperHandle};
 use crate::sync::{Ordering, UnsafeCell};
 use crate::thread_tag;
 use crate::wait::{Outcome, Registration, Wakeup, lock};
@@ -381,6 +381,12 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
         self.inner.sweep_pass();
     }
 
+    /// The pool's statistics in the Prometheus text format (`heliosdb_pool_*` families,
+    /// labelled with the builder's `name`), for a `/metrics` endpoint.
+    pub fn prometheus(&self) -> String {
+        crate::metrics::prometheus::render(&self.inner.tuning.name, &self.stats())
+    }
+
     /// Health of every connection the sweeper has checked or watched, by connection id.
     pub fn connection_health(&self) -> Vec<ConnectionHealth> {
         self.inner.connection_health()
@@ -527,7 +533,12 @@ impl<C> PoolInner<C> {
         Ok(partition)
     }
 
-    pub(crate) fn add(&self, conn: C, user: Arc<str>, metadata: ConnectionMetadata) -> Result<ConnectionId> {
+    pub(crate) fn add(
+        &self,
+        conn: C,
+        user: Arc<str>,
+        metadata: ConnectionMetadata,
+    ) -> Result<ConnectionId> {
         let partition = self.partition_or_create(&user)?;
         let Some(local) = partition.reserve_local() else {
             return Err(Error::UserAtCapacity {
@@ -776,8 +787,7 @@ impl<C> PoolInner<C> {
     /// A caller waits for `partition`: if a factory can open another connection for
     /// it (user and pool under their limits), ask the sweeper to, now.
     pub(crate) fn request_connection(&self, partition: &Partition) {
-        if self.hooks.factory.is_none()
-            || partition.connection_count() >= self.config.max_per_user
+        if self.hooks.factory.is_none() || partition.connection_count() >= self.config.max_per_user
         {
             return;
         }
@@ -856,7 +866,13 @@ impl<C> PoolInner<C> {
         }
         let connection_id = header.conn_id.load(Ordering::Relaxed);
         let reclaimed = ended.has(flags::RECLAIMED);
-        drop(self.retire(partition, local, slot, !reclaimed, Some(closing_cause(ended))));
+        drop(self.retire(
+            partition,
+            local,
+            slot,
+            !reclaimed,
+            Some(closing_cause(ended)),
+        ));
         if reclaimed {
             return Err(Error::Reclaimed { connection_id });
         }
@@ -866,7 +882,9 @@ impl<C> PoolInner<C> {
     /// A borrow reported as a leak came back: say so once, and count it.
     #[cold]
     fn note_leak_returned(&self, header: &SlotHeader) {
-        self.counters.returned_after_leak.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .returned_after_leak
+            .fetch_add(1, Ordering::Relaxed);
         let held = Slab::since(header.owner_started_ms(), self.slab.now_ms());
         log::info!(
             "heliosdb-pool: leaked connection {} returned after {:.1} s",

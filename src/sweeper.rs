@@ -108,7 +108,10 @@ pub(crate) struct SweeperHandle {
 
 impl SweeperHandle {
     /// Starts the sweeper if any background feature needs it.
-    pub(crate) fn start<C: Send + 'static>(pool: &Arc<PoolInner<C>>, wake: Receiver<()>) -> Option<Self> {
+    pub(crate) fn start<C: Send + 'static>(
+        pool: &Arc<PoolInner<C>>,
+        wake: Receiver<()>,
+    ) -> Option<Self> {
         let interval = pool.sweep_interval()?;
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let pool = pool.clone();
@@ -161,10 +164,15 @@ impl<C: Send + 'static> PoolInner<C> {
         }
         let c = &self.config;
         let ms = Duration::from_millis;
-        let cleanup = ms(if c.cleanup_interval_ms > 0 { c.cleanup_interval_ms } else { 30_000 });
+        let cleanup = ms(if c.cleanup_interval_ms > 0 {
+            c.cleanup_interval_ms
+        } else {
+            30_000
+        });
         let candidates = [
             // A quarter of the threshold: a leak is reported within 1.25x its threshold.
-            c.leak_detection_enabled.then(|| ms(c.leak_detection_threshold_ms) / 4),
+            c.leak_detection_enabled
+                .then(|| ms(c.leak_detection_threshold_ms) / 4),
             (c.health_check_enabled && self.hooks.health_check.is_some())
                 .then(|| ms(c.health_check_interval_ms)),
             (c.idle_timeout_ms > 0
@@ -218,15 +226,24 @@ impl<C: Send + 'static> PoolInner<C> {
         progress
             .last_duration_ns
             .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        progress.completed_at.store(clock::now_nanos(), Ordering::Relaxed);
+        progress
+            .completed_at
+            .store(clock::now_nanos(), Ordering::Relaxed);
     }
 
-    fn new_track(&self, header: &SlotHeader, conn_id: u64, state: SlotState, now: u32) -> SlotTrack {
+    fn new_track(
+        &self,
+        header: &SlotHeader,
+        conn_id: u64,
+        state: SlotState,
+        now: u32,
+    ) -> SlotTrack {
         let created = self.slab.ms_of(header.created_at.load(Ordering::Relaxed));
         let max_age = self.config.max_connection_age_ms;
         let expires_ms = (max_age > 0).then(|| {
             // Deterministic per connection: a multiplicative hash of the id, in [0, 1).
-            let unit = (conn_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64;
+            let unit =
+                (conn_id.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 11) as f64 / (1u64 << 53) as f64;
             let lifetime = max_age as f64 * (1.0 - self.tuning.age_jitter * unit);
             created.wrapping_add(lifetime as u32)
         });
@@ -271,7 +288,11 @@ impl<C: Send + 'static> PoolInner<C> {
             return; // Reported at this level already.
         }
         let reclaim = level == LeakLevel::Critical && self.config.auto_cleanup_enabled;
-        let set = if reclaim { flag | flags::RECLAIMED } else { flag };
+        let set = if reclaim {
+            flag | flags::RECLAIMED
+        } else {
+            flag
+        };
         if !state::try_flag(&header.state, borrow.state, set) {
             return; // Released or flagged meanwhile: the next pass decides afresh.
         }
@@ -307,7 +328,14 @@ impl<C: Send + 'static> PoolInner<C> {
     }
 
     /// An idle slot: age, idle timeout, health.
-    fn tend_idle(&self, slot: u32, header: &SlotHeader, state: SlotState, track: &mut SlotTrack, now: u32) {
+    fn tend_idle(
+        &self,
+        slot: u32,
+        header: &SlotHeader,
+        state: SlotState,
+        track: &mut SlotTrack,
+        now: u32,
+    ) {
         if state.generation() != track.seen_generation {
             track.seen_generation = state.generation();
             track.idle_since_ms = now;
@@ -345,7 +373,9 @@ impl<C: Send + 'static> PoolInner<C> {
         let (outcome, latency) = run_health_check(&HookCheck { hook, conn });
         self.counters.health_checks.fetch_add(1, Ordering::Relaxed);
         if outcome.is_err() {
-            self.counters.health_failures.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .health_failures
+                .fetch_add(1, Ordering::Relaxed);
         }
         let status = self.record_health(slot, track.conn_id, outcome, latency);
         let evict = status == HealthStatus::Unhealthy;
@@ -354,8 +384,15 @@ impl<C: Send + 'static> PoolInner<C> {
         };
         let local = header.local.load(Ordering::Relaxed);
         if evict || ended.closes() {
-            let cause = if evict { Eviction::Health } else { Eviction::Removed };
-            log::warn!("heliosdb-pool: closing connection {} ({cause:?})", track.conn_id);
+            let cause = if evict {
+                Eviction::Health
+            } else {
+                Eviction::Removed
+            };
+            log::warn!(
+                "heliosdb-pool: closing connection {} ({cause:?})",
+                track.conn_id
+            );
             drop(self.retire(partition, local, slot, true, Some(cause)));
             if evict {
                 self.want_replacement(partition);
@@ -365,7 +402,14 @@ impl<C: Send + 'static> PoolInner<C> {
         }
     }
 
-    fn evict_idle(&self, slot: u32, header: &SlotHeader, state: SlotState, partition: &Partition, cause: Eviction) {
+    fn evict_idle(
+        &self,
+        slot: u32,
+        header: &SlotHeader,
+        state: SlotState,
+        partition: &Partition,
+        cause: Eviction,
+    ) {
         // Claimed like a borrow: if someone takes it first, it stays.
         if state::try_claim(&header.state, state.generation(), Claim::Exclusive).is_err() {
             return;
@@ -413,9 +457,11 @@ impl<C: Send + 'static> PoolInner<C> {
         let wanted = |p: &Partition| {
             let idle = p.idle_count(&self.slab);
             let requested = p.factory_requests.load(Ordering::Relaxed) as usize;
-            requested
-                .max(min_idle.saturating_sub(idle))
-                .min(self.config.max_per_user.saturating_sub(p.connection_count()))
+            requested.max(min_idle.saturating_sub(idle)).min(
+                self.config
+                    .max_per_user
+                    .saturating_sub(p.connection_count()),
+            )
         };
         // Checked first without cloning the list, so a quiet pass allocates nothing.
         if !self.any_partition(|p| wanted(p) > 0) {
@@ -426,8 +472,9 @@ impl<C: Send + 'static> PoolInner<C> {
             partition.factory_requests.store(0, Ordering::Relaxed);
             for made in 0..want {
                 let user = partition.user.clone();
-                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&user)))
-                    .unwrap_or_else(|_| Err("the connection factory panicked".to_string()));
+                let result =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&user)))
+                        .unwrap_or_else(|_| Err("the connection factory panicked".to_string()));
                 match result {
                     Ok(conn) => {
                         let metadata = ConnectionMetadata {
@@ -438,12 +485,16 @@ impl<C: Send + 'static> PoolInner<C> {
                             log::debug!("heliosdb-pool: factory connection not added: {e}");
                             break;
                         }
-                        self.counters.factory_creates.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .factory_creates
+                            .fetch_add(1, Ordering::Relaxed);
                         *lock(&partition.last_factory_error) = None;
                         sweep.retry_delay = FIRST_RETRY;
                     }
                     Err(message) => {
-                        log::warn!("heliosdb-pool: connection factory failed for {user:?}: {message}");
+                        log::warn!(
+                            "heliosdb-pool: connection factory failed for {user:?}: {message}"
+                        );
                         self.counters.factory_errors.fetch_add(1, Ordering::Relaxed);
                         partition.factory_errors.fetch_add(1, Ordering::Relaxed);
                         *lock(&partition.last_factory_error) = Some(message);
@@ -478,7 +529,10 @@ impl<C: Send + 'static> PoolInner<C> {
         let mut metadata = Vec::with_capacity(5);
         let fields = [
             ("database", md.database.as_deref()),
-            ("protocol", Some(md.protocol.as_str()).filter(|p| !p.is_empty())),
+            (
+                "protocol",
+                Some(md.protocol.as_str()).filter(|p| !p.is_empty()),
+            ),
             ("remote_addr", md.remote_addr.as_deref()),
         ];
         for (key, value) in fields {
@@ -529,7 +583,8 @@ impl<C: Send + 'static> PoolInner<C> {
                     return None; // Gone since.
                 }
                 let state = header.load_state(Ordering::Relaxed);
-                let leaked = state.lifecycle() == Lifecycle::InUse && state.pack() & flags::LEAKED != 0;
+                let leaked =
+                    state.lifecycle() == Lifecycle::InUse && state.pack() & flags::LEAKED != 0;
                 Some(ConnectionHealth::from_record(
                     ConnectionId::from_raw(*conn_id).to_string(),
                     record,

@@ -1,4 +1,5 @@
-//! EnhancedHealthMonitor, HealthRecord and the seed guide's section 4.
+//! EnhancedHealthMonitor and HealthRecord. The design guide's section 4 is in
+//! `quickstart_guide.rs`.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
@@ -88,7 +89,6 @@ async fn status(monitor: &EnhancedHealthMonitor, id: &str) -> ConnectionHealth {
     monitor.check_connection(id).await.expect("monitored")
 }
 
-/// The seed guide, section 4, and "Monitor Health Status", with only crate paths changed.
 #[tokio::test]
 async fn seed_section_4_connection_health_monitoring() {
     let my_connection = TestConn::default();

@@ -1,4 +1,5 @@
-//! LeakDetector, ResourceGuard and LeakReport, including the seed guide's sections 2 and 3.
+//! LeakDetector, ResourceGuard and LeakReport. The design guide's own examples of them
+//! are in `quickstart_guide.rs`.
 
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
@@ -25,46 +26,6 @@ fn fast_detector() -> LeakDetector {
 
 fn info(user: &str) -> ResourceInfo {
     ResourceInfo::new(ResourceType::Connection, user)
-}
-
-/// The seed guide, section 2, with only crate paths changed.
-#[test]
-fn seed_section_2_using_leak_detector_directly() -> anyhow::Result<()> {
-    let config = LeakDetectorConfig {
-        alert_threshold: Duration::from_secs(30),
-        critical_threshold: Duration::from_secs(300),
-        ..Default::default()
-    };
-    let detector = LeakDetector::with_config(config);
-    let id = ResourceId::new("my-resource-1");
-    let info = ResourceInfo::new(ResourceType::Connection, "user123")
-        .with_metadata("query", "SELECT * FROM users")
-        .with_metadata("database", "production");
-    detector.track(id.clone(), info)?;
-    detector.release(&id)?;
-    let leaks = detector.check_leaks();
-    for leak in &leaks {
-        println!("LEAK: {}", leak);
-    }
-    assert!(leaks.is_empty());
-    assert_eq!(detector.tracked_count(), 0);
-    Ok(())
-}
-
-/// The seed guide, section 3, with only crate paths changed.
-#[test]
-fn seed_section_3_resource_guard() -> anyhow::Result<()> {
-    let detector = LeakDetector::new();
-    {
-        let _guard = ResourceGuard::new(
-            &detector,
-            ResourceId::new("auto-resource"),
-            ResourceInfo::new(ResourceType::Connection, "user"),
-        )?;
-        assert_eq!(detector.tracked_count(), 1);
-    }
-    assert_eq!(detector.tracked_count(), 0);
-    Ok(())
 }
 
 /// "Get Leak Reports" and the LeakDetectorConfig troubleshooting snippet.
@@ -480,43 +441,4 @@ fn first_reports_are_logged_once_per_level() {
     assert_eq!(ours(log::Level::Error), 1);
     detector.release(&id).unwrap();
     assert_eq!(ours(log::Level::Info), 1);
-}
-
-/// The seed guide's Pattern 4, with the pool's guard replaced by a stand-in whose
-/// `connection_id()` returns a `Display` type, as the pool's does.
-#[tokio::test]
-async fn seed_pattern_4_long_running_operation() -> anyhow::Result<()> {
-    struct ConnectionId(u64);
-    impl std::fmt::Display for ConnectionId {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "conn-{}", self.0)
-        }
-    }
-    struct Guard;
-    impl Guard {
-        fn connection_id(&self) -> ConnectionId {
-            ConnectionId(9)
-        }
-    }
-    async fn perform_long_operation(_: ConnectionId) -> anyhow::Result<()> {
-        Ok(())
-    }
-
-    let leak_detector = &LeakDetector::new();
-    let guard = Guard;
-    let resource_id = ResourceId::new(guard.connection_id());
-    let info = ResourceInfo::new(ResourceType::Connection, "long_op_user")
-        .with_metadata("operation", "data_migration")
-        .with_metadata("expected_duration_sec", "3600");
-    leak_detector.track(resource_id.clone(), info)?;
-    assert_eq!(resource_id.as_str(), "conn-9");
-    let result = tokio::select! {
-        res = perform_long_operation(guard.connection_id()) => res,
-        _ = tokio::time::sleep(Duration::from_secs(3600)) => {
-            Err(anyhow::anyhow!("Operation timeout"))
-        }
-    };
-    leak_detector.release(&resource_id)?;
-    assert_eq!(leak_detector.tracked_count(), 0);
-    result
 }

@@ -241,3 +241,280 @@ fn assert_returned(pool: &EnhancedConnectionPool<DbConnection>, total: usize) {
     assert_eq!(stats.active_connections, 0, "{stats:?}");
     assert_eq!(stats.idle_connections, total, "{stats:?}");
 }
+
+// ---- Section 2: Using Leak Detector Directly -------------------------------------------
+
+mod leak_and_health {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use heliosdb_pool::{
+        ConnectionMetadata, EnhancedConnectionPool, EnhancedHealthMonitor, EnhancedPoolConfig,
+        HealthCheck, HealthMonitorConfig, LeakDetector, LeakDetectorConfig, ResourceGuard,
+        ResourceId, ResourceInfo, ResourceType,
+    };
+
+    #[test]
+    fn section_2_using_leak_detector_directly() -> anyhow::Result<()> {
+        // Create leak detector
+        let config = LeakDetectorConfig {
+            alert_threshold: Duration::from_secs(30),
+            critical_threshold: Duration::from_secs(300),
+            ..Default::default()
+        };
+        let detector = LeakDetector::with_config(config);
+        // Track a resource
+        let id = ResourceId::new("my-resource-1");
+        let info = ResourceInfo::new(ResourceType::Connection, "user123")
+            .with_metadata("query", "SELECT * FROM users")
+            .with_metadata("database", "production");
+        detector.track(id.clone(), info)?;
+        // Do work...
+        // Release resource
+        detector.release(&id)?;
+        // Check for leaks
+        let leaks = detector.check_leaks();
+        for leak in &leaks {
+            println!("LEAK: {}", leak);
+        }
+        assert!(leaks.is_empty());
+        assert_eq!(detector.tracked_count(), 0);
+        Ok(())
+    }
+
+    // ---- Section 3: Using Resource Guard (RAII Pattern) ------------------------------------
+
+    #[test]
+    fn section_3_resource_guard() -> anyhow::Result<()> {
+        let detector = LeakDetector::new();
+        {
+            // Resource tracked on creation
+            let _guard = ResourceGuard::new(
+                &detector,
+                ResourceId::new("auto-resource"),
+                ResourceInfo::new(ResourceType::Connection, "user"),
+            )?;
+            // Do work...
+            assert_eq!(detector.tracked_count(), 1);
+        } // Resource automatically released when guard drops
+        assert_eq!(detector.tracked_count(), 0);
+        Ok(())
+    }
+
+    // ---- Section 4: Connection Health Monitoring, and "Monitor Health Status" ------------
+
+    struct MyConnection;
+    impl HealthCheck for MyConnection {
+        fn health_check(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn section_4_connection_health_monitoring() {
+        let my_connection = MyConnection;
+        // Create health monitor
+        let config = HealthMonitorConfig::default();
+        let leak_detector = Arc::new(LeakDetector::new());
+        let monitor = EnhancedHealthMonitor::new(config, leak_detector);
+        // Monitor a connection
+        monitor
+            .monitor_connection("conn-123".to_string(), Arc::new(my_connection))
+            .await;
+        // Start background monitoring
+        monitor.start_background_monitoring();
+        // Check health
+        let mut checked = false;
+        if let Some(health) = monitor.check_connection("conn-123").await {
+            println!("Status: {:?}", health.status);
+            println!("Is leaked: {}", health.is_leaked);
+            assert_eq!(health.status, heliosdb_pool::HealthStatus::Healthy);
+            checked = true;
+        }
+        assert!(checked);
+        // Get all unhealthy connections
+        let unhealthy = monitor.get_unhealthy_connections();
+        for conn in &unhealthy {
+            println!("Unhealthy: {} - {:?}", conn.connection_id, conn.status);
+        }
+        assert!(unhealthy.is_empty());
+        // Monitor Health Status
+        let all_health = monitor.get_all_health();
+        assert_eq!(all_health.len(), 1);
+        for health in all_health {
+            println!(
+                "{}: {:?} (leaked: {})",
+                health.connection_id, health.status, health.is_leaked
+            );
+        }
+    }
+
+    // ---- Pattern 4: Long-Running Operation with Heartbeat ----------------------------------
+
+    type DbConnection = ();
+    async fn perform_long_operation(_: heliosdb_pool::ConnectionId) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    async fn long_running_operation(
+        pool: &EnhancedConnectionPool<DbConnection>,
+        leak_detector: &LeakDetector,
+    ) -> anyhow::Result<()> {
+        let guard = pool.acquire("long_op_user").await?;
+        let resource_id = ResourceId::new(guard.connection_id());
+        // Track as long-running operation
+        let info = ResourceInfo::new(ResourceType::Connection, "long_op_user")
+            .with_metadata("operation", "data_migration")
+            .with_metadata("expected_duration_sec", "3600");
+        leak_detector.track(resource_id.clone(), info)?;
+        // Perform operation with periodic heartbeat
+        let result = tokio::select! {
+            res = perform_long_operation(guard.connection_id()) => res,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {
+                Err(anyhow::anyhow!("Operation timeout"))
+            }
+        };
+        // Release tracking
+        leak_detector.release(&resource_id)?;
+        result
+    }
+
+    #[tokio::test]
+    async fn pattern_4_long_running_operation_with_heartbeat() {
+        let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
+        pool.add_connection_sync(
+            (),
+            "long_op_user",
+            ConnectionMetadata::for_user("long_op_user"),
+        )
+        .unwrap();
+        let leak_detector = LeakDetector::new();
+        long_running_operation(&pool, &leak_detector).await.unwrap();
+        assert_eq!(leak_detector.tracked_count(), 0);
+        assert_eq!(pool.stats().active_connections, 0);
+    }
+
+    // ---- Monitoring & Debugging: Check Pool Statistics, Get Leak Reports -------------------
+
+    #[test]
+    fn monitoring_and_debugging() {
+        let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+            leak_detection_threshold_ms: 20,
+            ..EnhancedPoolConfig::default()
+        })
+        .build()
+        .unwrap();
+        let metadata = ConnectionMetadata {
+            database: Some("mydb".into()),
+            ..ConnectionMetadata::for_user("myuser")
+        };
+        pool.add_connection_sync((), "myuser", metadata).unwrap();
+        let held = pool.try_acquire("myuser").unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+
+        // Check Pool Statistics
+        let stats = pool.stats();
+        println!("Total connections: {}", stats.total_connections);
+        println!("Active: {}", stats.active_connections);
+        println!("Idle: {}", stats.idle_connections);
+        println!("Leaks detected: {}", stats.leak_stats.leaks_detected);
+        println!("Current tracked: {}", stats.leak_stats.current_tracked);
+        assert_eq!((stats.total_connections, stats.active_connections), (1, 1));
+
+        // Get Leak Reports
+        let leaks = pool.leak_detector.check_leaks();
+        assert_eq!(leaks.len(), 1);
+        for leak in leaks {
+            eprintln!("LEAK DETECTED:");
+            eprintln!(" Resource: {}", leak.resource_id.as_str());
+            eprintln!(" Type: {}", leak.resource_type);
+            eprintln!(" Age: {:?}", leak.age);
+            eprintln!(" Acquired by: {}", leak.acquired_by);
+            eprintln!(" Metadata: {:?}", leak.metadata);
+            assert_eq!(leak.acquired_by, "myuser");
+            assert_eq!(leak.resource_id.as_str(), held.connection_id().to_string());
+            assert!(leak.metadata.contains(&("database".into(), "mydb".into())));
+        }
+    }
+}
+
+// ---- Configuration Examples and Troubleshooting -----------------------------------------
+
+#[test]
+fn configuration_examples_are_the_presets() {
+    let development = EnhancedPoolConfig {
+        max_connections: 100,
+        max_per_user: 10,
+        acquire_timeout_ms: 5_000,
+        idle_timeout_ms: 60_000,        // 1 minute
+        max_connection_age_ms: 600_000, // 10 minutes
+        health_check_enabled: true,
+        health_check_interval_ms: 30_000,
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 10_000, // 10 seconds
+        auto_cleanup_enabled: true,
+        cleanup_interval_ms: 30_000,
+    };
+    let staging = EnhancedPoolConfig {
+        max_connections: 1_000,
+        max_per_user: 50,
+        acquire_timeout_ms: 10_000,
+        idle_timeout_ms: 180_000,         // 3 minutes
+        max_connection_age_ms: 1_800_000, // 30 minutes
+        health_check_enabled: true,
+        health_check_interval_ms: 60_000,
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 15_000,
+        auto_cleanup_enabled: true,
+        cleanup_interval_ms: 60_000,
+    };
+    let production = EnhancedPoolConfig {
+        max_connections: 10_000,
+        max_per_user: 100,
+        acquire_timeout_ms: 30_000,
+        idle_timeout_ms: 300_000,         // 5 minutes
+        max_connection_age_ms: 3_600_000, // 1 hour
+        health_check_enabled: true,
+        health_check_interval_ms: 60_000,
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 30_000,
+        auto_cleanup_enabled: true,
+        cleanup_interval_ms: 60_000,
+    };
+    assert_eq!(development, EnhancedPoolConfig::development());
+    assert_eq!(staging, EnhancedPoolConfig::staging());
+    assert_eq!(production, EnhancedPoolConfig::production());
+    for config in [development, staging, production] {
+        drop(EnhancedConnectionPool::<MyConnection>::new(config));
+    }
+}
+
+#[test]
+fn troubleshooting_configs_are_valid() {
+    // Problem: Too many leak alerts
+    let config = EnhancedPoolConfig {
+        leak_detection_threshold_ms: 60_000, // Increase to 1 minute
+        ..Default::default()
+    };
+    config.validate().unwrap();
+    // Problem: Connections cleaned up too aggressively
+    let config = EnhancedPoolConfig {
+        idle_timeout_ms: 600_000,         // 10 minutes
+        max_connection_age_ms: 7_200_000, // 2 hours
+        ..Default::default()
+    };
+    config.validate().unwrap();
+    // Problem: Memory usage from leak detector
+    let leak_config = heliosdb_pool::LeakDetectorConfig {
+        max_tracked_resources: 10_000, // Reduce from default
+        ..Default::default()
+    };
+    leak_config.validate().unwrap();
+    // Problem: Performance impact from health checks
+    let config = EnhancedPoolConfig {
+        health_check_interval_ms: 300_000, // 5 minutes instead of 1
+        ..Default::default()
+    };
+    config.validate().unwrap();
+    drop(EnhancedConnectionPool::<MyConnection>::new(config));
+}

@@ -210,7 +210,11 @@ pub(crate) fn end_borrow(word: &AtomicU64, generation: u32) -> Result<SlotState,
 
 /// Ends a sweeper health check of the slot at `generation` (see [`end_borrow`]);
 /// `evict` sends it to `Reserved` for the sweeper to close whatever its flags say.
-pub(crate) fn end_check(word: &AtomicU64, generation: u32, evict: bool) -> Result<SlotState, SlotState> {
+pub(crate) fn end_check(
+    word: &AtomicU64,
+    generation: u32,
+    evict: bool,
+) -> Result<SlotState, SlotState> {
     finish_as(word, generation, Lifecycle::Checking, evict)
 }
 
@@ -222,7 +226,12 @@ fn finish(word: &AtomicU64, generation: u32, owned: Lifecycle) -> Result<SlotSta
 }
 
 #[inline]
-fn finish_as(word: &AtomicU64, generation: u32, owned: Lifecycle, close: bool) -> Result<SlotState, SlotState> {
+fn finish_as(
+    word: &AtomicU64,
+    generation: u32,
+    owned: Lifecycle,
+    close: bool,
+) -> Result<SlotState, SlotState> {
     let mut current = SlotState::from_packed(word.load(Ordering::Relaxed));
     loop {
         if current.generation() != generation || current.lifecycle() != owned {
