@@ -241,8 +241,9 @@ pub struct LeakReport {
     pub metadata: Vec<(String, String)>,
     /// The level its age reaches now.
     pub level: LeakLevel,
-    /// Where it was taken, as `file:line`, when known.
-    pub call_site: Option<String>,
+    /// Where it was taken, when known (`Display` prints `file:line`, and the function
+    /// for C call sites).
+    pub call_site: Option<crate::CallSite>,
     /// The thread that took it, when known.
     pub thread: Option<String>,
 }
@@ -582,11 +583,7 @@ fn report(id: &ResourceId, tracked: &Tracked, age: Duration, level: LeakLevel) -
         acquired_by: info.acquired_by.clone(),
         metadata: info.metadata.clone(),
         level,
-        call_site: Some(format!(
-            "{}:{}",
-            info.call_site.file(),
-            info.call_site.line()
-        )),
+        call_site: Some(crate::CallSite::Rust(info.call_site)),
         thread: Some(info.thread.clone()),
     }
 }

@@ -99,4 +99,4 @@ pub use pool::{EnhancedConnectionPool, Removal};
 #[cfg(not(loom))]
 pub use pool_leaks::PoolLeakDetector;
 #[cfg(not(loom))]
-pub use slab::CallSite;
+pub use slab::{CSite, CallSite};

@@ -550,7 +550,7 @@ impl<C: Send + 'static> PoolInner<C> {
             acquired_by: info.user.to_string(),
             metadata,
             level,
-            call_site: borrow.site.map(|site| site.to_string()),
+            call_site: borrow.site,
             thread: thread_tag::name_of(borrow.borrower),
         })
     }

@@ -144,7 +144,7 @@ fn a_held_borrow_is_reported_once_per_level_with_site_thread_and_metadata() {
     assert_eq!(alert.resource_id.as_str(), id.to_string());
     assert_eq!(alert.acquired_by, "alice");
     assert_eq!(alert.thread.as_deref(), Some("slow-report"));
-    let site = alert.call_site.as_deref().unwrap();
+    let site = alert.call_site.unwrap().to_string();
     assert!(site.ends_with(&format!("sweeper.rs:{line}")), "{site}");
     assert!(
         alert

@@ -140,22 +140,6 @@ pub(crate) unsafe fn opt_str<'a>(
     unsafe { check_str(ptr, argument) }.map(Some)
 }
 
-/// A NUL-terminated C string kept as a `&'static CStr` (for call sites: `__FILE__`,
-/// `__func__`).
-///
-/// # Safety
-///
-/// If `ptr` is non-NULL it must point to a NUL-terminated string that stays valid and
-/// unchanged for as long as anything may read it back (string literals do).
-#[inline]
-pub(crate) unsafe fn static_cstr(ptr: *const c_char) -> Option<&'static CStr> {
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: non-NULL, NUL-terminated and long-lived by the caller's contract.
-    Some(unsafe { CStr::from_ptr(ptr) })
-}
-
 /// A checked out-parameter: written once, by [`Out::write`], when the export succeeds.
 pub(crate) struct Out<T>(NonNull<T>);
 

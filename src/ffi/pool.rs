@@ -21,7 +21,7 @@ use crate::error::{Error, Result, Status};
 use crate::guard::PooledConnection;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::pool::{EnhancedConnectionPool, Removal};
-use crate::slab::CallSite;
+use crate::slab::{CSite, CallSite};
 
 use super::boundary::{self, check_out, check_ptr, check_str, opt_out, opt_str};
 use super::config::{
@@ -433,11 +433,11 @@ unsafe fn read_metadata(md: *const heliosdb_connection_metadata) -> Result<Conne
 }
 
 /// The call site recorded by the acquire functions that are given none.
-const UNKNOWN_SITE: CallSite = CallSite::C {
-    file: c"<C caller: use HELIOSDB_POOL_ACQUIRE to record the call site>",
-    line: 0,
-    function: None,
-};
+const UNKNOWN_SITE: CallSite = CallSite::C(CSite::from_static(
+    c"<C caller: use HELIOSDB_POOL_ACQUIRE to record the call site>",
+    0,
+    None,
+));
 
 /// Builds a call site from `__FILE__`, `__LINE__`, `__func__`.
 ///
@@ -445,15 +445,13 @@ const UNKNOWN_SITE: CallSite = CallSite::C {
 ///
 /// `file` and `function` are NULL or NUL-terminated strings that outlive the pool.
 unsafe fn call_site(file: *const c_char, line: c_int, function: *const c_char) -> Result<CallSite> {
-    // SAFETY: forwarded contract (string literals live for the whole program).
-    let (file, function) =
-        unsafe { (boundary::static_cstr(file), boundary::static_cstr(function)) };
-    let file = file.ok_or(Error::NullArgument { argument: "file" })?;
-    Ok(CallSite::C {
-        file,
-        line: boundary::line_to_u32(line)?,
-        function,
-    })
+    let line = boundary::line_to_u32(line)?;
+    // SAFETY: forwarded contract (string literals live for the whole program). Only the
+    // pointers are kept: no `strlen` on the acquire path.
+    let site = unsafe { CSite::new(file, line, function) };
+    Ok(CallSite::C(
+        site.ok_or(Error::NullArgument { argument: "file" })?,
+    ))
 }
 
 /// Shared by every acquire form: checks the arguments, runs `how`, writes the lease.

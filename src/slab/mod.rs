@@ -25,6 +25,7 @@ pub(crate) mod state;
 use std::ffi::{CStr, c_char};
 use std::fmt;
 use std::panic::Location;
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::fence;
 
@@ -44,15 +45,74 @@ use state::SlotState;
 pub enum CallSite {
     /// A Rust call site, recorded through `#[track_caller]`.
     Rust(&'static Location<'static>),
-    /// A C call site. The pointers are the C compiler's static string literals.
-    C {
-        /// `__FILE__`.
+    /// A C call site.
+    C(CSite),
+}
+
+/// A C call site: pointers to the C compiler's static strings, kept as pointers so
+/// recording one costs no `strlen`; the strings are read only when reported.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct CSite {
+    file: NonNull<c_char>,
+    line: u32,
+    function: Option<NonNull<c_char>>,
+}
+
+// SAFETY: the pointers name immutable, NUL-terminated strings that live for the whole
+// program (`CSite::new`'s contract), so sharing or sending them is sharing `&'static CStr`.
+unsafe impl Send for CSite {}
+// SAFETY: as above.
+unsafe impl Sync for CSite {}
+
+impl CSite {
+    /// A C call site; `None` if `file` is NULL. `function` may be NULL.
+    ///
+    /// # Safety
+    ///
+    /// `file` and a non-NULL `function` are NUL-terminated strings that are never
+    /// modified or freed while the program runs (`__FILE__` and `__func__` are).
+    pub unsafe fn new(file: *const c_char, line: u32, function: *const c_char) -> Option<Self> {
+        Some(CSite {
+            file: NonNull::new(file.cast_mut())?,
+            line,
+            function: NonNull::new(function.cast_mut()),
+        })
+    }
+
+    /// A C call site from Rust string constants.
+    pub const fn from_static(
         file: &'static CStr,
-        /// `__LINE__`.
         line: u32,
-        /// `__func__`, when given.
         function: Option<&'static CStr>,
-    },
+    ) -> Self {
+        CSite {
+            // SAFETY: a `CStr`'s pointer is never NULL.
+            file: unsafe { NonNull::new_unchecked(file.as_ptr().cast_mut()) },
+            line,
+            function: match function {
+                // SAFETY: as above.
+                Some(f) => Some(unsafe { NonNull::new_unchecked(f.as_ptr().cast_mut()) }),
+                None => None,
+            },
+        }
+    }
+
+    /// `__FILE__`.
+    pub fn file(&self) -> &'static CStr {
+        // SAFETY: a static, NUL-terminated string by `new`'s contract.
+        unsafe { CStr::from_ptr(self.file.as_ptr()) }
+    }
+
+    /// `__LINE__`.
+    pub fn line(&self) -> u32 {
+        self.line
+    }
+
+    /// `__func__`, when given.
+    pub fn function(&self) -> Option<&'static CStr> {
+        // SAFETY: as in `file`.
+        self.function.map(|f| unsafe { CStr::from_ptr(f.as_ptr()) })
+    }
 }
 
 impl CallSite {
@@ -60,7 +120,7 @@ impl CallSite {
     pub fn file(&self) -> std::borrow::Cow<'static, str> {
         match self {
             CallSite::Rust(loc) => loc.file().into(),
-            CallSite::C { file, .. } => file.to_string_lossy(),
+            CallSite::C(site) => site.file().to_string_lossy(),
         }
     }
 
@@ -68,7 +128,7 @@ impl CallSite {
     pub fn line(&self) -> u32 {
         match self {
             CallSite::Rust(loc) => loc.line(),
-            CallSite::C { line, .. } => *line,
+            CallSite::C(site) => site.line(),
         }
     }
 
@@ -76,7 +136,7 @@ impl CallSite {
     pub fn function(&self) -> Option<std::borrow::Cow<'static, str>> {
         match self {
             CallSite::Rust(_) => None,
-            CallSite::C { function, .. } => function.map(|f| f.to_string_lossy()),
+            CallSite::C(site) => site.function().map(CStr::to_string_lossy),
         }
     }
 }
@@ -120,14 +180,10 @@ impl SiteCell {
     fn store(&self, site: CallSite) {
         let (ptr, aux, func) = match site {
             CallSite::Rust(loc) => (loc as *const Location<'static> as usize, 0, 0),
-            CallSite::C {
-                file,
-                line,
-                function,
-            } => (
-                file.as_ptr() as usize,
-                (u64::from(line) << 1) | 1,
-                function.map_or(0, |f| f.as_ptr() as usize),
+            CallSite::C(site) => (
+                site.file.as_ptr() as usize,
+                (u64::from(site.line) << 1) | 1,
+                site.function.map_or(0, |f| f.as_ptr() as usize),
             ),
         };
         self.ptr.store(ptr, Ordering::Relaxed);
@@ -149,16 +205,16 @@ impl SiteCell {
                 &*(ptr as *const Location<'static>)
             }))
         } else {
-            // SAFETY: C sites store pointers the C caller promised are static,
-            // NUL-terminated strings (`__FILE__`, `__func__`), checked non-NULL at the
-            // boundary; `func` is 0 when absent.
-            let file = unsafe { CStr::from_ptr(ptr as *const c_char) };
-            let function = (func != 0).then(|| unsafe { CStr::from_ptr(func as *const c_char) });
-            Some(CallSite::C {
-                file,
-                line: (aux >> 1) as u32,
-                function,
-            })
+            // SAFETY: C sites store the pointers of a `CSite`, whose constructor's
+            // contract makes them static, NUL-terminated strings; `func` is 0 when absent.
+            let site = unsafe {
+                CSite::new(
+                    ptr as *const c_char,
+                    (aux >> 1) as u32,
+                    func as *const c_char,
+                )
+            };
+            site.map(CallSite::C)
         }
     }
 }
