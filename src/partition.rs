@@ -4,7 +4,8 @@
 //! idle bitmap and slot table never grow. Partitions are created on a user's first
 //! connection and live as long as the pool, which is what lets slots point at them.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -46,8 +47,9 @@ pub(crate) struct Partition {
 /// keep their slot until their holder gives them back.
 #[derive(Debug)]
 pub(crate) struct Capacity {
-    /// Indices holding nothing; popped lowest first.
-    free: Vec<u32>,
+    /// Indices holding nothing, lowest first (a min-heap: O(log n) per add or remove,
+    /// so filling or draining a million-slot pool stays fast).
+    free: BinaryHeap<Reverse<u32>>,
     /// Indices that count against `limit`.
     counted: usize,
     limit: usize,
@@ -57,8 +59,8 @@ impl Capacity {
     /// `limit` counted entries in an index space of `limit + headroom`.
     pub(crate) fn new(limit: usize, headroom: usize) -> Self {
         Capacity {
-            // Reversed so `pop` hands out the lowest index first, concentrating use.
-            free: (0..(limit + headroom) as u32).rev().collect(),
+            // Lowest index first concentrates use on few slots.
+            free: (0..(limit + headroom) as u32).map(Reverse).collect(),
             counted: 0,
             limit,
         }
@@ -75,7 +77,7 @@ impl Capacity {
         if self.counted >= self.limit {
             return None;
         }
-        let index = self.free.pop()?;
+        let Reverse(index) = self.free.pop()?;
         self.counted += 1;
         Some(index)
     }
@@ -85,9 +87,7 @@ impl Capacity {
         if counted {
             self.counted -= 1;
         }
-        self.free.push(index);
-        // Keep handing out the lowest free index first.
-        self.free.sort_unstable_by(|a, b| b.cmp(a));
+        self.free.push(Reverse(index));
     }
 
     /// Stops counting one index against the limit (its borrow was reclaimed).

@@ -752,6 +752,16 @@ impl<C> PoolInner<C> {
         };
         self.dispatch(partition);
         self.request_connection(partition);
+        // Borrows are often short: spin, then yield, for a few microseconds before
+        // parking, so a hand-off to this waiter usually costs no futex wake-up and no
+        // context switch (an unpark of a thread that is not parked is an atomic store).
+        let backoff = crossbeam_utils::Backoff::new();
+        while !backoff.is_completed() && started.elapsed() < timeout {
+            if let Some(outcome) = node.outcome() {
+                return self.finish_wait(outcome, started, site);
+            }
+            backoff.snooze();
+        }
         loop {
             if let Some(outcome) = node.outcome() {
                 return self.finish_wait(outcome, started, site);

@@ -1,0 +1,126 @@
+//! Async acquire on a tokio multi-thread runtime (default worker count = cores): 64
+//! tasks share 8 connections; each task borrows and returns in a loop. Peers over the
+//! same no-op connection:
+//!
+//! - this pool: `acquire(user).await` + drop (default settings);
+//! - deadpool 0.12 managed: `get().await` + drop (FIFO, no timeouts: its defaults);
+//! - bb8 0.9: `get().await` + drop, `test_on_check_out` off (its default `true` would
+//!   add an `is_valid` await per get), `min_idle` = 8 so every connection exists first.
+//!
+//! Two holds: `none` (drop at once) and `yield` (one `tokio::task::yield_now().await`
+//! while holding, so borrows overlap and the waiting path runs). One iteration is one
+//! acquire+release by any task; the time is the wall time of all 64 tasks.
+//!
+//! `cargo bench --bench async_acquire -- --warm-up-time 1 --measurement-time 2`
+
+mod common;
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use tokio::runtime::Runtime;
+
+use common::{Bb8Noop, USER, deadpool_pool, heliosdb_pool};
+
+const TASKS: u64 = 64;
+const CONNECTIONS: usize = 8;
+
+/// Splits `iters` over `TASKS` tasks running `body(share)` and returns the wall time.
+fn run_tasks<F, Fut>(rt: &Runtime, iters: u64, body: F) -> Duration
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| body(iters / TASKS + u64::from(t < iters % TASKS)))
+            .collect();
+        let start = Instant::now();
+        let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
+        for h in handles {
+            h.await.unwrap();
+        }
+        start.elapsed()
+    })
+}
+
+fn async_acquire(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let helios = Arc::new(heliosdb_pool(CONNECTIONS));
+    let deadpool = deadpool_pool(CONNECTIONS);
+    let bb8 = rt.block_on(async {
+        bb8::Pool::builder()
+            .max_size(CONNECTIONS as u32)
+            .min_idle(CONNECTIONS as u32)
+            .test_on_check_out(false)
+            .connection_timeout(Duration::from_secs(60))
+            .build(Bb8Noop::default())
+            .await
+            .unwrap()
+    });
+
+    let mut group = c.benchmark_group("async_64_tasks_8_conns");
+    group.sample_size(10);
+    group.throughput(Throughput::Elements(1));
+    for hold in ["none", "yield"] {
+        let yield_while_held = hold == "yield";
+        group.bench_with_input(BenchmarkId::new("heliosdb", hold), &hold, |b, _| {
+            b.iter_custom(|iters| {
+                run_tasks(&rt, iters, |n| {
+                    let pool = Arc::clone(&helios);
+                    async move {
+                        for _ in 0..n {
+                            let guard = pool.acquire(USER).await.unwrap();
+                            black_box(&*guard);
+                            if yield_while_held {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }
+                })
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("deadpool", hold), &hold, |b, _| {
+            b.iter_custom(|iters| {
+                run_tasks(&rt, iters, |n| {
+                    let pool = deadpool.clone();
+                    async move {
+                        for _ in 0..n {
+                            let obj = pool.get().await.unwrap();
+                            black_box(&*obj);
+                            if yield_while_held {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }
+                })
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("bb8", hold), &hold, |b, _| {
+            b.iter_custom(|iters| {
+                run_tasks(&rt, iters, |n| {
+                    let pool = bb8.clone();
+                    async move {
+                        for _ in 0..n {
+                            let conn = pool.get().await.unwrap();
+                            black_box(&*conn);
+                            if yield_while_held {
+                                tokio::task::yield_now().await;
+                            }
+                        }
+                    }
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, async_acquire);
+criterion_main!(benches);
