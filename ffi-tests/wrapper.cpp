@@ -3,6 +3,7 @@
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -165,6 +166,123 @@ void threads() {
   CHECK(pool.stats().acquires == 8000);
 }
 
+// The sweeper's callbacks as lambdas: on_leak names the C++ call site, on_reclaim,
+// a health check that evicts, connect that replaces; prometheus() and leaks().
+void sweeper_callbacks() {
+  std::vector<std::unique_ptr<Conn>> made;  // owned here, closed by the pool
+  std::mutex mu;
+  std::vector<heliosdb::LeakReport> reports;
+  std::atomic<int> reclaims{0};
+  std::atomic<int> health_calls{0};
+  std::atomic<int> connects{0};
+  Conn first, bad;
+  unsigned acquire_line = 0;
+  {
+    heliosdb::Config config = heliosdb::Config::defaults();
+    config.settings.max_connections = 8;
+    config.settings.max_per_user = 2;
+    config.settings.leak_detection_threshold_ms = 100;
+    config.settings.leak_critical_threshold_ms = 300;
+    config.settings.auto_cleanup_enabled = true;
+    config.settings.health_check_enabled = true;
+    config.settings.health_check_interval_ms = 1;
+    config.settings.unhealthy_after_failures = 1;
+    config.settings.name = "cxx";
+    config.callbacks.close = [](void *connection) {
+      CHECK(static_cast<Conn *>(connection)->closed.fetch_add(1) == 0);
+    };
+    config.callbacks.on_leak = [&](const heliosdb_leak_report &r) {
+      std::lock_guard<std::mutex> guard(mu);
+      reports.push_back(heliosdb::LeakReport::from(r));
+    };
+    config.callbacks.on_reclaim = [&](const heliosdb_leak_report &) { reclaims++; };
+    config.callbacks.health_check = [&](void *connection) {
+      health_calls++;
+      if (static_cast<Conn *>(connection) == &bad) throw std::runtime_error("unhealthy");
+      return true;
+    };
+    config.callbacks.connect = [&](const char *user) -> void * {
+      connects++;
+      if (std::strcmp(user, "bob") != 0) return nullptr;
+      std::lock_guard<std::mutex> guard(mu);
+      made.push_back(std::make_unique<Conn>());
+      made.back()->user = user;
+      return made.back().get();
+    };
+    heliosdb::Pool pool(config);
+    pool.add_connection(&first, "alice");
+    pool.add_connection(&bad, "bob");
+
+    acquire_line = __LINE__ + 1;
+    heliosdb::Lease lease = pool.acquire("alice", std::chrono::milliseconds(1000));
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    auto none_made = [&] {
+      std::lock_guard<std::mutex> guard(mu);
+      return made.empty();
+    };
+    while (reclaims.load() == 0 || none_made()) {
+      CHECK(std::chrono::steady_clock::now() < deadline);
+      pool.sweep_now();
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    CHECK(bad.closed.load() == 1);  // the throwing health check evicted it
+    {
+      std::lock_guard<std::mutex> guard(mu);
+      CHECK(!reports.empty());
+      const heliosdb::LeakReport &r = reports.back();
+      CHECK(r.level == HELIOSDB_LEAK_CRITICAL && r.user == "alice");
+      CHECK(r.file == __FILE__ && r.line == acquire_line);
+      CHECK(r.function.find("sweeper_callbacks") != std::string::npos);
+    }
+    CHECK(pool.leaks().size() == 1);
+    CHECK(pool.leaks()[0].line == acquire_line);
+    std::string text = pool.prometheus();
+    CHECK(text.find("pool=\"cxx\"") != std::string::npos);
+    CHECK(text.size() == std::strlen(text.c_str()));
+    CHECK(status_of([&] { lease.release(); }) == HELIOSDB_ERR_RECLAIMED);
+    CHECK(first.closed.load() == 1);
+    // bob's replacement came from the connect lambda.
+    heliosdb::Lease b = pool.acquire("bob", std::chrono::seconds(10));
+    CHECK(b.as<Conn>()->user == "bob");
+    // connect returning nullptr: a timeout carrying the failure.
+    CHECK(status_of([&] { pool.acquire("carol", std::chrono::milliseconds(200)); }) ==
+          HELIOSDB_ERR_TIMEOUT);
+    heliosdb_pool_stats stats = pool.stats();
+    CHECK(stats.evicted_reclaimed == 1 && stats.evicted_health == 1);
+    CHECK(stats.factory_creates >= 1 && stats.health_checks >= 1);
+  }
+  CHECK(health_calls.load() >= 1 && connects.load() >= 1);
+  for (auto &c : made) CHECK(c->closed.load() == 1);
+}
+
+void standalone() {
+  heliosdb::LeakDetector detector(std::chrono::milliseconds(10), std::chrono::milliseconds(20), 4);
+  detector.track("txn", "alice", "Transaction", {{"db", "orders"}});
+  CHECK(status_of([&] { detector.track("txn", "alice"); }) == HELIOSDB_ERR_DUPLICATE_RESOURCE);
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  CHECK(detector.is_leaked("txn"));
+  std::vector<heliosdb::LeakReport> leaks = detector.check();
+  CHECK(leaks.size() == 1 && leaks[0].resource_type == "Transaction");
+  CHECK(leaks[0].metadata.size() == 1 && leaks[0].metadata[0].second == "orders");
+  CHECK(detector.release("txn").count() >= 20);
+  CHECK(detector.stats().returned_after_leak == 1);
+
+  std::atomic<bool> ok{true};
+  heliosdb::HealthMonitor monitor(&detector, std::chrono::milliseconds(5),
+                                  std::chrono::milliseconds(1000), 1);
+  monitor.monitor("c", [&ok] { return ok.load(); });
+  monitor.monitor("throws", [] () -> bool { throw std::runtime_error("boom"); });
+  CHECK(monitor.check("c") == HELIOSDB_HEALTH_HEALTHY);
+  ok = false;
+  CHECK(monitor.check("c") == HELIOSDB_HEALTH_UNHEALTHY);
+  CHECK(monitor.check("throws") == HELIOSDB_HEALTH_UNHEALTHY);
+  CHECK(status_of([&] { monitor.check("none"); }) == HELIOSDB_ERR_UNKNOWN_RESOURCE);
+  monitor.start();
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  monitor.stop();
+  CHECK(monitor.unmonitor("c") && !monitor.unmonitor("c"));
+}
+
 }  // namespace
 
 int main() {
@@ -172,6 +290,8 @@ int main() {
   bad_config();
   throwing_callback();
   threads();
+  sweeper_callbacks();
+  standalone();
   printf("wrapper: ok\n");
   return 0;
 }

@@ -2,11 +2,15 @@
  * heliosdb_pool.h: the C ABI of heliosdb-pool, a lock-free connection pool.
  * SPDX-License-Identifier: MIT OR Apache-2.0
  *
- * Conventions (see docs/using-from-c.md):
+ * Conventions (see README.md, "Using from C and C++"):
  *  - every fallible function returns a heliosdb_status (HELIOSDB_OK == 0) and writes
  *    its out-parameters only on success; heliosdb_last_error_message() has the detail;
  *  - every pointer is checked for NULL; *_free(NULL) does nothing;
- *  - versioned structs start with struct_size, set to sizeof(struct) by the caller.
+ *  - versioned structs start with struct_size, set to sizeof(struct) by the caller;
+ *  - buffers follow the size-query convention: too small (or NULL, 0) returns
+ *    HELIOSDB_ERR_BUFFER_TOO_SMALL with the size needed;
+ *  - callbacks run on the pool's sweeper thread (or the releasing thread for close),
+ *    concurrently with the caller's threads, and must not unwind.
  */
 
 #ifndef HELIOSDB_POOL_H
@@ -43,9 +47,20 @@
 
 
 /**
- * Pass as `timeout_ms` to wait for the pool's configured `acquire_timeout_ms`.
+ * A connection's health: the last check succeeded in time (or none ran yet).
  */
-#define HELIOSDB_TIMEOUT_DEFAULT UINT64_MAX
+#define HELIOSDB_HEALTH_HEALTHY 0
+
+/**
+ * A connection's health: the last check failed or was slow, but fewer than
+ * `unhealthy_after_failures` failed in a row.
+ */
+#define HELIOSDB_HEALTH_DEGRADED 1
+
+/**
+ * A connection's health: `unhealthy_after_failures` checks in a row failed.
+ */
+#define HELIOSDB_HEALTH_UNHEALTHY 2
 
 /**
  * The leak level of a report: held past the alert threshold.
@@ -56,6 +71,11 @@
  * The leak level of a report: held past the critical threshold.
  */
 #define HELIOSDB_LEAK_CRITICAL 2
+
+/**
+ * Pass as `timeout_ms` to wait for the pool's configured `acquire_timeout_ms`.
+ */
+#define HELIOSDB_TIMEOUT_DEFAULT UINT64_MAX
 
 /**
  * Stable status codes returned by every `extern "C"` function.
@@ -166,6 +186,29 @@ typedef int32_t heliosdb_status;
 #endif // __cplusplus
 
 /**
+ * A standalone health monitor: checks registered connections on demand and, once
+ * started, on a background thread. Create with `heliosdb_health_monitor_new`, destroy
+ * with `heliosdb_health_monitor_free`.
+ *
+ * Thread-safety: every function may be called from any number of threads at once,
+ * except `heliosdb_health_monitor_free`, which must not run concurrently with another
+ * call on the same monitor, nor from a check function.
+ */
+typedef struct heliosdb_health_monitor heliosdb_health_monitor;
+
+/**
+ * A standalone leak detector: tracks resources by string id from `track` to
+ * `release`, and reports those held past its thresholds. Create with
+ * `heliosdb_leak_detector_new`, destroy with `heliosdb_leak_detector_free`.
+ *
+ * Thread-safety: every function may be called from any number of threads at once,
+ * except `heliosdb_leak_detector_free`, which must not run concurrently with another
+ * call on the same detector. A health monitor built on a detector keeps it alive:
+ * the detector may be freed first.
+ */
+typedef struct heliosdb_leak_detector heliosdb_leak_detector;
+
+/**
  * A pool of C connections. Create with `heliosdb_pool_new`, destroy with
  * `heliosdb_pool_free`.
  *
@@ -189,64 +232,145 @@ typedef struct heliosdb_pool heliosdb_pool;
 typedef void (*heliosdb_close_fn)(void *connection, void *user_data);
 
 /**
- * Health-checks an idle connection: return true if it is usable. Not invoked yet by
- * this version (it is wired to the sweeper's health check when that lands); it will
- * run on the sweeper thread, concurrently with calls on other threads, and must not
- * call back into the same pool or unwind.
+ * Health-checks an idle connection: return true if it is usable, false if not (a
+ * failure; `unhealthy_after_failures` failures in a row evict the connection, which is
+ * then closed through `close` and, with a `connect` callback, replaced).
+ *
+ * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), every
+ * `health_check_interval_ms` per idle connection, while `health_check_enabled`. The
+ * connection is reserved for the check: no borrower can have it meanwhile. Runs
+ * concurrently with calls on other threads. Re-entrancy: see `heliosdb_leak_fn`.
+ * Must not unwind.
  */
 typedef bool (*heliosdb_health_check_fn)(void *connection, void *user_data);
 
 /**
  * Opens a new connection for `user` (the connection factory): on success store it in
- * `*out_connection` and return `HELIOSDB_OK` (0); any other value is a failure. Not
- * invoked yet by this version (wired when the pool learns to grow on demand); it will
- * run on a thread calling acquire, concurrently with other calls, and must not call
- * back into the same pool or unwind.
+ * `*out_connection` and return 0 (`HELIOSDB_OK`). Any other return value, or a NULL
+ * `*out_connection`, is a failure: the pool then ignores `*out_connection`, counts
+ * the error (`factory_errors`), retries with an exponential backoff (100 ms to 10 s),
+ * and a caller whose acquire times out meanwhile gets `HELIOSDB_ERR_TIMEOUT` with the
+ * failure in `heliosdb_last_error_message()` ("connect callback returned 7").
+ *
+ * Called when a caller waits for a user below `max_per_user` (any user name is then
+ * accepted by acquire: its connections are opened on demand), to keep `min_idle` idle
+ * connections per user, and to replace connections evicted by health checks or age.
+ * The new connection is owned by the pool (closed through `close`).
+ *
+ * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), never on
+ * the acquiring thread, concurrently with calls on other threads. `user` is valid
+ * during the call. Re-entrancy: see `heliosdb_leak_fn`. Must not unwind.
  */
 typedef int32_t (*heliosdb_connect_fn)(const char *user, void **out_connection, void *user_data);
 
 /**
- * A leak report, passed to the `on_leak` and `on_reclaim` callbacks. Every pointer
- * is valid only during the callback.
+ * One key/value pair of a leak report's metadata (NUL-terminated strings).
  *
- * Thread-safety: read it on the callback's thread, during the call.
+ * Thread-safety: plain data, valid as long as the report that points to it.
+ */
+typedef struct heliosdb_metadata_entry {
+  /**
+   * The key ("database", "protocol", "remote_addr", "tags", or a detector
+   * caller's own key).
+   */
+  const char *key;
+  /**
+   * The value (a pool's tags are joined with commas).
+   */
+  const char *value;
+} heliosdb_metadata_entry;
+
+/**
+ * A leak report: passed to the `on_leak` / `on_reclaim` callbacks and to
+ * `heliosdb_pool_for_each_leak` / `heliosdb_leak_detector_check` callbacks (valid
+ * during the call), or written by `heliosdb_pool_leaks` (valid until the next
+ * successful `heliosdb_pool_leaks` call on the same thread, or the thread's exit).
+ *
+ * Every string is NUL-terminated UTF-8 and belongs to the library: copy what you keep.
+ * Its layout only changes with the SONAME: `heliosdb_pool_leaks` writes arrays of it.
+ *
+ * Thread-safety: read it on the thread that received it, while it is valid.
  */
 typedef struct heliosdb_leak_report {
   /**
-   * The leaked borrow's connection.
+   * The leaked borrow's connection id (as returned by `heliosdb_pool_add_connection`);
+   * 0 in reports of the standalone leak detector.
    */
   uint64_t connection_id;
   /**
-   * The connection's user (NUL-terminated).
+   * The resource's id: the connection id in decimal for a pool, the id given to
+   * `heliosdb_leak_detector_track` for the detector.
+   */
+  const char *resource_id;
+  /**
+   * The resource's kind: "Connection" for a pool; for the detector, the type given
+   * to `heliosdb_leak_detector_track`.
+   */
+  const char *resource_type;
+  /**
+   * Who holds it: the connection's user (pool) or the `user` given to track.
    */
   const char *user;
   /**
-   * How long the borrow has been held.
+   * How long it has been held, in milliseconds (a few ms resolution for a pool).
    */
   uint64_t held_ms;
   /**
-   * `HELIOSDB_LEAK_ALERT` or `HELIOSDB_LEAK_CRITICAL`.
+   * `HELIOSDB_LEAK_ALERT` or `HELIOSDB_LEAK_CRITICAL`: the level its age reaches.
    */
   int32_t level;
   /**
-   * Where it was acquired: the file (NUL-terminated), or NULL if unknown.
-   */
-  const char *file;
-  /**
-   * Where it was acquired: the line, or 0.
+   * The line of the call site (`__LINE__` of `HELIOSDB_POOL_ACQUIRE`), or 0 when
+   * unknown.
    */
   uint32_t line;
   /**
-   * Where it was acquired: the function (NUL-terminated), or NULL.
+   * The file of the call site: the `__FILE__` pointer the caller passed to
+   * `heliosdb_pool_acquire_at` (through `HELIOSDB_POOL_ACQUIRE`), not a copy. For an
+   * acquire without a call site, a placeholder naming `HELIOSDB_POOL_ACQUIRE`. NULL
+   * when the call site is not a C one (the standalone detector, whose calls are made
+   * from inside the library, has none worth reporting).
+   */
+  const char *file;
+  /**
+   * The function of the call site (the caller's `__func__` pointer), or NULL.
    */
   const char *function;
+  /**
+   * The name (or id) of the thread that took it, or NULL when unknown (a pool only
+   * knows it while that thread lives).
+   */
+  const char *thread;
+  /**
+   * `metadata_count` key/value pairs: a pool connection's database, protocol,
+   * remote_addr and tags (each only when set); a detector resource's metadata.
+   */
+  const struct heliosdb_metadata_entry *metadata;
+  /**
+   * The number of entries in `metadata`.
+   */
+  size_t metadata_count;
 } heliosdb_leak_report;
 
 /**
- * Receives a leak report (`on_leak`) or a reclaim notice (`on_reclaim`). The report
- * and its strings are valid only during the call. Not invoked yet by this version
- * (wired to the sweeper when it lands); it will run on the sweeper thread and must
- * not call back into the same pool or unwind.
+ * Receives a leak report (`on_leak`: once per leaked borrow at each level, Alert then
+ * Critical) or a reclaim notice (`on_reclaim`: a critically leaked borrow's capacity
+ * was given back, `auto_cleanup_enabled`; its lease will be refused with
+ * `HELIOSDB_ERR_RECLAIMED` and its connection closed when released). The report and
+ * every string it points to are valid only during the call: copy what you keep.
+ *
+ * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), concurrently
+ * with calls on other threads, one sweeper callback at a time per pool.
+ *
+ * Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check` and
+ * `connect`): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
+ * `heliosdb_pool_leaks`, `heliosdb_pool_for_each_leak`, `heliosdb_pool_is_closed`,
+ * `heliosdb_pool_try_acquire`, `heliosdb_pool_release`, `heliosdb_pool_add_connection`
+ * and `heliosdb_pool_remove_connection` on the same pool. They must not call
+ * `heliosdb_pool_free` or `heliosdb_pool_close` (which wait for the sweeper thread
+ * to finish: a deadlock) nor `heliosdb_pool_sweep_now` (which waits for the pass in
+ * progress), and should not wait in `heliosdb_pool_acquire` (that stalls the sweeper).
+ * Must not unwind (no C++ exception or `longjmp` may leave a callback).
  */
 typedef void (*heliosdb_leak_fn)(const struct heliosdb_leak_report *report, void *user_data);
 
@@ -324,20 +448,20 @@ typedef struct heliosdb_pool_config {
    */
   heliosdb_close_fn close;
   /**
-   * Health-checks an idle connection (nullable). Not invoked yet by this version.
+   * Health-checks an idle connection (nullable: no health checks).
    */
   heliosdb_health_check_fn health_check;
   /**
-   * Opens a connection for a user (nullable). Not invoked yet by this version.
+   * Opens a connection for a user (nullable: the pool only has the connections added
+   * to it).
    */
   heliosdb_connect_fn connect;
   /**
-   * Receives leak reports (nullable). Not invoked yet by this version.
+   * Receives leak reports (nullable).
    */
   heliosdb_leak_fn on_leak;
   /**
-   * Told when a leaked borrow is reclaimed (nullable). Not invoked yet by this
-   * version.
+   * Told when a leaked borrow is reclaimed (nullable).
    */
   heliosdb_leak_fn on_reclaim;
   /**
@@ -349,7 +473,67 @@ typedef struct heliosdb_pool_config {
    * Frees `user_data` exactly once (nullable).
    */
   heliosdb_user_data_free_fn user_data_free;
+  /**
+   * Borrows held this long are reported at level Critical (and reclaimed when
+   * `auto_cleanup_enabled`); must exceed `leak_detection_threshold_ms`. 0: ten times
+   * `leak_detection_threshold_ms` (the default).
+   */
+  uint64_t leak_critical_threshold_ms;
+  /**
+   * Idle connections per user that idle eviction keeps and `connect` maintains
+   * (at most `max_per_user`). Default 0.
+   */
+  size_t min_idle;
+  /**
+   * How often the sweeper runs. 0 (the default): the smallest interval among the
+   * enabled features (a quarter of the leak threshold, the health-check interval,
+   * the cleanup interval).
+   */
+  uint64_t sweep_interval_ms;
+  /**
+   * Consecutive failed health checks that evict a connection (fewer make it
+   * Degraded). Default 3; must be at least 1.
+   */
+  uint32_t unhealthy_after_failures;
+  /**
+   * The pool's name: the `pool` label of its Prometheus metrics. NULL (the default):
+   * "default". NUL-terminated UTF-8, copied by `heliosdb_pool_new`.
+   */
+  const char *name;
 } heliosdb_pool_config;
+
+/**
+ * Leak counters of a standalone detector, from `heliosdb_leak_detector_stats`. Set
+ * `struct_size` to `sizeof(heliosdb_leak_stats)` before the call.
+ *
+ * Thread-safety: plain data owned by the caller.
+ */
+typedef struct heliosdb_leak_stats {
+  /**
+   * `sizeof(heliosdb_leak_stats)` as the caller was compiled; set it before the call.
+   */
+  size_t struct_size;
+  /**
+   * Leaks reported so far (each resource counts once, at its first level).
+   */
+  uint64_t leaks_detected;
+  /**
+   * Resources tracked now.
+   */
+  size_t current_tracked;
+  /**
+   * Reports at level Alert so far.
+   */
+  uint64_t alerts;
+  /**
+   * Reports at level Critical so far.
+   */
+  uint64_t criticals;
+  /**
+   * Leaked resources that were eventually released.
+   */
+  uint64_t returned_after_leak;
+} heliosdb_leak_stats;
 
 /**
  * What the service knows about a connection, given to `heliosdb_pool_add_connection`
@@ -469,6 +653,46 @@ typedef struct heliosdb_pool_stats {
    * Leaked borrows that were eventually returned.
    */
   uint64_t returned_after_leak;
+  /**
+   * Connections closed by the sweeper for being idle longer than `idle_timeout_ms`.
+   */
+  uint64_t evicted_idle;
+  /**
+   * Connections closed for being older than `max_connection_age_ms`.
+   */
+  uint64_t evicted_age;
+  /**
+   * Connections closed after failing health checks.
+   */
+  uint64_t evicted_health;
+  /**
+   * Reclaimed critical leaks, closed when their holder released them.
+   */
+  uint64_t evicted_reclaimed;
+  /**
+   * Connections removed by `heliosdb_pool_remove_connection` (now or on release).
+   */
+  uint64_t evicted_removed;
+  /**
+   * Health checks run (the `health_check` callback).
+   */
+  uint64_t health_checks;
+  /**
+   * Of those, the failures.
+   */
+  uint64_t health_failures;
+  /**
+   * Connections opened by the `connect` callback.
+   */
+  uint64_t factory_creates;
+  /**
+   * `connect` calls that failed.
+   */
+  uint64_t factory_errors;
+  /**
+   * Sweeper passes completed (background or `heliosdb_pool_sweep_now`).
+   */
+  uint64_t sweep_passes;
 } heliosdb_pool_stats;
 
 #ifdef __cplusplus
@@ -480,7 +704,9 @@ extern "C" {
  * leak detection on at a 30 s threshold, `auto_cleanup_enabled` off, no callbacks.
  *
  * `struct_size` must be `sizeof(heliosdb_pool_config)` as the caller sees it; an
- * unknown size is `HELIOSDB_ERR_UNSUPPORTED_VERSION` and nothing is written.
+ * unknown size is `HELIOSDB_ERR_UNSUPPORTED_VERSION` and nothing is written. A caller
+ * compiled against an older header gets its version of the struct, and no byte past
+ * it is written.
  *
  * # Safety
  *
@@ -527,7 +753,7 @@ heliosdb_status heliosdb_pool_config_production(struct heliosdb_pool_config *con
  * Checks a config as `heliosdb_pool_new` would, without building a pool:
  * `HELIOSDB_ERR_UNSUPPORTED_VERSION` for an unknown `struct_size`,
  * `HELIOSDB_ERR_INVALID_CONFIG` (the last error message names the field) for a bad
- * value.
+ * value, `HELIOSDB_ERR_INVALID_UTF8` for a bad `name`.
  *
  * # Safety
  *
@@ -536,6 +762,279 @@ heliosdb_status heliosdb_pool_config_production(struct heliosdb_pool_config *con
  * Thread-safety: reads `*config` only.
  */
 heliosdb_status heliosdb_pool_config_validate(const struct heliosdb_pool_config *config);
+
+/**
+ * Creates a detector. A resource held `alert_ms` milliseconds is a leak at level
+ * Alert, `critical_ms` at level Critical (at least `alert_ms`); at most `max_tracked`
+ * resources are tracked at once. 0 for any of them: its default (30 000 ms,
+ * 300 000 ms, 100 000).
+ *
+ * Errors: `HELIOSDB_ERR_INVALID_CONFIG` (the message names the field),
+ * `HELIOSDB_ERR_NULL_ARGUMENT`.
+ *
+ * # Safety
+ *
+ * `out_detector` is NULL (an error) or writable.
+ *
+ * Thread-safety: callable from any thread.
+ */
+heliosdb_status heliosdb_leak_detector_new(uint64_t alert_ms,
+                                           uint64_t critical_ms,
+                                           size_t max_tracked,
+                                           struct heliosdb_leak_detector **out_detector);
+
+/**
+ * Frees a detector (NULL does nothing). Resources still tracked are forgotten; a
+ * health monitor built on it keeps using it until the monitor is freed.
+ *
+ * # Safety
+ *
+ * `detector` is NULL or a live detector, not freed twice, with no call on it running.
+ *
+ * Thread-safety: see `heliosdb_leak_detector`.
+ */
+void heliosdb_leak_detector_free(struct heliosdb_leak_detector *detector);
+
+/**
+ * Starts tracking resource `id`, taken by `user`; its age counts from now.
+ * `resource_type` names its kind ("Connection" (also for NULL), "Transaction",
+ * "Statement", "Cursor", "File", "Lock", or any other name); `metadata` (may be NULL
+ * when `metadata_count` is 0) is copied and repeated in its leak reports. The
+ * thread's name is recorded.
+ *
+ * Errors: `HELIOSDB_ERR_DUPLICATE_RESOURCE` (already tracked),
+ * `HELIOSDB_ERR_TRACKING_LIMIT` (`max_tracked` reached), `HELIOSDB_ERR_NULL_ARGUMENT`,
+ * `HELIOSDB_ERR_INVALID_UTF8`.
+ *
+ * # Safety
+ *
+ * `detector` is NULL or live; `id`, `user` NULL or NUL-terminated; `resource_type`
+ * NULL or NUL-terminated; `metadata` NULL or `metadata_count` valid entries.
+ *
+ * Thread-safety: see `heliosdb_leak_detector`.
+ */
+heliosdb_status heliosdb_leak_detector_track(const struct heliosdb_leak_detector *detector,
+                                             const char *id,
+                                             const char *user,
+                                             const char *resource_type,
+                                             const struct heliosdb_metadata_entry *metadata,
+                                             size_t metadata_count);
+
+/**
+ * Stops tracking `id`; how long it was held goes to `*out_held_ms` (which may be
+ * NULL). A resource already reported as leaked counts in `returned_after_leak`.
+ *
+ * Errors: `HELIOSDB_ERR_UNKNOWN_RESOURCE` (not tracked), `HELIOSDB_ERR_NULL_ARGUMENT`,
+ * `HELIOSDB_ERR_INVALID_UTF8`.
+ *
+ * # Safety
+ *
+ * `detector` is NULL or live; `id` NULL or NUL-terminated; `out_held_ms` NULL or
+ * writable.
+ *
+ * Thread-safety: see `heliosdb_leak_detector`.
+ */
+heliosdb_status heliosdb_leak_detector_release(const struct heliosdb_leak_detector *detector,
+                                               const char *id,
+                                               uint64_t *out_held_ms);
+
+/**
+ * Checks for leaks: every resource held past the alert threshold, oldest first, is
+ * passed to `callback(report, user_data)` (which may be NULL: then they are only
+ * counted), on the calling thread; their number goes to `*out_count` (may be NULL).
+ * A resource's first report at a level is counted in the stats and logged.
+ *
+ * In the reports `connection_id` is 0, `resource_id` / `resource_type` / `user` /
+ * `metadata` are what `track` was given, `thread` the tracking thread's name, and
+ * `file` / `function` are NULL (`line` 0). Each report is valid during its call only.
+ * The callback may call any detector function except `heliosdb_leak_detector_free`.
+ *
+ * # Safety
+ *
+ * `detector` is NULL or live; `callback` NULL or a function that does not unwind;
+ * `out_count` NULL or writable.
+ *
+ * Thread-safety: see `heliosdb_leak_detector`.
+ */
+heliosdb_status heliosdb_leak_detector_check(const struct heliosdb_leak_detector *detector,
+                                             heliosdb_leak_fn callback,
+                                             void *user_data,
+                                             size_t *out_count);
+
+/**
+ * Whether `id` is tracked and held past the alert threshold: `*out_leaked`.
+ *
+ * # Safety
+ *
+ * `detector` is NULL or live; `id` NULL or NUL-terminated; `out_leaked` NULL or
+ * writable.
+ *
+ * Thread-safety: see `heliosdb_leak_detector`.
+ */
+heliosdb_status heliosdb_leak_detector_is_leaked(const struct heliosdb_leak_detector *detector,
+                                                 const char *id,
+                                                 bool *out_leaked);
+
+/**
+ * Writes the detector's counters into `*out_stats`, whose `struct_size` the caller
+ * sets to `sizeof(heliosdb_leak_stats)` first (an unknown size is
+ * `HELIOSDB_ERR_UNSUPPORTED_VERSION`).
+ *
+ * # Safety
+ *
+ * `detector` is NULL or live; `out_stats` NULL or a writable struct with
+ * `struct_size` set.
+ *
+ * Thread-safety: see `heliosdb_leak_detector`.
+ */
+heliosdb_status heliosdb_leak_detector_stats(const struct heliosdb_leak_detector *detector,
+                                             struct heliosdb_leak_stats *out_stats);
+
+/**
+ * Creates a monitor. `detector` (may be NULL: a private one with the defaults) tells
+ * whether a connection is leaked, by its id; the monitor keeps it alive. The
+ * background thread, once started, checks every connection each `check_interval_ms`;
+ * a successful check slower than `slow_check_ms` makes it Degraded;
+ * `unhealthy_after_failures` failures in a row make it Unhealthy. 0 for any of the
+ * three: its default (30 000 ms, 1 000 ms, 3). Starts no thread.
+ *
+ * # Safety
+ *
+ * `detector` NULL or live; `out_monitor` NULL (an error) or writable.
+ *
+ * Thread-safety: callable from any thread.
+ */
+heliosdb_status heliosdb_health_monitor_new(const struct heliosdb_leak_detector *detector,
+                                            uint64_t check_interval_ms,
+                                            uint64_t slow_check_ms,
+                                            uint32_t unhealthy_after_failures,
+                                            struct heliosdb_health_monitor **out_monitor);
+
+/**
+ * Frees a monitor (NULL does nothing): stops the background thread (waiting for the
+ * check in progress) and releases every monitored connection (their `release`
+ * functions run before this returns).
+ *
+ * # Safety
+ *
+ * `monitor` is NULL or live, not freed twice, with no call on it running, and not
+ * called from a check function.
+ *
+ * Thread-safety: see `heliosdb_health_monitor`.
+ */
+void heliosdb_health_monitor_free(struct heliosdb_health_monitor *monitor);
+
+/**
+ * Monitors `connection` as `id` (replacing any connection monitored under that id,
+ * with a fresh record). `check(connection, user_data)` returns true when the
+ * connection is usable; it runs on the background thread and on the callers of
+ * `heliosdb_health_monitor_check`, possibly concurrently, and must not unwind.
+ * `release(user_data)` (may be NULL) is called exactly once when the monitor no
+ * longer uses the connection: after it is unmonitored or replaced and any check in
+ * progress on it ended, or when the monitor is freed. On failure nothing is kept and
+ * `release` is not called.
+ *
+ * # Safety
+ *
+ * `monitor` NULL or live; `id` NULL or NUL-terminated; `check` NULL (an error) or a
+ * function as described, callable with `connection` and `user_data` until `release`.
+ *
+ * Thread-safety: see `heliosdb_health_monitor`.
+ */
+heliosdb_status heliosdb_health_monitor_monitor(const struct heliosdb_health_monitor *monitor,
+                                                const char *id,
+                                                void *connection,
+                                                heliosdb_health_check_fn check,
+                                                void *user_data,
+                                                heliosdb_user_data_free_fn release);
+
+/**
+ * Stops monitoring `id`; whether it was monitored goes to `*out_was_monitored` (may
+ * be NULL). Its `release` runs now, or when a check in progress on it ends.
+ *
+ * # Safety
+ *
+ * `monitor` NULL or live; `id` NULL or NUL-terminated; `out_was_monitored` NULL or
+ * writable.
+ *
+ * Thread-safety: see `heliosdb_health_monitor`.
+ */
+heliosdb_status heliosdb_health_monitor_unmonitor(const struct heliosdb_health_monitor *monitor,
+                                                  const char *id,
+                                                  bool *out_was_monitored);
+
+/**
+ * Checks `id` now, on the calling thread, and writes its health
+ * (`HELIOSDB_HEALTH_*`) to `*out_status` and whether the detector sees it leaked to
+ * `*out_leaked` (may be NULL).
+ *
+ * Errors: `HELIOSDB_ERR_UNKNOWN_RESOURCE` (not monitored), `HELIOSDB_ERR_NULL_ARGUMENT`,
+ * `HELIOSDB_ERR_INVALID_UTF8`.
+ *
+ * # Safety
+ *
+ * `monitor` NULL or live; `id` NULL or NUL-terminated; `out_status` NULL (an error) or
+ * writable; `out_leaked` NULL or writable.
+ *
+ * Thread-safety: see `heliosdb_health_monitor`.
+ */
+heliosdb_status heliosdb_health_monitor_check(const struct heliosdb_health_monitor *monitor,
+                                              const char *id,
+                                              int32_t *out_status,
+                                              bool *out_leaked);
+
+/**
+ * Like `heliosdb_health_monitor_check`, but runs no check: the health from the checks
+ * so far.
+ *
+ * # Safety
+ *
+ * As `heliosdb_health_monitor_check`.
+ *
+ * Thread-safety: see `heliosdb_health_monitor`.
+ */
+heliosdb_status heliosdb_health_monitor_status(const struct heliosdb_health_monitor *monitor,
+                                               const char *id,
+                                               int32_t *out_status,
+                                               bool *out_leaked);
+
+/**
+ * Starts the background thread ("heliosdb-health"), which checks every monitored
+ * connection each `check_interval_ms`, the first pass one interval from now. Does
+ * nothing if it runs already.
+ *
+ * # Safety
+ *
+ * `monitor` NULL or live.
+ *
+ * Thread-safety: see `heliosdb_health_monitor`.
+ */
+heliosdb_status heliosdb_health_monitor_start(const struct heliosdb_health_monitor *monitor);
+
+/**
+ * Stops the background thread and waits for the check in progress (if called from a
+ * check function, it stops the thread without waiting). Does nothing if it is not
+ * running.
+ *
+ * # Safety
+ *
+ * `monitor` NULL or live.
+ *
+ * Thread-safety: see `heliosdb_health_monitor`.
+ */
+heliosdb_status heliosdb_health_monitor_stop(const struct heliosdb_health_monitor *monitor);
+
+/**
+ * Whether the background thread runs: `*out_running`.
+ *
+ * # Safety
+ *
+ * `monitor` NULL or live; `out_running` NULL (an error) or writable.
+ *
+ * Thread-safety: see `heliosdb_health_monitor`.
+ */
+heliosdb_status heliosdb_health_monitor_is_running(const struct heliosdb_health_monitor *monitor,
+                                                   bool *out_running);
 
 /**
  * Creates a pool. `config` may be NULL for the defaults without callbacks.
@@ -558,8 +1057,10 @@ heliosdb_status heliosdb_pool_new(const struct heliosdb_pool_config *config,
 /**
  * Frees a pool. NULL does nothing.
  *
- * The pool is closed first: waiting acquires fail with `HELIOSDB_ERR_CLOSED` and idle
- * connections are closed now. Leases still out stay valid: their connections stay
+ * The pool is closed first: waiting acquires fail with `HELIOSDB_ERR_CLOSED`, idle
+ * connections are closed now, and the sweeper thread is stopped (a pass in progress,
+ * with its callbacks, finishes first; no sweeper callback runs afterwards). Must not be
+ * called from the pool's own callbacks. Leases still out stay valid: their connections stay
  * usable by their holders, and releasing them through this same pool pointer (from
  * any thread) closes them. The pool's memory (and `user_data`, through
  * `user_data_free`) is reclaimed when the last of them is released, or now if none
@@ -747,8 +1248,9 @@ heliosdb_status heliosdb_pool_is_closed(const struct heliosdb_pool *pool, bool *
 
 /**
  * Writes a snapshot of the pool's counts into `*out_stats`, whose `struct_size` the
- * caller sets to `sizeof(heliosdb_pool_stats)` first (another size is
- * `HELIOSDB_ERR_UNSUPPORTED_VERSION`). O(connections); allocates.
+ * caller sets to `sizeof(heliosdb_pool_stats)` first. A caller compiled against an
+ * older header gets its version's fields and nothing past them; an unknown size is
+ * `HELIOSDB_ERR_UNSUPPORTED_VERSION`. O(connections); allocates.
  *
  * # Safety
  *
@@ -759,6 +1261,104 @@ heliosdb_status heliosdb_pool_is_closed(const struct heliosdb_pool *pool, bool *
  */
 heliosdb_status heliosdb_pool_get_stats(const struct heliosdb_pool *pool,
                                         struct heliosdb_pool_stats *out_stats);
+
+/**
+ * Writes the pool's current leaks (borrows held past `leak_detection_threshold_ms`,
+ * each at the level its age reaches now) into `out[0 .. *out_count]`, in no
+ * particular order. Side-effect free: it neither reports nor counts (the sweeper's
+ * `on_leak` does, once per level).
+ *
+ * Size-query convention: if `capacity` is smaller than the number of leaks (e.g.
+ * `out` NULL and `capacity` 0), the call returns `HELIOSDB_ERR_BUFFER_TOO_SMALL`,
+ * writes the number needed to `*out_count` and nothing to `out`; call again with a
+ * larger array (leaks may appear meanwhile, so allow some slack). With no leaks, a
+ * NULL `out` and 0 `capacity` succeed with `*out_count` = 0. `*out_count` is
+ * written on success and on `HELIOSDB_ERR_BUFFER_TOO_SMALL`, nothing on other
+ * failures.
+ *
+ * The reports' strings stay valid until the next successful `heliosdb_pool_leaks` on
+ * the calling thread, or its exit (the call site pointers, which are the caller's own
+ * `__FILE__` / `__func__`, stay valid as long as those strings). Copy what you keep.
+ *
+ * Errors: `HELIOSDB_ERR_NULL_ARGUMENT` (`pool`, `out_count`, or `out` with a non-zero
+ * `capacity`), `HELIOSDB_ERR_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ *
+ * `pool` is NULL or live; `out` NULL or writable for `capacity` reports; `out_count`
+ * NULL or writable.
+ *
+ * Thread-safety: callable concurrently with any call but `heliosdb_pool_free`, and
+ * from the pool's callbacks.
+ */
+heliosdb_status heliosdb_pool_leaks(const struct heliosdb_pool *pool,
+                                    struct heliosdb_leak_report *out,
+                                    size_t capacity,
+                                    size_t *out_count);
+
+/**
+ * Calls `callback(report, user_data)` for each of the pool's current leaks (as
+ * `heliosdb_pool_leaks` lists them), on the calling thread; the number of reports
+ * goes to `*out_count` (which may be NULL). Each report and its strings are valid
+ * during its call only.
+ *
+ * The callback may call any function on this pool except `heliosdb_pool_free`; it
+ * must not unwind.
+ *
+ * # Safety
+ *
+ * `pool` is NULL or live; `callback` NULL (an error) or a function as described;
+ * `out_count` NULL or writable.
+ *
+ * Thread-safety: callable concurrently with any call but `heliosdb_pool_free`.
+ */
+heliosdb_status heliosdb_pool_for_each_leak(const struct heliosdb_pool *pool,
+                                            heliosdb_leak_fn callback,
+                                            void *user_data,
+                                            size_t *out_count);
+
+/**
+ * Writes the pool's statistics in the Prometheus text exposition format
+ * (`heliosdb_pool_*` families, labelled `pool="<config.name>"`), NUL-terminated, into
+ * `buf`, and its size including the NUL to `*out_needed`.
+ *
+ * Size-query convention: if `len` is smaller than needed (e.g. `buf` NULL and `len`
+ * 0), the call returns `HELIOSDB_ERR_BUFFER_TOO_SMALL`, writes the size needed to
+ * `*out_needed` and nothing to `buf`; call again with a buffer that large (the text
+ * may grow meanwhile, so allow some slack). `*out_needed` is written on success and on
+ * `HELIOSDB_ERR_BUFFER_TOO_SMALL`, nothing on other failures.
+ *
+ * Errors: `HELIOSDB_ERR_NULL_ARGUMENT` (`pool`, `out_needed`, or `buf` with a non-zero
+ * `len`), `HELIOSDB_ERR_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ *
+ * `pool` is NULL or live; `buf` NULL or writable for `len` bytes; `out_needed` NULL or
+ * writable.
+ *
+ * Thread-safety: callable concurrently with any call but `heliosdb_pool_free`, and
+ * from the pool's callbacks.
+ */
+heliosdb_status heliosdb_pool_prometheus(const struct heliosdb_pool *pool,
+                                         char *buf,
+                                         size_t len,
+                                         size_t *out_needed);
+
+/**
+ * Runs one sweeper pass now, on the calling thread: leak reports and reclaim, idle and
+ * age eviction, health checks, `connect` refills; the callbacks it triggers run on
+ * this thread. Waits for a pass in progress on the sweeper thread. For tests and tools:
+ * the background sweeper makes it unnecessary in production.
+ *
+ * Must not be called from the pool's own callbacks (a deadlock).
+ *
+ * # Safety
+ *
+ * `pool` is NULL or live.
+ *
+ * Thread-safety: callable concurrently with any call but `heliosdb_pool_free`.
+ */
+heliosdb_status heliosdb_pool_sweep_now(const struct heliosdb_pool *pool);
 
 /**
  * A static, human-readable description of a status code.

@@ -24,7 +24,9 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-BENCHES=(peers contention async_acquire memory)
+BENCHES=(hot_path peers contention async_acquire memory sweeper)
+# The C-ABI overhead bench joins when it exists.
+[[ -f "$ROOT/benches/ffi_overhead.rs" ]] && BENCHES+=(ffi_overhead)
 WARMUP="${WARMUP:-0.5}"
 MEASURE="${MEASURE:-1}"
 
@@ -96,10 +98,13 @@ run() { # $1: bench name, rest: its arguments
     local name="$1"
     shift
     echo "== $name ($(($(date +%s) - START)) s)"
-    "$BIN/$name" --bench "$@" 2>&1 | tee "$OUT/$name.log" | grep -E '^(peers|contention|async|latency|  ) *|time:|thrpt:|^ *[0-9]+ ' | head -400 || true
+    "$BIN/$name" --bench "$@" 2>&1 | tee "$OUT/$name.log" | grep -E '^(hot_path|sweep|peers|contention|async|latency|ffi|  ) *|time:|thrpt:|^ *[0-9]+ ' | head -400 || true
 }
 
 CRIT=(--warm-up-time "$WARMUP" --measurement-time "$MEASURE" --noplot)
+run hot_path "${CRIT[@]}"
+[[ -x "$BIN/ffi_overhead" ]] && run ffi_overhead "${CRIT[@]}"
+run sweeper "${CRIT[@]}"
 run memory
 run peers "${CRIT[@]}"
 run async_acquire "${CRIT[@]}"

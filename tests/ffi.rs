@@ -1,8 +1,10 @@
 //! The C ABI from the outside: compiles the C11 and C++17 programs of `ffi-tests/`
 //! against the staticlib (and one against the cdylib) with
-//! `-Wall -Wextra -Wpedantic -Werror`, and runs them; checks the header's version
-//! macros against Cargo.toml; and checks that acquire/release through the C functions
-//! allocate nothing.
+//! `-Wall -Wextra -Wpedantic -Werror`, and runs them (lifecycle, threads, bad input,
+//! the sweeper's C callbacks and the leak/Prometheus exports, the standalone leak
+//! detector and health monitor, the C++ wrapper, the C benchmark program with a few
+//! cycles); checks the header's version macros against Cargo.toml; and checks that
+//! acquire/release through the C functions allocate nothing.
 //!
 //! Knobs, used by `.ci/ffi.sh` to rerun the same programs under other tools:
 //! - `HELIOSDB_FFI_CFLAGS`: extra compile and link flags (e.g. `-fsanitize=address`);
@@ -176,6 +178,11 @@ fn compile(source: &str, name: &str, lang: Lang, link: Link) -> PathBuf {
 
 /// Runs a program (under `HELIOSDB_FFI_RUNNER` if set) and asserts it succeeds.
 fn run(program: &Path) -> String {
+    run_with(program, &[])
+}
+
+/// [`run`] with arguments.
+fn run_with(program: &Path, args: &[&str]) -> String {
     let runner = env_words("HELIOSDB_FFI_RUNNER");
     let mut cmd = match runner.split_first() {
         Some((first, rest)) => {
@@ -185,6 +192,7 @@ fn run(program: &Path) -> String {
         }
         None => Command::new(program),
     };
+    cmd.args(args);
     let output = cmd.output().expect("run the test program");
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
@@ -242,6 +250,34 @@ fn c_bad_input() {
         Link::Static,
     ));
     assert!(out.contains("bad_input: ok"), "{out}");
+}
+
+#[test]
+fn c_sweeper_callbacks_leaks_and_prometheus() {
+    let out = run(&compile("sweeper.c", "sweeper", Lang::C11, Link::Static));
+    assert!(out.contains("sweeper: ok"), "{out}");
+}
+
+#[test]
+fn c_standalone_leak_detector_and_health_monitor() {
+    let out = run(&compile(
+        "standalone.c",
+        "standalone",
+        Lang::C11,
+        Link::Static,
+    ));
+    assert!(out.contains("standalone: ok"), "{out}");
+}
+
+#[test]
+fn c_bench_program_builds_and_runs() {
+    // A few cycles only: this checks the program (warnings, memory), not the speed;
+    // `scripts/bench-c-api.sh` runs it for real.
+    let out = run_with(
+        &compile("bench_c_api.c", "bench_c_api", Lang::C11, Link::Static),
+        &["2000", "3"],
+    );
+    assert!(out.contains("ns/cycle"), "{out}");
 }
 
 #[test]

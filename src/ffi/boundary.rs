@@ -174,6 +174,32 @@ impl<T> Out<T> {
         // `write` does not read the (possibly uninitialized) old value.
         unsafe { self.0.as_ptr().write(value) }
     }
+
+    /// Writes the first `len` bytes of `value` (a versioned struct of which the caller
+    /// knows an older, shorter version), and nothing past them.
+    ///
+    /// `len` must not exceed `size_of::<T>()`; `T` must be valid to expose bytewise (a
+    /// `repr(C)` struct of plain fields).
+    #[inline]
+    pub(crate) fn write_prefix(self, value: T, len: usize) {
+        assert!(
+            len <= std::mem::size_of::<T>(),
+            "prefix longer than the struct"
+        );
+        let value = std::mem::ManuallyDrop::new(value);
+        // SAFETY: `check_out`'s contract, for a versioned struct: the caller's struct is
+        // writable for the `len` bytes its version has; the copy is untyped (padding
+        // bytes may be uninitialized) and reads `len <= size_of::<T>()` bytes of
+        // `value`, a distinct local. `T` is plain data, so no drop is skipped that
+        // matters (`ManuallyDrop` keeps the bytes as they are).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                (&raw const *value).cast::<std::mem::MaybeUninit<u8>>(),
+                self.0.as_ptr().cast::<std::mem::MaybeUninit<u8>>(),
+                len,
+            );
+        }
+    }
 }
 
 /// A C length or count as `u64` (lossless on every supported target).

@@ -6,13 +6,15 @@
 //! older caller's struct from a newer one and never reads or writes past its end.
 
 use std::ffi::{c_char, c_void};
-use std::mem::size_of;
+use std::mem::{offset_of, size_of};
+use std::time::Duration;
 
 use crate::config::EnhancedPoolConfig;
 use crate::error::{Error, Result, Status};
+use crate::health::HealthMonitorConfig;
 
-use super::boundary::{self, check_out, check_ptr};
-use super::pool::heliosdb_leak_report;
+use super::boundary::{self, check_out, opt_str};
+use super::leak::heliosdb_leak_report;
 
 /// Closes a connection: called exactly once per connection the pool owns, when the
 /// connection leaves the pool (removed, evicted, reclaimed, pool closed or freed).
@@ -25,18 +27,33 @@ use super::pool::heliosdb_leak_report;
 pub type heliosdb_close_fn =
     Option<unsafe extern "C" fn(connection: *mut c_void, user_data: *mut c_void)>;
 
-/// Health-checks an idle connection: return true if it is usable. Not invoked yet by
-/// this version (it is wired to the sweeper's health check when that lands); it will
-/// run on the sweeper thread, concurrently with calls on other threads, and must not
-/// call back into the same pool or unwind.
+/// Health-checks an idle connection: return true if it is usable, false if not (a
+/// failure; `unhealthy_after_failures` failures in a row evict the connection, which is
+/// then closed through `close` and, with a `connect` callback, replaced).
+///
+/// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), every
+/// `health_check_interval_ms` per idle connection, while `health_check_enabled`. The
+/// connection is reserved for the check: no borrower can have it meanwhile. Runs
+/// concurrently with calls on other threads. Re-entrancy: see `heliosdb_leak_fn`.
+/// Must not unwind.
 pub type heliosdb_health_check_fn =
     Option<unsafe extern "C" fn(connection: *mut c_void, user_data: *mut c_void) -> bool>;
 
 /// Opens a new connection for `user` (the connection factory): on success store it in
-/// `*out_connection` and return `HELIOSDB_OK` (0); any other value is a failure. Not
-/// invoked yet by this version (wired when the pool learns to grow on demand); it will
-/// run on a thread calling acquire, concurrently with other calls, and must not call
-/// back into the same pool or unwind.
+/// `*out_connection` and return 0 (`HELIOSDB_OK`). Any other return value, or a NULL
+/// `*out_connection`, is a failure: the pool then ignores `*out_connection`, counts
+/// the error (`factory_errors`), retries with an exponential backoff (100 ms to 10 s),
+/// and a caller whose acquire times out meanwhile gets `HELIOSDB_ERR_TIMEOUT` with the
+/// failure in `heliosdb_last_error_message()` ("connect callback returned 7").
+///
+/// Called when a caller waits for a user below `max_per_user` (any user name is then
+/// accepted by acquire: its connections are opened on demand), to keep `min_idle` idle
+/// connections per user, and to replace connections evicted by health checks or age.
+/// The new connection is owned by the pool (closed through `close`).
+///
+/// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), never on
+/// the acquiring thread, concurrently with calls on other threads. `user` is valid
+/// during the call. Re-entrancy: see `heliosdb_leak_fn`. Must not unwind.
 pub type heliosdb_connect_fn = Option<
     unsafe extern "C" fn(
         user: *const c_char,
@@ -45,10 +62,24 @@ pub type heliosdb_connect_fn = Option<
     ) -> i32,
 >;
 
-/// Receives a leak report (`on_leak`) or a reclaim notice (`on_reclaim`). The report
-/// and its strings are valid only during the call. Not invoked yet by this version
-/// (wired to the sweeper when it lands); it will run on the sweeper thread and must
-/// not call back into the same pool or unwind.
+/// Receives a leak report (`on_leak`: once per leaked borrow at each level, Alert then
+/// Critical) or a reclaim notice (`on_reclaim`: a critically leaked borrow's capacity
+/// was given back, `auto_cleanup_enabled`; its lease will be refused with
+/// `HELIOSDB_ERR_RECLAIMED` and its connection closed when released). The report and
+/// every string it points to are valid only during the call: copy what you keep.
+///
+/// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), concurrently
+/// with calls on other threads, one sweeper callback at a time per pool.
+///
+/// Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check` and
+/// `connect`): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
+/// `heliosdb_pool_leaks`, `heliosdb_pool_for_each_leak`, `heliosdb_pool_is_closed`,
+/// `heliosdb_pool_try_acquire`, `heliosdb_pool_release`, `heliosdb_pool_add_connection`
+/// and `heliosdb_pool_remove_connection` on the same pool. They must not call
+/// `heliosdb_pool_free` or `heliosdb_pool_close` (which wait for the sweeper thread
+/// to finish: a deadlock) nor `heliosdb_pool_sweep_now` (which waits for the pass in
+/// progress), and should not wait in `heliosdb_pool_acquire` (that stalls the sweeper).
+/// Must not unwind (no C++ exception or `longjmp` may leave a callback).
 pub type heliosdb_leak_fn =
     Option<unsafe extern "C" fn(report: *const heliosdb_leak_report, user_data: *mut c_void)>;
 
@@ -97,24 +128,46 @@ pub struct heliosdb_pool_config {
     pub cleanup_interval_ms: u64,
     /// Closes a connection (nullable: then the pool just forgets it).
     pub close: heliosdb_close_fn,
-    /// Health-checks an idle connection (nullable). Not invoked yet by this version.
+    /// Health-checks an idle connection (nullable: no health checks).
     pub health_check: heliosdb_health_check_fn,
-    /// Opens a connection for a user (nullable). Not invoked yet by this version.
+    /// Opens a connection for a user (nullable: the pool only has the connections added
+    /// to it).
     pub connect: heliosdb_connect_fn,
-    /// Receives leak reports (nullable). Not invoked yet by this version.
+    /// Receives leak reports (nullable).
     pub on_leak: heliosdb_leak_fn,
-    /// Told when a leaked borrow is reclaimed (nullable). Not invoked yet by this
-    /// version.
+    /// Told when a leaked borrow is reclaimed (nullable).
     pub on_reclaim: heliosdb_leak_fn,
     /// Passed as the last argument of every callback; owned by the pool once
     /// `heliosdb_pool_new` succeeds.
     pub user_data: *mut c_void,
     /// Frees `user_data` exactly once (nullable).
     pub user_data_free: heliosdb_user_data_free_fn,
+    // ---- version 2 (fields appended; a version-1 caller gets the defaults) ----
+    /// Borrows held this long are reported at level Critical (and reclaimed when
+    /// `auto_cleanup_enabled`); must exceed `leak_detection_threshold_ms`. 0: ten times
+    /// `leak_detection_threshold_ms` (the default).
+    pub leak_critical_threshold_ms: u64,
+    /// Idle connections per user that idle eviction keeps and `connect` maintains
+    /// (at most `max_per_user`). Default 0.
+    pub min_idle: usize,
+    /// How often the sweeper runs. 0 (the default): the smallest interval among the
+    /// enabled features (a quarter of the leak threshold, the health-check interval,
+    /// the cleanup interval).
+    pub sweep_interval_ms: u64,
+    /// Consecutive failed health checks that evict a connection (fewer make it
+    /// Degraded). Default 3; must be at least 1.
+    pub unhealthy_after_failures: u32,
+    /// The pool's name: the `pool` label of its Prometheus metrics. NULL (the default):
+    /// "default". NUL-terminated UTF-8, copied by `heliosdb_pool_new`.
+    pub name: *const c_char,
 }
 
+/// The size of version 1 of `heliosdb_pool_config` (before `leak_critical_threshold_ms`).
+pub(crate) const CONFIG_V1_SIZE: usize =
+    offset_of!(heliosdb_pool_config, leak_critical_threshold_ms);
+
 /// The sizes of every released version of `heliosdb_pool_config`, oldest first.
-const KNOWN_SIZES: [usize; 1] = [size_of::<heliosdb_pool_config>()];
+const KNOWN_SIZES: [usize; 2] = [CONFIG_V1_SIZE, size_of::<heliosdb_pool_config>()];
 
 impl heliosdb_pool_config {
     /// A config holding `settings` and no callbacks.
@@ -139,6 +192,11 @@ impl heliosdb_pool_config {
             on_reclaim: None,
             user_data: std::ptr::null_mut(),
             user_data_free: None,
+            leak_critical_threshold_ms: 0,
+            min_idle: 0,
+            sweep_interval_ms: 0,
+            unhealthy_after_failures: HealthMonitorConfig::default().unhealthy_after_failures,
+            name: std::ptr::null(),
         }
     }
 
@@ -158,6 +216,35 @@ impl heliosdb_pool_config {
             cleanup_interval_ms: self.cleanup_interval_ms,
         }
     }
+
+    /// The critical leak threshold, if set (0: the builder's default).
+    pub(crate) fn critical_threshold(&self) -> Option<Duration> {
+        (self.leak_critical_threshold_ms > 0)
+            .then(|| Duration::from_millis(self.leak_critical_threshold_ms))
+    }
+
+    /// The sweeper interval, if set (0: the builder's default).
+    pub(crate) fn sweep_interval(&self) -> Option<Duration> {
+        (self.sweep_interval_ms > 0).then(|| Duration::from_millis(self.sweep_interval_ms))
+    }
+
+    /// The health policy: the defaults with this config's `unhealthy_after_failures`.
+    pub(crate) fn health_policy(&self) -> HealthMonitorConfig {
+        HealthMonitorConfig {
+            unhealthy_after_failures: self.unhealthy_after_failures,
+            ..HealthMonitorConfig::default()
+        }
+    }
+
+    /// The pool name, copied out of `name` (NULL: none).
+    ///
+    /// # Safety
+    ///
+    /// `name` is NULL or a NUL-terminated string (the config's contract).
+    pub(crate) unsafe fn name(&self) -> Result<Option<&str>> {
+        // SAFETY: forwarded contract.
+        unsafe { opt_str(self.name, "config.name") }
+    }
 }
 
 fn check_size(struct_size: usize) -> Result<()> {
@@ -171,7 +258,8 @@ fn check_size(struct_size: usize) -> Result<()> {
     }
 }
 
-/// Reads a caller's config after checking its `struct_size`.
+/// Reads a caller's config after checking its `struct_size`. An older (shorter)
+/// version is read up to its size; the fields it lacks get their defaults.
 ///
 /// # Safety
 ///
@@ -188,9 +276,49 @@ pub(crate) unsafe fn read_config(
     // which is first in every version.
     let struct_size = unsafe { config.cast::<usize>().read() };
     check_size(struct_size)?;
-    // SAFETY: the size is this version's, so the whole struct is readable.
-    let config = unsafe { check_ptr(config, "config") }?;
-    Ok(*config)
+    let mut out = heliosdb_pool_config::from_settings(&EnhancedPoolConfig::default());
+    // SAFETY: the caller's struct is readable for `struct_size` bytes (a known size, at
+    // most ours); `out` is a distinct local of our full size; the bytes copied are a
+    // prefix of the same `repr(C)` layout, so every field copied is valid.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            config.cast::<u8>(),
+            (&raw mut out).cast::<u8>(),
+            struct_size,
+        );
+    }
+    out.struct_size = struct_size;
+    Ok(out)
+}
+
+/// The checks `PoolBuilder::build` makes beyond `EnhancedPoolConfig::validate`, so
+/// `heliosdb_pool_config_validate` agrees with `heliosdb_pool_new` without building a
+/// pool (which would allocate its slab and start a thread).
+fn validate_tuning(config: &heliosdb_pool_config) -> Result<()> {
+    let settings = config.settings();
+    settings.validate()?;
+    if let Some(critical) = config.critical_threshold() {
+        let alert = Duration::from_millis(settings.leak_detection_threshold_ms);
+        if settings.leak_detection_enabled && critical <= alert {
+            return Err(Error::invalid_config(
+                "leak_critical_threshold_ms",
+                format!("{critical:?} must exceed leak_detection_threshold_ms ({alert:?})"),
+            ));
+        }
+    }
+    if config.min_idle > settings.max_per_user {
+        return Err(Error::invalid_config(
+            "min_idle",
+            format!(
+                "{} exceeds max_per_user ({})",
+                config.min_idle, settings.max_per_user
+            ),
+        ));
+    }
+    config.health_policy().validate()?;
+    // SAFETY: the config's contract on `name`.
+    unsafe { config.name() }?;
+    Ok(())
 }
 
 fn init_with(
@@ -202,7 +330,10 @@ fn init_with(
         // SAFETY: the export's contract: NULL or writable for `struct_size` bytes.
         let out = unsafe { check_out(config, "config") }?;
         check_size(struct_size)?;
-        out.write(heliosdb_pool_config::from_settings(&settings));
+        // Only the caller's version of the struct is written.
+        let mut value = heliosdb_pool_config::from_settings(&settings);
+        value.struct_size = struct_size;
+        out.write_prefix(value, struct_size);
         Ok(())
     })
 }
@@ -211,7 +342,9 @@ fn init_with(
 /// leak detection on at a 30 s threshold, `auto_cleanup_enabled` off, no callbacks.
 ///
 /// `struct_size` must be `sizeof(heliosdb_pool_config)` as the caller sees it; an
-/// unknown size is `HELIOSDB_ERR_UNSUPPORTED_VERSION` and nothing is written.
+/// unknown size is `HELIOSDB_ERR_UNSUPPORTED_VERSION` and nothing is written. A caller
+/// compiled against an older header gets its version of the struct, and no byte past
+/// it is written.
 ///
 /// # Safety
 ///
@@ -271,7 +404,7 @@ pub unsafe extern "C" fn heliosdb_pool_config_production(
 /// Checks a config as `heliosdb_pool_new` would, without building a pool:
 /// `HELIOSDB_ERR_UNSUPPORTED_VERSION` for an unknown `struct_size`,
 /// `HELIOSDB_ERR_INVALID_CONFIG` (the last error message names the field) for a bad
-/// value.
+/// value, `HELIOSDB_ERR_INVALID_UTF8` for a bad `name`.
 ///
 /// # Safety
 ///
@@ -285,7 +418,7 @@ pub unsafe extern "C" fn heliosdb_pool_config_validate(
     boundary::call(|| {
         // SAFETY: forwarded contract.
         let config = unsafe { read_config(config) }?;
-        config.settings().validate()
+        validate_tuning(&config)
     })
 }
 

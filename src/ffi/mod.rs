@@ -7,7 +7,11 @@
 //!   `heliosdb_status`.
 //! - [`config`]: `heliosdb_pool_config`, its init/preset/validate functions and the
 //!   callback types.
-//! - [`pool`]: the opaque `heliosdb_pool`, `heliosdb_lease`, metadata and statistics.
+//! - [`pool`]: the opaque `heliosdb_pool`, `heliosdb_lease`, metadata, statistics,
+//!   leak reports and the Prometheus text.
+//! - [`leak`]: `heliosdb_leak_report`, shared by the pool and the detector.
+//! - [`detector`]: the standalone leak detector, `heliosdb_leak_detector`.
+//! - [`health`]: the standalone health monitor, `heliosdb_health_monitor`.
 //! - `boundary` (private): the one helper every export runs through (panic catching,
 //!   last-error bookkeeping, pointer and string checks).
 //!
@@ -21,9 +25,15 @@
 
 mod boundary;
 pub mod config;
+pub mod detector;
+pub mod health;
+pub mod leak;
 pub mod pool;
 pub mod status;
 
 pub use config::*;
+pub use detector::*;
+pub use health::*;
+pub use leak::*;
 pub use pool::*;
 pub use status::*;

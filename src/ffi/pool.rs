@@ -10,8 +10,9 @@
 //! (`CStr` to `&str`), the lease is written into the caller's struct, and the release
 //! path is the core's one CAS plus one load of the `freed` flag.
 
-use std::ffi::{c_char, c_int, c_void};
-use std::mem::size_of;
+use std::cell::RefCell;
+use std::ffi::{CString, c_char, c_int, c_void};
+use std::mem::{offset_of, size_of};
 use std::ptr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,39 +20,30 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, Status};
 use crate::guard::PooledConnection;
+use crate::leak::LeakReport;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::pool::{EnhancedConnectionPool, Removal};
 use crate::slab::{CSite, CallSite};
 
 use super::boundary::{self, check_out, check_ptr, check_str, opt_out, opt_str};
 use super::config::{
-    heliosdb_close_fn, heliosdb_connect_fn, heliosdb_health_check_fn, heliosdb_leak_fn,
-    heliosdb_pool_config, heliosdb_user_data_free_fn, read_config,
+    heliosdb_close_fn, heliosdb_leak_fn, heliosdb_pool_config, heliosdb_user_data_free_fn,
+    read_config,
 };
+use super::leak::{CReports, heliosdb_leak_report};
 
 /// Pass as `timeout_ms` to wait for the pool's configured `acquire_timeout_ms`.
 pub const HELIOSDB_TIMEOUT_DEFAULT: u64 = u64::MAX;
 
-/// The leak level of a report: held past the alert threshold.
-pub const HELIOSDB_LEAK_ALERT: i32 = 1;
-/// The leak level of a report: held past the critical threshold.
-pub const HELIOSDB_LEAK_CRITICAL: i32 = 2;
-
-/// The config's callbacks and `user_data`, shared by the pool and every connection it
-/// owns; `user_data_free` runs when the last of them is gone.
+/// The config's `close` and `user_data`, shared by the pool, its hooks and every
+/// connection it owns; `user_data_free` runs when the last of them is gone, if the pool
+/// was built (`armed`).
 pub(crate) struct Callbacks {
     close: heliosdb_close_fn,
-    // The sweeper's callbacks: kept so the hooks can be wired without an ABI change.
-    #[allow(dead_code)]
-    health_check: heliosdb_health_check_fn,
-    #[allow(dead_code)]
-    connect: heliosdb_connect_fn,
-    #[allow(dead_code)]
-    on_leak: heliosdb_leak_fn,
-    #[allow(dead_code)]
-    on_reclaim: heliosdb_leak_fn,
     user_data: *mut c_void,
     user_data_free: heliosdb_user_data_free_fn,
+    /// Set once `heliosdb_pool_new` succeeds: only then does the pool own `user_data`.
+    armed: AtomicBool,
 }
 
 // SAFETY: the callbacks and `user_data` are documented to be callable from any thread,
@@ -62,6 +54,9 @@ unsafe impl Sync for Callbacks {}
 
 impl Drop for Callbacks {
     fn drop(&mut self) {
+        if !*self.armed.get_mut() {
+            return; // `heliosdb_pool_new` failed: the caller keeps `user_data`.
+        }
         if let Some(free) = self.user_data_free {
             // SAFETY: the config's contract: `user_data_free(user_data)` is valid to call
             // once; this is the last owner of `user_data`, so it runs exactly once and
@@ -154,29 +149,6 @@ pub struct heliosdb_connection_metadata {
     pub tag_count: usize,
 }
 
-/// A leak report, passed to the `on_leak` and `on_reclaim` callbacks. Every pointer
-/// is valid only during the callback.
-///
-/// Thread-safety: read it on the callback's thread, during the call.
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-pub struct heliosdb_leak_report {
-    /// The leaked borrow's connection.
-    pub connection_id: u64,
-    /// The connection's user (NUL-terminated).
-    pub user: *const c_char,
-    /// How long the borrow has been held.
-    pub held_ms: u64,
-    /// `HELIOSDB_LEAK_ALERT` or `HELIOSDB_LEAK_CRITICAL`.
-    pub level: i32,
-    /// Where it was acquired: the file (NUL-terminated), or NULL if unknown.
-    pub file: *const c_char,
-    /// Where it was acquired: the line, or 0.
-    pub line: u32,
-    /// Where it was acquired: the function (NUL-terminated), or NULL.
-    pub function: *const c_char,
-}
-
 /// A snapshot of a pool's counts, from `heliosdb_pool_get_stats`.
 ///
 /// Set `struct_size` to `sizeof(heliosdb_pool_stats)` before the call. Counts are read
@@ -208,7 +180,31 @@ pub struct heliosdb_pool_stats {
     pub leak_criticals: u64,
     /// Leaked borrows that were eventually returned.
     pub returned_after_leak: u64,
+    // ---- version 2 (fields appended; a version-1 caller gets the fields above) ----
+    /// Connections closed by the sweeper for being idle longer than `idle_timeout_ms`.
+    pub evicted_idle: u64,
+    /// Connections closed for being older than `max_connection_age_ms`.
+    pub evicted_age: u64,
+    /// Connections closed after failing health checks.
+    pub evicted_health: u64,
+    /// Reclaimed critical leaks, closed when their holder released them.
+    pub evicted_reclaimed: u64,
+    /// Connections removed by `heliosdb_pool_remove_connection` (now or on release).
+    pub evicted_removed: u64,
+    /// Health checks run (the `health_check` callback).
+    pub health_checks: u64,
+    /// Of those, the failures.
+    pub health_failures: u64,
+    /// Connections opened by the `connect` callback.
+    pub factory_creates: u64,
+    /// `connect` calls that failed.
+    pub factory_errors: u64,
+    /// Sweeper passes completed (background or `heliosdb_pool_sweep_now`).
+    pub sweep_passes: u64,
 }
+
+/// The size of version 1 of `heliosdb_pool_stats` (before `evicted_idle`).
+const STATS_V1_SIZE: usize = offset_of!(heliosdb_pool_stats, evicted_idle);
 
 /// The pool behind a non-NULL handle.
 ///
@@ -247,17 +243,16 @@ pub unsafe extern "C" fn heliosdb_pool_new(
             // SAFETY: the export's contract on `config`.
             unsafe { read_config(config) }?
         };
-        let pool = EnhancedConnectionPool::try_new(config.settings())?;
-        // Only now does the pool take `user_data`: `Callbacks::drop` frees it.
+        // Not armed yet: if the build fails, dropping these frees nothing.
         let callbacks = Arc::new(Callbacks {
             close: config.close,
-            health_check: config.health_check,
-            connect: config.connect,
-            on_leak: config.on_leak,
-            on_reclaim: config.on_reclaim,
             user_data: config.user_data,
             user_data_free: config.user_data_free,
+            armed: AtomicBool::new(false),
         });
+        let pool = build(&config, &callbacks)?;
+        // Only now does the pool take `user_data`: `Callbacks::drop` frees it.
+        callbacks.armed.store(true, Ordering::Relaxed);
         let handle = Box::new(heliosdb_pool {
             pool,
             callbacks,
@@ -269,10 +264,92 @@ pub unsafe extern "C" fn heliosdb_pool_new(
     })
 }
 
+/// Builds the Rust pool of a C config, its callbacks installed as the builder's hooks.
+fn build(
+    config: &heliosdb_pool_config,
+    callbacks: &Arc<Callbacks>,
+) -> Result<EnhancedConnectionPool<CConnection>> {
+    let mut builder = EnhancedConnectionPool::builder(config.settings())
+        .min_idle(config.min_idle)
+        .health_policy(config.health_policy());
+    if let Some(critical) = config.critical_threshold() {
+        builder = builder.leak_critical_threshold(critical);
+    }
+    if let Some(interval) = config.sweep_interval() {
+        builder = builder.sweep_interval(interval);
+    }
+    // SAFETY: the config's contract: `name` is NULL or a NUL-terminated string.
+    if let Some(name) = unsafe { config.name() }? {
+        builder = builder.name(name);
+    }
+    if let Some(check) = config.health_check {
+        let cb = callbacks.clone();
+        builder = builder.health_check(move |conn: &CConnection| {
+            // SAFETY: the config's contract: `health_check(connection, user_data)` is
+            // callable on any thread; the sweeper has reserved `conn` for the check.
+            if unsafe { check(conn.raw, cb.user_data) } {
+                Ok(())
+            } else {
+                Err(String::from("the health_check callback returned false"))
+            }
+        });
+    }
+    if let Some(connect) = config.connect {
+        let cb = callbacks.clone();
+        builder = builder.connection_factory(move |user: &str| {
+            let user = CString::new(user).map_err(|e| e.to_string())?;
+            let mut raw: *mut c_void = ptr::null_mut();
+            // SAFETY: the config's contract: `connect(user, out, user_data)` is callable
+            // on any thread; `user` is NUL-terminated and outlives the call; `raw` is a
+            // valid out-pointer.
+            let rc = unsafe { connect(user.as_ptr(), &mut raw, cb.user_data) };
+            if rc != 0 {
+                return Err(format!("the connect callback returned {rc}"));
+            }
+            if raw.is_null() {
+                return Err(String::from(
+                    "the connect callback returned 0 but no connection",
+                ));
+            }
+            Ok(CConnection {
+                raw,
+                callbacks: cb.clone(),
+            })
+        });
+    }
+    if let Some(on_leak) = config.on_leak {
+        let cb = callbacks.clone();
+        builder = builder.on_leak(move |report| deliver(on_leak, &cb, report));
+    }
+    if let Some(on_reclaim) = config.on_reclaim {
+        let cb = callbacks.clone();
+        builder = builder.on_reclaim(move |report| deliver(on_reclaim, &cb, report));
+    }
+    builder.build()
+}
+
+/// Gives one report to a C leak callback. The core runs hooks inside `catch_unwind`,
+/// and the C callback cannot unwind (an `extern "C"` function that tries aborts), so no
+/// panic crosses a C frame.
+fn deliver(
+    f: unsafe extern "C" fn(*const heliosdb_leak_report, *mut c_void),
+    callbacks: &Callbacks,
+    report: &LeakReport,
+) {
+    let c = CReports::new(std::slice::from_ref(report), true);
+    for r in c.reports() {
+        // SAFETY: the config's contract: the callback is callable on any thread with a
+        // report valid during the call; `c` owns every string `r` points to.
+        unsafe { f(r, callbacks.user_data) }
+    }
+}
+
 /// Frees a pool. NULL does nothing.
 ///
-/// The pool is closed first: waiting acquires fail with `HELIOSDB_ERR_CLOSED` and idle
-/// connections are closed now. Leases still out stay valid: their connections stay
+/// The pool is closed first: waiting acquires fail with `HELIOSDB_ERR_CLOSED`, idle
+/// connections are closed now, and the sweeper thread is stopped (a pass in progress,
+/// with its callbacks, finishes first; no sweeper callback runs afterwards). Must not be
+/// called from the pool's own callbacks. Leases still out stay valid: their connections stay
 /// usable by their holders, and releasing them through this same pool pointer (from
 /// any thread) closes them. The pool's memory (and `user_data`, through
 /// `user_data_free`) is reclaimed when the last of them is released, or now if none
@@ -732,8 +809,9 @@ pub unsafe extern "C" fn heliosdb_pool_is_closed(
 }
 
 /// Writes a snapshot of the pool's counts into `*out_stats`, whose `struct_size` the
-/// caller sets to `sizeof(heliosdb_pool_stats)` first (another size is
-/// `HELIOSDB_ERR_UNSUPPORTED_VERSION`). O(connections); allocates.
+/// caller sets to `sizeof(heliosdb_pool_stats)` first. A caller compiled against an
+/// older header gets its version's fields and nothing past them; an unknown size is
+/// `HELIOSDB_ERR_UNSUPPORTED_VERSION`. O(connections); allocates.
 ///
 /// # Safety
 ///
@@ -751,14 +829,15 @@ pub unsafe extern "C" fn heliosdb_pool_get_stats(
         let (p, out) = unsafe { (pool_ref(pool)?, check_out(out_stats, "out_stats")?) };
         // SAFETY: non-NULL (checked) and, by contract, `struct_size` is set.
         let struct_size = unsafe { out_stats.cast::<usize>().read() };
-        if struct_size != size_of::<heliosdb_pool_stats>() {
+        if struct_size != size_of::<heliosdb_pool_stats>() && struct_size != STATS_V1_SIZE {
             return Err(Error::UnsupportedVersion {
                 what: "heliosdb_pool_stats.struct_size",
                 found: boundary::usize_to_u64(struct_size),
             });
         }
         let s = p.pool.stats();
-        out.write(heliosdb_pool_stats {
+        let e = &s.evictions;
+        let value = heliosdb_pool_stats {
             struct_size,
             total_connections: s.total_connections,
             active_connections: s.active_connections,
@@ -770,7 +849,198 @@ pub unsafe extern "C" fn heliosdb_pool_get_stats(
             leak_alerts: s.leak_stats.alerts,
             leak_criticals: s.leak_stats.criticals,
             returned_after_leak: s.leak_stats.returned_after_leak,
-        });
+            evicted_idle: e.idle,
+            evicted_age: e.age,
+            evicted_health: e.health,
+            evicted_reclaimed: e.reclaimed,
+            evicted_removed: e.removed,
+            health_checks: s.health_checks,
+            health_failures: s.health_failures,
+            factory_creates: s.factory_creates,
+            factory_errors: s.factory_errors,
+            sweep_passes: s.sweep.passes,
+        };
+        out.write_prefix(value, struct_size);
+        Ok(())
+    })
+}
+
+thread_local! {
+    /// The reports of this thread's last successful `heliosdb_pool_leaks`: the strings
+    /// its output points to.
+    static LAST_LEAKS: RefCell<Option<CReports>> = const { RefCell::new(None) };
+}
+
+/// Writes the pool's current leaks (borrows held past `leak_detection_threshold_ms`,
+/// each at the level its age reaches now) into `out[0 .. *out_count]`, in no
+/// particular order. Side-effect free: it neither reports nor counts (the sweeper's
+/// `on_leak` does, once per level).
+///
+/// Size-query convention: if `capacity` is smaller than the number of leaks (e.g.
+/// `out` NULL and `capacity` 0), the call returns `HELIOSDB_ERR_BUFFER_TOO_SMALL`,
+/// writes the number needed to `*out_count` and nothing to `out`; call again with a
+/// larger array (leaks may appear meanwhile, so allow some slack). With no leaks, a
+/// NULL `out` and 0 `capacity` succeed with `*out_count` = 0. `*out_count` is
+/// written on success and on `HELIOSDB_ERR_BUFFER_TOO_SMALL`, nothing on other
+/// failures.
+///
+/// The reports' strings stay valid until the next successful `heliosdb_pool_leaks` on
+/// the calling thread, or its exit (the call site pointers, which are the caller's own
+/// `__FILE__` / `__func__`, stay valid as long as those strings). Copy what you keep.
+///
+/// Errors: `HELIOSDB_ERR_NULL_ARGUMENT` (`pool`, `out_count`, or `out` with a non-zero
+/// `capacity`), `HELIOSDB_ERR_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+///
+/// `pool` is NULL or live; `out` NULL or writable for `capacity` reports; `out_count`
+/// NULL or writable.
+///
+/// Thread-safety: callable concurrently with any call but `heliosdb_pool_free`, and
+/// from the pool's callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_leaks(
+    pool: *const heliosdb_pool,
+    out: *mut heliosdb_leak_report,
+    capacity: usize,
+    out_count: *mut usize,
+) -> Status {
+    boundary::call(|| {
+        // SAFETY: the export's contract.
+        let (p, count) = unsafe { (pool_ref(pool)?, check_out(out_count, "out_count")?) };
+        if out.is_null() && capacity > 0 {
+            return Err(Error::NullArgument { argument: "out" });
+        }
+        let leaks = p.pool.leak_detector.check_leaks();
+        if leaks.len() > capacity {
+            count.write(leaks.len());
+            return Err(Error::BufferTooSmall {
+                needed: leaks.len(),
+            });
+        }
+        let reports = CReports::new(&leaks, true);
+        if !reports.reports().is_empty() {
+            // SAFETY: `out` is non-NULL here (capacity >= len > 0) and writable for
+            // `capacity >= len` reports by contract; the source is a distinct buffer.
+            unsafe {
+                ptr::copy_nonoverlapping(reports.reports().as_ptr(), out, reports.reports().len());
+            }
+        }
+        count.write(reports.reports().len());
+        // Keep the strings alive until the next successful call on this thread.
+        LAST_LEAKS.with(|last| *last.borrow_mut() = Some(reports));
+        Ok(())
+    })
+}
+
+/// Calls `callback(report, user_data)` for each of the pool's current leaks (as
+/// `heliosdb_pool_leaks` lists them), on the calling thread; the number of reports
+/// goes to `*out_count` (which may be NULL). Each report and its strings are valid
+/// during its call only.
+///
+/// The callback may call any function on this pool except `heliosdb_pool_free`; it
+/// must not unwind.
+///
+/// # Safety
+///
+/// `pool` is NULL or live; `callback` NULL (an error) or a function as described;
+/// `out_count` NULL or writable.
+///
+/// Thread-safety: callable concurrently with any call but `heliosdb_pool_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_for_each_leak(
+    pool: *const heliosdb_pool,
+    callback: heliosdb_leak_fn,
+    user_data: *mut c_void,
+    out_count: *mut usize,
+) -> Status {
+    boundary::call(|| {
+        // SAFETY: the export's contract.
+        let (p, count) = unsafe { (pool_ref(pool)?, opt_out(out_count)) };
+        let callback = callback.ok_or(Error::NullArgument {
+            argument: "callback",
+        })?;
+        let leaks = p.pool.leak_detector.check_leaks();
+        let reports = CReports::new(&leaks, true);
+        for r in reports.reports() {
+            // SAFETY: the export's contract on `callback`; `reports` owns the strings.
+            unsafe { callback(r, user_data) }
+        }
+        if let Some(count) = count {
+            count.write(reports.reports().len());
+        }
+        Ok(())
+    })
+}
+
+/// Writes the pool's statistics in the Prometheus text exposition format
+/// (`heliosdb_pool_*` families, labelled `pool="<config.name>"`), NUL-terminated, into
+/// `buf`, and its size including the NUL to `*out_needed`.
+///
+/// Size-query convention: if `len` is smaller than needed (e.g. `buf` NULL and `len`
+/// 0), the call returns `HELIOSDB_ERR_BUFFER_TOO_SMALL`, writes the size needed to
+/// `*out_needed` and nothing to `buf`; call again with a buffer that large (the text
+/// may grow meanwhile, so allow some slack). `*out_needed` is written on success and on
+/// `HELIOSDB_ERR_BUFFER_TOO_SMALL`, nothing on other failures.
+///
+/// Errors: `HELIOSDB_ERR_NULL_ARGUMENT` (`pool`, `out_needed`, or `buf` with a non-zero
+/// `len`), `HELIOSDB_ERR_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+///
+/// `pool` is NULL or live; `buf` NULL or writable for `len` bytes; `out_needed` NULL or
+/// writable.
+///
+/// Thread-safety: callable concurrently with any call but `heliosdb_pool_free`, and
+/// from the pool's callbacks.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_prometheus(
+    pool: *const heliosdb_pool,
+    buf: *mut c_char,
+    len: usize,
+    out_needed: *mut usize,
+) -> Status {
+    boundary::call(|| {
+        // SAFETY: the export's contract.
+        let (p, needed_out) = unsafe { (pool_ref(pool)?, check_out(out_needed, "out_needed")?) };
+        if buf.is_null() && len > 0 {
+            return Err(Error::NullArgument { argument: "buf" });
+        }
+        let text = p.pool.prometheus();
+        // The text holds no NUL (names and labels come from C strings).
+        let needed = text.len() + 1;
+        if len < needed {
+            needed_out.write(needed);
+            return Err(Error::BufferTooSmall { needed });
+        }
+        // SAFETY: `buf` is non-NULL (len >= needed > 0) and writable for `len >= needed`
+        // bytes by contract; the source is a distinct buffer.
+        unsafe {
+            ptr::copy_nonoverlapping(text.as_ptr(), buf.cast::<u8>(), text.len());
+            buf.add(text.len()).write(0);
+        }
+        needed_out.write(needed);
+        Ok(())
+    })
+}
+
+/// Runs one sweeper pass now, on the calling thread: leak reports and reclaim, idle and
+/// age eviction, health checks, `connect` refills; the callbacks it triggers run on
+/// this thread. Waits for a pass in progress on the sweeper thread. For tests and tools:
+/// the background sweeper makes it unnecessary in production.
+///
+/// Must not be called from the pool's own callbacks (a deadlock).
+///
+/// # Safety
+///
+/// `pool` is NULL or live.
+///
+/// Thread-safety: callable concurrently with any call but `heliosdb_pool_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_sweep_now(pool: *const heliosdb_pool) -> Status {
+    boundary::call(|| {
+        // SAFETY: the export's contract.
+        unsafe { pool_ref(pool) }?.pool.sweep_now();
         Ok(())
     })
 }
