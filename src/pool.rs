@@ -374,6 +374,17 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
         }
     }
 
+    /// See `PoolInner::cached_user_c`.
+    ///
+    /// # Safety
+    ///
+    /// `user` is non-NULL and NUL-terminated.
+    #[inline]
+    pub(crate) unsafe fn cached_user_c(&self, user: *const std::ffi::c_char) -> Option<&str> {
+        // SAFETY: forwarded contract.
+        unsafe { self.inner.cached_user_c(user) }
+    }
+
     /// Runs one sweeper pass now, on the calling thread (leak scan, health checks,
     /// eviction, refill), whether or not the sweeper thread runs. For tests, tools and
     /// benchmarks; the background sweeper makes it unnecessary in production.
@@ -449,6 +460,33 @@ impl<C> PoolInner<C> {
             }
         }
         Ok((self.lookup_partition(user)?, None))
+    }
+
+    /// For the C boundary: if this thread last returned a connection of this pool for a
+    /// user whose name equals the NUL-terminated `user`, that name (valid UTF-8, owned by
+    /// the partition), found without measuring or validating the C string; else `None`
+    /// and the caller takes the checked path.
+    ///
+    /// # Safety
+    ///
+    /// `user` is non-NULL and NUL-terminated.
+    #[inline]
+    pub(crate) unsafe fn cached_user_c(&self, user: *const std::ffi::c_char) -> Option<&str> {
+        let last = LAST_RETURNED.with(Cell::get);
+        if last.pool_id != self.id {
+            return None;
+        }
+        // SAFETY: as in `resolve`.
+        let name: &str = unsafe { &(*last.partition).user };
+        for (i, &expected) in name.as_bytes().iter().enumerate() {
+            // SAFETY: every byte before `i` was non-NUL, so `i` is within the string.
+            let byte = unsafe { *user.add(i) } as u8;
+            if byte == 0 || byte != expected {
+                return None;
+            }
+        }
+        // SAFETY: as above: the first `len` bytes were non-NUL.
+        (unsafe { *user.add(name.len()) } == 0).then_some(name)
     }
 
     /// The user's partition through the shared map: one `ArcSwap` load, a hash lookup.
@@ -1121,6 +1159,9 @@ fn same_user(a: &str, b: &str) -> bool {
     if a.len() != b.len() {
         return false;
     }
+    if a.as_ptr() == b.as_ptr() {
+        return true; // The partition's own name, handed back by `cached_user_c`.
+    }
     let mut a_words = a.chunks_exact(8);
     let mut b_words = b.chunks_exact(8);
     let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("8 bytes"));
@@ -1143,4 +1184,32 @@ fn pool_seed() -> u32 {
     let stack_entropy = NonNull::<u8>::dangling().as_ptr() as u64 ^ (&n as *const u64 as u64);
     let mixed = (n ^ stack_entropy ^ clock::now_nanos()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (mixed >> 32) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_c_user_matches_whole_names_only() {
+        let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
+        pool.add_connection_sync(0u8, "alice", ConnectionMetadata::for_user("alice"))
+            .unwrap();
+        // SAFETY: every argument below is a NUL-terminated literal.
+        let lookup = |name: &std::ffi::CStr| unsafe { pool.cached_user_c(name.as_ptr()) };
+        assert_eq!(lookup(c"alice"), None, "nothing cached before a release");
+        drop(pool.try_acquire("alice").unwrap());
+        assert_eq!(lookup(c"alice"), Some("alice"));
+        assert_eq!(lookup(c"alic"), None);
+        assert_eq!(lookup(c"alicex"), None);
+        assert_eq!(lookup(c""), None);
+        assert_eq!(lookup(c"bob"), None);
+        let other = EnhancedConnectionPool::<u8>::new(EnhancedPoolConfig::default());
+        // SAFETY: a NUL-terminated literal.
+        assert_eq!(
+            unsafe { other.cached_user_c(c"alice".as_ptr()) },
+            None,
+            "per pool"
+        );
+    }
 }

@@ -547,12 +547,19 @@ unsafe fn acquire_with(
     ) -> Result<PooledConnection<'p, CConnection>>,
 ) -> Result<()> {
     // SAFETY: forwarded contract.
-    let (p, user, out) = unsafe {
-        (
-            pool_ref(pool)?,
-            check_str(user, "user")?,
-            check_out(out_lease, "out_lease")?,
-        )
+    let (p, out) = unsafe { (pool_ref(pool)?, check_out(out_lease, "out_lease")?) };
+    // The steady state: this thread's last user, recognised without strlen or UTF-8
+    // validation (a byte match against a name that is valid UTF-8 already).
+    let cached = if user.is_null() {
+        None
+    } else {
+        // SAFETY: non-NULL, and NUL-terminated by the export's contract.
+        unsafe { p.pool.cached_user_c(user) }
+    };
+    let user = match cached {
+        Some(user) => user,
+        // SAFETY: forwarded contract.
+        None => unsafe { check_str(user, "user")? },
     };
     let guard = how(&p.pool, user)?;
     let connection = guard.raw;

@@ -226,24 +226,28 @@ pub(crate) struct SlotInfo {
 }
 
 /// One slot's header. See the module docs for who writes each field.
+#[repr(C)] // Field order matters: see below.
 pub(crate) struct SlotHeader {
+    // First 64 bytes: everything the hot path and the sweeper's per-slot checks read,
+    // so a sweeper pass touches one cache line per slot.
     /// The packed [`SlotState`].
     pub(crate) state: AtomicU64,
+    /// Raw [`ConnectionId`](crate::ConnectionId) of the occupying connection.
+    pub(crate) conn_id: AtomicU64,
+    /// `*const Partition` of the owning user, 0 when empty.
+    pub(crate) partition: AtomicUsize,
     /// The current borrow's generation (high 32 bits) and its start in milliseconds
     /// since the slab's epoch (low 32 bits; wraps after 49 days, far beyond any
     /// threshold it is compared with).
     stamp: AtomicU64,
     /// Coarse-clock time the connection was added.
     pub(crate) created_at: AtomicU64,
-    site: SiteCell,
     /// Thread tag of the current borrower (see `thread_tag`).
     pub(crate) borrower: AtomicU64,
-    /// Raw [`ConnectionId`](crate::ConnectionId) of the occupying connection.
-    pub(crate) conn_id: AtomicU64,
-    /// `*const Partition` of the owning user, 0 when empty.
-    pub(crate) partition: AtomicUsize,
     /// Index of this slot within its partition.
     pub(crate) local: AtomicU32,
+    // Second line: read when a borrow is reported or described.
+    site: SiteCell,
     /// The connection's user and metadata; set while the slot is `Reserved`.
     pub(crate) info: ArcSwapOption<SlotInfo>,
 }
