@@ -37,6 +37,8 @@ impl MiniPool {
 
     /// Uses the connection; loom reports a data race if two owners ever overlap.
     fn use_connection(&self) {
+        // SAFETY: only the slot's owner calls this; loom's tracking checks exactly
+        // that claim, failing the model if two threads ever access it at once.
         self.value.with_mut(|v| unsafe { *v += 1 });
     }
 

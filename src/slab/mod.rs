@@ -387,6 +387,22 @@ impl Slab {
         self.slots.get(index as usize).map(|s| &**s)
     }
 
+    /// Hints the CPU to start loading slot `index`'s first line (a no-op off x86_64 or
+    /// out of range). The sweeper scans one padded line per slot; fetching a few slots
+    /// ahead hides the memory latency that otherwise dominates a pass.
+    #[inline]
+    pub(crate) fn prefetch(&self, index: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(slot) = self.slots.get(index) {
+            let ptr = (&**slot as *const SlotHeader).cast::<i8>();
+            // SAFETY: `_mm_prefetch` only hints the cache; it reads nothing and cannot
+            // fault, and SSE (its target feature) is part of the x86_64 baseline.
+            unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ptr) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = index;
+    }
+
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &SlotHeader)> {
         self.slots.iter().enumerate().map(|(i, s)| (i as u32, &**s))
     }
