@@ -19,9 +19,8 @@ use std::hint::black_box;
 use std::sync::Mutex;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use crossbeam_queue::ArrayQueue;
 
-use common::{USER, block_on, deadpool_pool, heliosdb_pool, r2d2_pool};
+use common::{bench_floor_and_pool, block_on, deadpool_pool, r2d2_pool};
 
 /// Connections in every pool.
 const POOL_SIZE: usize = 8;
@@ -29,17 +28,7 @@ const POOL_SIZE: usize = 8;
 fn peers(c: &mut Criterion) {
     let mut group = c.benchmark_group("peers");
 
-    let queue = ArrayQueue::new(POOL_SIZE);
-    for i in 0..POOL_SIZE as u64 {
-        queue.push(i).unwrap();
-    }
-    group.bench_function("floor: ArrayQueue pop+push", |b| {
-        b.iter(|| {
-            let item = queue.pop().unwrap();
-            black_box(&item);
-            queue.push(item).unwrap();
-        })
-    });
+    bench_floor_and_pool(&mut group, POOL_SIZE);
 
     let vec = Mutex::new((0..POOL_SIZE as u64).collect::<Vec<_>>());
     group.bench_function("Mutex<Vec> pop+push", |b| {
@@ -49,21 +38,6 @@ fn peers(c: &mut Criterion) {
             vec.lock().unwrap().push(item);
         })
     });
-
-    let pool = heliosdb_pool(POOL_SIZE);
-    group.bench_function("heliosdb: try_acquire+drop", |b| {
-        b.iter(|| {
-            let guard = pool.try_acquire(black_box(USER)).unwrap();
-            black_box(&*guard);
-        })
-    });
-    group.bench_function("heliosdb: blocking_acquire+drop", |b| {
-        b.iter(|| {
-            let guard = pool.blocking_acquire(black_box(USER)).unwrap();
-            black_box(&*guard);
-        })
-    });
-    drop(pool);
 
     c_abi::bench(&mut group);
 

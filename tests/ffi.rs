@@ -15,8 +15,6 @@
 //!
 //! Needs `gcc` and `g++` on PATH.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::collections::hash_map::DefaultHasher;
 use std::ffi::c_void;
 use std::hash::{Hash, Hasher};
@@ -25,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::ptr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use ::heliosdb_pool::Status;
 use ::heliosdb_pool::ffi::*;
@@ -362,39 +359,11 @@ fn header_version_macros_agree_with_cargo_toml() {
 
 // ---- acquire/release through the C functions allocate nothing ----
 
-struct Counting;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: forwards every call unchanged to the system allocator; counting allocates
-// nothing.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.try_with(Cell::get).unwrap_or(false) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.try_with(Cell::get).unwrap_or(false) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "support/alloc_counter.rs"]
+mod alloc_counter;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: alloc_counter::Counting = alloc_counter::Counting;
 
 #[test]
 fn c_acquire_and_release_allocate_nothing() {
@@ -448,13 +417,11 @@ fn c_acquire_and_release_allocate_nothing() {
     for _ in 0..1000 {
         cycle(&mut lease);
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
-    COUNTING.with(|c| c.set(true));
-    for _ in 0..100_000 {
-        cycle(&mut lease);
-    }
-    COUNTING.with(|c| c.set(false));
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = alloc_counter::count_allocations(|| {
+        for _ in 0..100_000 {
+            cycle(&mut lease);
+        }
+    });
     // SAFETY: a live pool, no lease out.
     unsafe { heliosdb_pool_free(pool) };
     assert_eq!(

@@ -90,41 +90,6 @@ async fn status(monitor: &EnhancedHealthMonitor, id: &str) -> ConnectionHealth {
 }
 
 #[tokio::test]
-async fn seed_section_4_connection_health_monitoring() {
-    let my_connection = TestConn::default();
-    let config = HealthMonitorConfig::default();
-    let leak_detector = Arc::new(LeakDetector::new());
-    let monitor = EnhancedHealthMonitor::new(config, leak_detector);
-    monitor
-        .monitor_connection("conn-123".to_string(), Arc::new(my_connection))
-        .await;
-    monitor.start_background_monitoring();
-    if let Some(health) = monitor.check_connection("conn-123").await {
-        println!("Status: {:?}", health.status);
-        println!("Is leaked: {}", health.is_leaked);
-        assert_eq!(health.status, HealthStatus::Healthy);
-        assert!(!health.is_leaked);
-        assert_eq!(health.checks, 1);
-    } else {
-        panic!("conn-123 is monitored");
-    }
-    let unhealthy = monitor.get_unhealthy_connections();
-    for conn in &unhealthy {
-        println!("Unhealthy: {} - {:?}", conn.connection_id, conn.status);
-    }
-    assert!(unhealthy.is_empty());
-
-    let all_health = monitor.get_all_health();
-    assert_eq!(all_health.len(), 1);
-    for health in all_health {
-        println!(
-            "{}: {:?} (leaked: {})",
-            health.connection_id, health.status, health.is_leaked
-        );
-    }
-}
-
-#[tokio::test]
 async fn failing_checks_degrade_then_make_unhealthy() {
     let monitor = monitor_with(HealthMonitorConfig::default());
     let conn = TestConn::with_mode(FAIL);

@@ -42,6 +42,40 @@ pub fn heliosdb_pool(size: usize) -> EnhancedConnectionPool<NoopConn> {
     pool
 }
 
+/// The rows every single-thread comparison starts with, registered in `group`: the
+/// floor (a bare crossbeam `ArrayQueue` pop+push over `size` items) and this pool's
+/// `try_acquire`+drop and `blocking_acquire`+drop over `size` connections (leak
+/// timestamps and call sites recorded on every borrow).
+pub fn bench_floor_and_pool(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    size: usize,
+) {
+    let queue = crossbeam_queue::ArrayQueue::new(size);
+    for i in 0..size as u64 {
+        queue.push(i).unwrap();
+    }
+    group.bench_function("floor: ArrayQueue pop+push", |b| {
+        b.iter(|| {
+            let item = queue.pop().unwrap();
+            black_box(&item);
+            queue.push(item).unwrap();
+        })
+    });
+    let pool = heliosdb_pool(size);
+    group.bench_function("heliosdb: try_acquire+drop", |b| {
+        b.iter(|| {
+            let guard = pool.try_acquire(black_box(USER)).unwrap();
+            black_box(&*guard);
+        })
+    });
+    group.bench_function("heliosdb: blocking_acquire+drop", |b| {
+        b.iter(|| {
+            let guard = pool.blocking_acquire(black_box(USER)).unwrap();
+            black_box(&*guard);
+        })
+    });
+}
+
 // ---------------------------------------------------------------------------------
 // r2d2 0.8
 

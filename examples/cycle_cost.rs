@@ -1,0 +1,115 @@
+//! Runs N acquire+release cycles of one variant, for instruction counting under
+//! `valgrind --tool=callgrind`, whose counts (unlike times) do not move with the load
+//! of a shared machine. `scripts/instruction-counts.sh` runs each variant at two N and
+//! divides the difference, which cancels the setup.
+//!
+//! `cargo run --release --example cycle_cost -- <floor|rust|c|c-site> <cycles>`
+
+use std::hint::black_box;
+use std::mem::MaybeUninit;
+
+use crossbeam_queue::ArrayQueue;
+use heliosdb_pool::ffi::{
+    heliosdb_lease, heliosdb_pool_add_connection, heliosdb_pool_config, heliosdb_pool_config_init,
+    heliosdb_pool_free, heliosdb_pool_new, heliosdb_pool_release, heliosdb_pool_try_acquire,
+    heliosdb_pool_try_acquire_at,
+};
+use heliosdb_pool::{ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Status};
+
+const CONNECTIONS: usize = 8;
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let variant = args.next().unwrap_or_default();
+    let cycles: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+    match variant.as_str() {
+        "floor" => floor(cycles),
+        "rust" => rust(cycles),
+        "c" => c_abi(cycles, false),
+        "c-site" => c_abi(cycles, true),
+        _ => {
+            eprintln!("usage: cycle_cost <floor|rust|c|c-site> <cycles>");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn floor(cycles: u64) {
+    let queue = ArrayQueue::new(CONNECTIONS);
+    for i in 0..CONNECTIONS as u64 {
+        queue.push(i).unwrap();
+    }
+    for _ in 0..cycles {
+        let item = queue.pop().unwrap();
+        black_box(&item);
+        queue.push(item).unwrap();
+    }
+}
+
+fn rust(cycles: u64) {
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig {
+        max_connections: CONNECTIONS,
+        max_per_user: CONNECTIONS,
+        ..EnhancedPoolConfig::default()
+    });
+    for i in 0..CONNECTIONS as u64 {
+        pool.add_connection_sync(i, "bench", ConnectionMetadata::for_user("bench"))
+            .unwrap();
+    }
+    for _ in 0..cycles {
+        let guard = pool.try_acquire(black_box("bench")).unwrap();
+        black_box(&*guard);
+    }
+}
+
+fn c_abi(cycles: u64, with_site: bool) {
+    let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
+    let mut pool = std::ptr::null_mut();
+    // SAFETY: valid out-pointers of the right sizes; the connections are opaque words
+    // the pool never dereferences (no close callback).
+    unsafe {
+        let size = size_of::<heliosdb_pool_config>();
+        assert_eq!(
+            heliosdb_pool_config_init(config.as_mut_ptr(), size),
+            Status::Ok
+        );
+        let config = config.assume_init_mut();
+        config.max_connections = CONNECTIONS;
+        config.max_per_user = CONNECTIONS;
+        assert_eq!(heliosdb_pool_new(config, &mut pool), Status::Ok);
+        for i in 1..=CONNECTIONS {
+            let conn = std::ptr::without_provenance_mut(i * 8);
+            let status = heliosdb_pool_add_connection(
+                pool,
+                conn,
+                c"bench".as_ptr(),
+                std::ptr::null(),
+                std::ptr::null_mut(),
+            );
+            assert_eq!(status, Status::Ok);
+        }
+    }
+    let mut lease = MaybeUninit::<heliosdb_lease>::uninit();
+    for _ in 0..cycles {
+        // SAFETY: a live pool, NUL-terminated literals, a writable lease that the
+        // successful acquire initialised before release reads it.
+        unsafe {
+            let status = if with_site {
+                heliosdb_pool_try_acquire_at(
+                    pool,
+                    black_box(c"bench".as_ptr()),
+                    lease.as_mut_ptr(),
+                    c"bench.c".as_ptr(),
+                    42,
+                    c"main".as_ptr(),
+                )
+            } else {
+                heliosdb_pool_try_acquire(pool, black_box(c"bench".as_ptr()), lease.as_mut_ptr())
+            };
+            assert_eq!(status, Status::Ok);
+            assert_eq!(heliosdb_pool_release(pool, lease.as_ptr()), Status::Ok);
+        }
+    }
+    // SAFETY: a live pool with no lease out.
+    unsafe { heliosdb_pool_free(pool) };
+}
