@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// The largest slab a pool may have: slot indices travel in 24 bits of a connection id
-/// and in 32 bits of a borrow handle, and 16M slots is far beyond any real deployment.
-pub const MAX_SLOTS: usize = 1 << 24;
+/// The largest `max_connections`: slot indices travel in 24 bits of a connection id,
+/// and the slab holds a quarter more slots than `max_connections` (the headroom for
+/// reclaimed leaks), so at most 4/5 of 2^24. Far beyond any real deployment.
+pub const MAX_SLOTS: usize = (1 << 24) / 5 * 4;
 
 /// Settings of an [`EnhancedConnectionPool`](crate::EnhancedConnectionPool).
 ///

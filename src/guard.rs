@@ -1,6 +1,7 @@
 //! [`PooledConnection`]: the RAII guard for one borrow.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
@@ -28,6 +29,10 @@ pub struct PooledConnection<'a, C> {
     pool: &'a PoolInner<C>,
     slot: u32,
     generation: u32,
+    /// The guard is an exclusive borrow of a `C`: `Send` iff `C: Send`, `Sync` iff
+    /// `C: Sync` (the pool itself is `Sync` for any `C: Send`, which must not leak
+    /// through to shared access to one connection).
+    _exclusive: PhantomData<&'a mut C>,
 }
 
 impl<'a, C> PooledConnection<'a, C> {
@@ -37,6 +42,7 @@ impl<'a, C> PooledConnection<'a, C> {
             pool,
             slot,
             generation,
+            _exclusive: PhantomData,
         }
     }
 
@@ -114,7 +120,7 @@ impl<C> Deref for PooledConnection<'_, C> {
         // SAFETY: this guard is the slot's current borrow; by the pool's protocol the
         // borrower alone touches the value until release (the sweeper never touches an
         // `InUse` value, and closes a reclaimed one only after its holder returns it).
-        unsafe { self.pool.value_mut(self.slot) }
+        unsafe { self.pool.value_ref(self.slot) }
     }
 }
 

@@ -1,5 +1,5 @@
 //! Loom models of the lock-free core, running the pool's own code: the state-word
-//! claims and releases (`state::try_claim`, `claim_idle`, `end_borrow`) and the idle
+//! claims and releases (`state::try_claim`, `end_borrow`) and the idle
 //! hint search and repair (`IdleSet::claim_hinted`, `IdleSet::repair`). Loom does not
 //! model SeqCst accesses, so the handshakes use SeqCst fences under loom (see
 //! `sync::handshake`).
@@ -44,9 +44,12 @@ impl MiniPool {
 
     /// Acquire by search, as a thread without affinity does.
     fn search(&self) -> Option<u32> {
-        let (_, claimed) =
-            self.hint
-                .claim_hinted(|_| Some(&self.word), Claim::Borrow, Ordering::SeqCst)?;
+        let (_, claimed) = self.hint.claim_hinted(
+            |_| Some(&self.word),
+            |_| true,
+            Claim::Borrow,
+            Ordering::SeqCst,
+        )?;
         self.use_connection();
         Some(claimed.generation())
     }

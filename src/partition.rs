@@ -156,7 +156,15 @@ impl Partition {
         order: Ordering,
     ) -> Option<(u32, u32, SlotState)> {
         let state_of = |local: u32| slab.get(self.slot_of(local)).map(|h| &h.state);
-        let (local, claimed) = self.idle.claim_hinted(state_of, claim, order)?;
+        let belongs = |local: u32| {
+            slab.get(self.slot_of(local)).is_some_and(|h| {
+                h.partition.load(Ordering::Relaxed) == self as *const Partition as usize
+                    && h.local.load(Ordering::Relaxed) == local
+            })
+        };
+        let (local, claimed) = self.idle.claim_hinted(state_of, belongs, claim, order)?;
+        // The claim succeeded at the generation `belongs` judged, so the mapping read
+        // now is that slot's (it cannot be emptied while we own it).
         Some((local, self.slot_of(local), claimed))
     }
 
@@ -169,12 +177,12 @@ impl Partition {
             .count()
     }
 
-    /// The slab slot behind a local index.
+    /// The slab slot behind a local index. SeqCst: a searcher re-reads it after
+    /// clearing a stale hint bit, against the SeqCst store in `add` (see
+    /// `IdleSet::claim_hinted`); on x86 a SeqCst load is a plain load.
     #[inline]
     pub(crate) fn slot_of(&self, local: u32) -> u32 {
-        // Relaxed: the caller owns `local` (through the idle set or a grant), which
-        // happened after the slot table entry was written.
-        self.slots[local as usize].load(Ordering::Relaxed)
+        self.slots[local as usize].load(Ordering::SeqCst)
     }
 }
 

@@ -607,7 +607,10 @@ impl<C> PoolInner<C> {
         header
             .info
             .store(Some(Arc::new(SlotInfo { user, metadata })));
-        partition.slots[local as usize].store(slot, Ordering::Relaxed);
+        // SeqCst: a searcher that clears a stale hint bit re-reads this entry with
+        // SeqCst (see `IdleSet::claim_hinted`); in the single order it either sees this
+        // slot, or our `announce_idle` below sees its cleared bit and sets it again.
+        partition.slots[local as usize].store(slot, Ordering::SeqCst);
         // SeqCst (a Release for claimers): publishes every write above, and is the
         // releaser's half of the hint and waiter handshakes, like `end_borrow`.
         header.state.store(
@@ -631,6 +634,21 @@ impl<C> PoolInner<C> {
     #[inline]
     pub(crate) fn value_ptr(&self, slot: u32) -> *mut Option<C> {
         self.values[slot as usize].get()
+    }
+
+    /// Shared access to the connection in an occupied slot.
+    ///
+    /// # Safety
+    ///
+    /// The caller owns the slot (see `value_ptr`) and makes no `&mut` to it for the
+    /// lifetime of the reference.
+    #[inline]
+    pub(crate) unsafe fn value_ref(&self, slot: u32) -> &C {
+        // SAFETY: ownership per the caller's contract; an owned slot is occupied.
+        match unsafe { &*self.value_ptr(slot) } {
+            Some(conn) => conn,
+            None => unreachable!("an owned slot holds a connection"),
+        }
     }
 
     /// The connection in an occupied slot.
@@ -894,11 +912,17 @@ impl<C> PoolInner<C> {
             handle: Handle::new(slot, generation).raw(),
         };
         let header = self.slab.get(slot).ok_or_else(stale)?;
-        let ended = state::end_borrow(&header.state, generation).map_err(|_| stale())?;
-        let partition = self.partition_of(header);
+        // Read everything about the slot while the borrow (if the handle is current)
+        // still owns it: once the CAS below makes it idle, another thread may claim and
+        // even empty it at once. For a stale handle these reads are meaningless, and the
+        // CAS fails before any of them is used.
+        let partition = self.partition_if_occupied(header).ok_or_else(stale)?;
         let local = header.local.load(Ordering::Relaxed);
+        let connection_id = header.conn_id.load(Ordering::Relaxed);
+        let started_ms = header.owner_started_ms();
+        let ended = state::end_borrow(&header.state, generation).map_err(|_| stale())?;
         if ended.has(flags::LEAK_ALERT) {
-            self.note_leak_returned(header);
+            self.note_leak_returned(connection_id, started_ms);
         }
         if !ended.closes() {
             LAST_RETURNED.with(|last| {
@@ -912,8 +936,12 @@ impl<C> PoolInner<C> {
             self.announce_idle(partition, local);
             return Ok(());
         }
-        let connection_id = header.conn_id.load(Ordering::Relaxed);
         let reclaimed = ended.has(flags::RECLAIMED);
+        if partition.waiters.waiting() > 0 {
+            // A waiter may have found the user at max_per_user: this close frees a
+            // place, so let the factory (if any) open a replacement for it.
+            self.request_connection(partition);
+        }
         drop(self.retire(
             partition,
             local,
@@ -929,14 +957,13 @@ impl<C> PoolInner<C> {
 
     /// A borrow reported as a leak came back: say so once, and count it.
     #[cold]
-    fn note_leak_returned(&self, header: &SlotHeader) {
+    fn note_leak_returned(&self, connection_id: u64, started_ms: u32) {
         self.counters
             .returned_after_leak
             .fetch_add(1, Ordering::Relaxed);
-        let held = Slab::since(header.owner_started_ms(), self.slab.now_ms());
+        let held = Slab::since(started_ms, self.slab.now_ms());
         log::info!(
-            "heliosdb-pool: leaked connection {} returned after {:.1} s",
-            header.conn_id.load(Ordering::Relaxed),
+            "heliosdb-pool: leaked connection {connection_id} returned after {:.1} s",
             held.as_secs_f64()
         );
     }
@@ -985,18 +1012,19 @@ impl<C> PoolInner<C> {
         let slot = id.slot();
         let header = self.slab.get(slot).ok_or_else(unknown)?;
         loop {
-            // Acquire: pairs with the Release that filled the slot, so a matching id
-            // means the partition fields below are that connection's.
-            if header.conn_id.load(Ordering::Acquire) != id.raw() {
+            // The state first (Acquire: the fields read after it are at least as new as
+            // it), then the id: if the id still matches, this state is that
+            // connection's, and a CAS on this exact state (a retire bumps the
+            // generation) acts on that connection or fails.
+            let state = header.load_state(Ordering::Acquire);
+            if header.conn_id.load(Ordering::Relaxed) != id.raw() {
                 return Err(unknown());
             }
-            let state = header.load_state(Ordering::Acquire);
             match state.lifecycle() {
                 Lifecycle::Idle => {
                     if state::try_claim(&header.state, state.generation(), Claim::Exclusive).is_ok()
                     {
-                        // Ours now. A retire bumps the generation, so the claim's
-                        // success proves it is still the connection with this id.
+                        // Ours now, and still the connection with this id (see above).
                         let partition = self.partition_of(header);
                         let local = header.local.load(Ordering::Relaxed);
                         drop(self.retire(partition, local, slot, true, Some(Eviction::Removed)));
@@ -1095,7 +1123,8 @@ impl<C> PoolInner<C> {
                 )
             })
             .sum();
-        let acquires = bumps - self.retirements.load(Ordering::Relaxed);
+        // Saturating: a retirement bumps its generation just before it is counted.
+        let acquires = bumps.saturating_sub(self.retirements.load(Ordering::Relaxed));
         let counters = &self.counters;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut acquire_wait = counters.acquire_wait.snapshot();

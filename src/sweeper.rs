@@ -145,9 +145,14 @@ impl SweeperHandle {
         Some(SweeperHandle { stop, thread })
     }
 
-    /// Stops the thread (interrupting its sleep) and joins it.
+    /// Stops the thread (interrupting its sleep) and joins it, unless called from the
+    /// sweeper thread itself (a hook that closes the pool): then it ends after the
+    /// current pass, and joining would wait for itself.
     pub(crate) fn stop(self) {
         drop(self.stop);
+        if self.thread.thread().id() == std::thread::current().id() {
+            return;
+        }
         if self.thread.join().is_err() {
             log::error!("heliosdb-pool: the sweeper thread panicked");
         }
@@ -327,6 +332,11 @@ impl<C: Send + 'static> PoolInner<C> {
         } else {
             flag
         };
+        // The owner and the report, taken before the CAS: once the flag is set the
+        // holder may return the connection and empty the slot at once. The CAS on the
+        // exact snapshot state then proves they described this same borrow.
+        let partition = self.partition_if_occupied(header);
+        let report = self.leak_report(header, &borrow, age, level);
         if !state::try_flag(&header.state, borrow.state, set) {
             return; // Released or flagged meanwhile: the next pass decides afresh.
         }
@@ -339,12 +349,12 @@ impl<C: Send + 'static> PoolInner<C> {
             LeakLevel::Critical => counters.leak_criticals.fetch_add(1, Ordering::Relaxed),
         };
         if reclaim {
-            if let Some(partition) = self.partition_if_occupied(header) {
+            if let Some(partition) = partition {
                 partition.uncount();
             }
             self.uncount_slot();
         }
-        let Some(report) = self.leak_report(header, &borrow, age, level) else {
+        let Some(report) = report else {
             return;
         };
         match level {
@@ -409,7 +419,7 @@ impl<C: Send + 'static> PoolInner<C> {
         track.checked_ms = now;
         track.due_ms = self.next_due(track, now);
         // SAFETY: the slot is `Checking`, owned by this pass until `end_check`.
-        let conn = unsafe { &*self.value_mut(slot) };
+        let conn = unsafe { self.value_ref(slot) };
         let (outcome, latency) = run_health_check(&HookCheck { hook, conn });
         self.counters.health_checks.fetch_add(1, Ordering::Relaxed);
         if outcome.is_err() {

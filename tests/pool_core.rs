@@ -622,3 +622,20 @@ fn borrows_lists_who_holds_what_and_where() {
     drop(bob);
     assert!(pool.borrows().is_empty());
 }
+
+/// Compiles only if `T` is not `Sync` (two blanket impls become ambiguous otherwise).
+trait AmbiguousIfSync<A> {
+    fn check() {}
+}
+impl<T: ?Sized> AmbiguousIfSync<()> for T {}
+impl<T: ?Sized + Sync> AmbiguousIfSync<u8> for T {}
+
+#[test]
+fn a_guard_is_send_and_shares_its_connection_only_if_the_connection_is_sync() {
+    fn assert_send<T: Send>() {}
+    fn assert_sync<T: Sync>() {}
+    assert_send::<heliosdb_pool::PooledConnection<'static, std::cell::Cell<u64>>>();
+    assert_sync::<heliosdb_pool::PooledConnection<'static, u64>>();
+    // A `Cell` connection must not be reachable from two threads through `&guard`.
+    <heliosdb_pool::PooledConnection<'static, std::cell::Cell<u64>> as AmbiguousIfSync<_>>::check();
+}

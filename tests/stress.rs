@@ -101,3 +101,113 @@ fn eight_threads_never_share_a_connection_or_cross_users() {
     }
     assert_eq!(uses, (THREADS * ITERATIONS) as u64);
 }
+
+/// Connections are removed and re-added for the other user while threads borrow: a
+/// slot emptied and refilled for someone else between a searcher's reads must never be
+/// handed to the wrong user, and no idle connection may become unfindable (a waiter
+/// would then time out with connections idle).
+#[test]
+fn churn_of_slots_between_users_never_crosses_users_or_loses_connections() {
+    const PER_USER: usize = 4;
+    let pool = Arc::new(EnhancedConnectionPool::new(EnhancedPoolConfig {
+        max_connections: 2 * PER_USER,
+        max_per_user: PER_USER,
+        acquire_timeout_ms: 10_000,
+        ..EnhancedPoolConfig::default()
+    }));
+    let sentinel = |owner| Sentinel {
+        owner,
+        in_use: AtomicBool::new(false),
+        uses: AtomicU64::new(0),
+    };
+    for user in ["alice", "bob"] {
+        for _ in 0..PER_USER - 1 {
+            pool.add_connection_sync(sentinel(user), user, ConnectionMetadata::for_user(user))
+                .unwrap();
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let violations = Arc::new(AtomicU64::new(0));
+    let borrowers: Vec<_> = (0..4)
+        .map(|t| {
+            let (pool, stop, violations) = (pool.clone(), stop.clone(), violations.clone());
+            std::thread::spawn(move || {
+                let user = if t % 2 == 0 { "alice" } else { "bob" };
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let guard = pool.blocking_acquire(user).expect("never times out");
+                    if guard.owner != user || guard.in_use.swap(true, Ordering::Acquire) {
+                        violations.fetch_add(1, Ordering::Relaxed);
+                    }
+                    guard.in_use.store(false, Ordering::Release);
+                    drop(guard);
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    // The churner: take an idle connection of one user out, give a new one to the
+    // other, so slots keep changing owners under the borrowers' searches.
+    let churner = {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut moves = 0u64;
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (from, to) = if i % 2 == 0 {
+                    ("alice", "bob")
+                } else {
+                    ("bob", "alice")
+                };
+                i += 1;
+                if let Ok(conn) = pool.try_acquire(from) {
+                    let _ = conn.detach();
+                    let _ = pool.add_connection_sync(
+                        sentinel(to),
+                        to,
+                        ConnectionMetadata::for_user(to),
+                    );
+                    // Keep both users served: give the donor one back.
+                    let _ = pool.add_connection_sync(
+                        sentinel(from),
+                        from,
+                        ConnectionMetadata::for_user(from),
+                    );
+                    moves += 1;
+                }
+                let stats = pool.stats();
+                for user in &stats.users {
+                    if user.total_connections > PER_USER - 1 {
+                        // Trim back so the next move has room.
+                        if let Ok(conn) = pool.try_acquire(&user.user) {
+                            let _ = conn.detach();
+                        }
+                    }
+                }
+            }
+            moves
+        })
+    };
+    std::thread::sleep(Duration::from_millis(1_500));
+    stop.store(true, Ordering::Relaxed);
+    let borrows: u64 = borrowers.into_iter().map(|b| b.join().unwrap()).sum();
+    let moves = churner.join().unwrap();
+    assert_eq!(violations.load(Ordering::Relaxed), 0);
+    assert!(
+        borrows > 1_000 && moves > 10,
+        "borrows {borrows}, moves {moves}"
+    );
+    // Everything idle is findable: each user can borrow all of its connections.
+    let stats = pool.stats();
+    assert_eq!(stats.active_connections, 0);
+    for user in &stats.users {
+        let held: Vec<_> = (0..user.total_connections)
+            .map(|_| {
+                pool.try_acquire(&user.user)
+                    .expect("every idle connection is findable")
+            })
+            .collect();
+        assert!(held.iter().all(|g| g.owner == user.user));
+    }
+}

@@ -48,8 +48,14 @@ impl IdleSet {
     }
 
     /// Claims an idle slot, lowest marked index first, clearing stale bits on the way.
-    /// `state_of` maps an index to its slot's state word (`None` if it has none now).
     /// Returns the index and the claimed state.
+    ///
+    /// `state_of` maps an index to the state word of the slot it names now (`None` if
+    /// none; it must read the index's mapping with SeqCst, see below); `belongs` says
+    /// whether that slot, seen idle, is still the one the index names (its owner and
+    /// index fields: a slot can be emptied and refilled for someone else between two
+    /// reads). The claim is a CAS at the exact generation seen, and emptying a slot
+    /// bumps its generation, so a successful claim proves `belongs` still held.
     ///
     /// `order` is the first read of each word: `Relaxed` on the fast path (a stale
     /// read costs a retry at worst), `SeqCst` for a waiter's re-check, which must not be
@@ -57,40 +63,57 @@ impl IdleSet {
     pub(crate) fn claim_hinted<'s>(
         &self,
         state_of: impl Fn(u32) -> Option<&'s AtomicU64>,
+        belongs: impl Fn(u32) -> bool,
         claim: Claim,
         order: Ordering,
     ) -> Option<(u32, SlotState)> {
+        // Acquire at least: `belongs` reads fields written before the state was
+        // published, and must see them at least as new as the state it judges.
+        let state_order = if order == Ordering::SeqCst {
+            Ordering::SeqCst
+        } else {
+            Ordering::Acquire
+        };
         for (first, mut bits) in self.words(order) {
+            // Bounded retries per bit: a bit stays only while its slot keeps turning idle
+            // under us, and other bits (or the waiter path) serve meanwhile.
+            let mut tries = 0;
             while bits != 0 {
                 let index = first + bits.trailing_zeros();
-                let Some(word) = state_of(index) else {
-                    // The connection left between our reads; its bit is being cleared.
+                tries += 1;
+                if tries > 4 {
                     bits &= bits - 1;
+                    tries = 0;
                     continue;
-                };
-                match state::claim_idle(word, claim, order) {
-                    Ok(claimed) => return Some((index, claimed)),
-                    // Idle but another claimer won the CAS: look at this bit again
-                    // (bounded by how often others win). Flagged idle slots are skipped.
-                    Err(found) if found.lifecycle() == Lifecycle::Idle => {
-                        if found.pack() & state::flags::ALL != 0 {
-                            bits &= bits - 1;
+                }
+                if let Some(word) = state_of(index) {
+                    let seen = SlotState::from_packed(word.load(state_order));
+                    let idle =
+                        seen.lifecycle() == Lifecycle::Idle && seen.pack() & state::flags::ALL == 0;
+                    if idle && belongs(index) {
+                        match state::try_claim(word, seen.generation(), claim) {
+                            Ok(claimed) => return Some((index, claimed)),
+                            // Another claimer won, or the slot changed: look again.
+                            Err(_) => continue,
                         }
                     }
-                    Err(_) => {
-                        // A stale hint: the slot is borrowed (by affinity) or busy. Clear
-                        // the bit, then re-check: if it turned idle meanwhile, its
-                        // releaser may have seen the bit still set, so put it back and
-                        // try this slot again (the searcher's half of the handshake).
-                        self.unmark(index);
-                        sync::handshake();
-                        let now = SlotState::from_packed(word.load(Ordering::SeqCst));
-                        if now.lifecycle() == Lifecycle::Idle {
-                            self.mark(index);
-                        } else {
-                            bits &= bits - 1;
-                        }
-                    }
+                }
+                // A stale hint: the slot is borrowed (by affinity), busy, gone, or no
+                // longer the one this index names. Clear the bit, then re-check what the
+                // index names now: if that is idle, its releaser (or filler) may have
+                // seen the bit still set, so put it back and try again (the searcher's
+                // half of the handshake in the module docs).
+                self.unmark(index);
+                sync::handshake();
+                let now_idle = state_of(index).is_some_and(|word| {
+                    SlotState::from_packed(word.load(Ordering::SeqCst)).lifecycle()
+                        == Lifecycle::Idle
+                });
+                if now_idle {
+                    self.mark(index);
+                } else {
+                    bits &= bits - 1;
+                    tries = 0;
                 }
             }
         }

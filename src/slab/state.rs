@@ -184,20 +184,6 @@ pub(crate) fn try_claim(
     }
 }
 
-/// Claims a slot if it is idle now, whatever its generation.
-#[inline]
-pub(crate) fn claim_idle(
-    word: &AtomicU64,
-    claim: Claim,
-    order: Ordering,
-) -> Result<SlotState, SlotState> {
-    let current = SlotState::from_packed(word.load(order));
-    if current.lifecycle() != Lifecycle::Idle || current.pack() & flags::ALL != 0 {
-        return Err(current);
-    }
-    try_claim(word, current.generation(), claim)
-}
-
 /// Ends the borrow `generation` of a slot with one CAS that both validates the handle
 /// and moves the state, so a stale or doubled handle can never end someone else's
 /// borrow. Returns the state that ended (its flags say whether the connection must be
