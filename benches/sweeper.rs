@@ -39,7 +39,7 @@ fn populated(slots: usize) -> EnhancedConnectionPool<u64> {
         }
     }
     // The first pass meets every connection; the measured ones are steady state.
-    pool.sweep_now();
+    pool.sweep_now().unwrap();
     pool
 }
 
@@ -49,7 +49,7 @@ fn pass_cost(c: &mut Criterion) {
     for slots in [1_000usize, 10_000, 100_000, 1_000_000] {
         let pool = populated(slots);
         // A tenth of them borrowed, so the leak scan has borrows to validate.
-        let held: Vec<u64> = (0..slots / 10)
+        let held: Vec<heliosdb_pool::RawHandle> = (0..slots / 10)
             .map(|i| {
                 pool.try_acquire(&format!("user{}", i / slots.min(1_000)))
                     .unwrap()
@@ -58,7 +58,7 @@ fn pass_cost(c: &mut Criterion) {
             .collect();
         group.throughput(Throughput::Elements(slots as u64));
         group.bench_with_input(BenchmarkId::from_parameter(slots), &slots, |b, _| {
-            b.iter(|| pool.sweep_now())
+            b.iter(|| pool.sweep_now().unwrap())
         });
         for handle in held {
             pool.release_raw_handle(handle).unwrap();

@@ -47,6 +47,13 @@
 
 
 /**
+ * The largest `max_connections` a pool accepts: slot ids have 24 bits, and a fifth of
+ * them is kept as headroom for reclaimed borrows (which keep their slot until their
+ * holder releases them).
+ */
+#define HELIOSDB_MAX_CONNECTIONS 13421772
+
+/**
  * A connection's health: the last check succeeded in time (or none ran yet).
  */
 #define HELIOSDB_HEALTH_HEALTHY 0
@@ -176,6 +183,11 @@ enum heliosdb_status
    * An argument was out of range.
    */
   HELIOSDB_ERR_INVALID_ARGUMENT = 21,
+  /**
+   * The call was made from a context that cannot make it (e.g. a sweep requested
+   * from a sweeper callback, which would wait for itself).
+   */
+  HELIOSDB_ERR_REENTRANT = 22,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -214,8 +226,16 @@ typedef struct heliosdb_leak_detector heliosdb_leak_detector;
  *
  * Thread-safety: every function on a pool may be called from any number of threads
  * at once, except `heliosdb_pool_free`, which must not run concurrently with any
- * other call on the same pool (leases still out when it runs may be released after it
- * returns, from any thread).
+ * other call on the same pool but `heliosdb_pool_release` (leases still out may be
+ * released while it runs and after it returns, from any thread).
+ *
+ * Freeing with leases out: the pool's memory has owners, `heliosdb_pool_free` and each
+ * lease still out, and the last of them to leave reclaims it, whoever it is. A
+ * release marks its slot "in flight" (SeqCst) before it reads `freed`, and free sets
+ * `freed` (SeqCst) before it waits for every in-flight mark to clear: one of the two
+ * sees the other, so a release either finishes on the normal path before free counts
+ * the leases out, or takes the counted path, waits until free has counted, and leaves
+ * as one of the owners.
  */
 typedef struct heliosdb_pool heliosdb_pool;
 
@@ -365,12 +385,14 @@ typedef struct heliosdb_leak_report {
  * Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check` and
  * `connect`): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
  * `heliosdb_pool_leaks`, `heliosdb_pool_for_each_leak`, `heliosdb_pool_is_closed`,
- * `heliosdb_pool_try_acquire`, `heliosdb_pool_release`, `heliosdb_pool_add_connection`
- * and `heliosdb_pool_remove_connection` on the same pool. They must not call
- * `heliosdb_pool_free` or `heliosdb_pool_close` (which wait for the sweeper thread
- * to finish: a deadlock) nor `heliosdb_pool_sweep_now` (which waits for the pass in
- * progress), and should not wait in `heliosdb_pool_acquire` (that stalls the sweeper).
- * Must not unwind (no C++ exception or `longjmp` may leave a callback).
+ * `heliosdb_pool_try_acquire`, `heliosdb_pool_release`, `heliosdb_pool_add_connection`,
+ * `heliosdb_pool_remove_connection` and `heliosdb_pool_close` on the same pool (a
+ * close from a callback closes the pool; the sweeper thread ends after its pass).
+ * `heliosdb_pool_sweep_now` fails with `HELIOSDB_ERR_REENTRANT` there (the pass in
+ * progress would wait for itself). They must not call `heliosdb_pool_free` (the pool
+ * must outlive the callback that is running), and should not wait in
+ * `heliosdb_pool_acquire` (that stalls the sweeper). Must not unwind (no C++ exception
+ * or `longjmp` may leave a callback).
  */
 typedef void (*heliosdb_leak_fn)(const struct heliosdb_leak_report *report, void *user_data);
 
@@ -400,7 +422,8 @@ typedef struct heliosdb_pool_config {
    */
   size_t struct_size;
   /**
-   * Capacity of the whole pool (1 .. 16M); the slab is allocated once.
+   * Capacity of the whole pool (1 .. `HELIOSDB_MAX_CONNECTIONS`); the slab is
+   * allocated once.
    */
   size_t max_connections;
   /**
@@ -420,7 +443,8 @@ typedef struct heliosdb_pool_config {
    */
   uint64_t max_connection_age_ms;
   /**
-   * Whether the sweeper health-checks idle connections.
+   * Whether the sweeper health-checks idle connections. Read as a byte: any
+   * non-zero value is true.
    */
   bool health_check_enabled;
   /**
@@ -428,7 +452,7 @@ typedef struct heliosdb_pool_config {
    */
   uint64_t health_check_interval_ms;
   /**
-   * Whether borrows held too long are reported as leaks.
+   * Whether borrows held too long are reported as leaks (non-zero: true).
    */
   bool leak_detection_enabled;
   /**
@@ -436,7 +460,8 @@ typedef struct heliosdb_pool_config {
    */
   uint64_t leak_detection_threshold_ms;
   /**
-   * Whether the sweeper reclaims the capacity of critically leaked borrows.
+   * Whether the sweeper reclaims the capacity of critically leaked borrows (non-zero:
+   * true).
    */
   bool auto_cleanup_enabled;
   /**
@@ -574,16 +599,18 @@ typedef struct heliosdb_connection_metadata {
  * One borrowed connection, written by the acquire functions and given back to
  * `heliosdb_pool_release`.
  *
- * The caller has exclusive use of `connection` until it releases the lease. Every
- * field is informative except `handle` and `pool`, which release checks: a lease of
- * another pool is `HELIOSDB_ERR_FOREIGN_HANDLE`; one already released (or a copy of
- * one) is `HELIOSDB_ERR_STALE_HANDLE`, and changes nothing.
+ * The caller has exclusive use of `connection` until it releases the lease.
+ * `connection` is informative; `handle`, `connection_id` and `pool` are checked by release: a lease of
+ * another pool is `HELIOSDB_ERR_FOREIGN_HANDLE`; one already released (or a copy of one, or
+ * one whose `handle` or `connection_id` was changed) is `HELIOSDB_ERR_STALE_HANDLE`, and changes nothing.
  *
  * Thread-safety: plain data. A lease may be released from any thread, once.
  */
 typedef struct heliosdb_lease {
   /**
-   * The borrow's handle: names this borrow, and no later borrow of the connection.
+   * The borrow's generation (48 bits): with `connection_id`, names this borrow and
+   * no later borrow of the connection (until 2^48 borrows of its slot) nor any
+   * borrow of another connection.
    */
   uint64_t handle;
   /**
@@ -700,8 +727,9 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Fills `*config` with the defaults: the development preset's sizes and timeouts,
- * leak detection on at a 30 s threshold, `auto_cleanup_enabled` off, no callbacks.
+ * Fills `*config` with the defaults: the values of the Rust
+ * `EnhancedPoolConfig::default()` (see the README's configuration table), no
+ * callbacks, and the extension fields at their documented defaults.
  *
  * `struct_size` must be `sizeof(heliosdb_pool_config)` as the caller sees it; an
  * unknown size is `HELIOSDB_ERR_UNSUPPORTED_VERSION` and nothing is written. A caller
@@ -1060,17 +1088,18 @@ heliosdb_status heliosdb_pool_new(const struct heliosdb_pool_config *config,
  * The pool is closed first: waiting acquires fail with `HELIOSDB_ERR_CLOSED`, idle
  * connections are closed now, and the sweeper thread is stopped (a pass in progress,
  * with its callbacks, finishes first; no sweeper callback runs afterwards). Must not be
- * called from the pool's own callbacks. Leases still out stay valid: their connections stay
- * usable by their holders, and releasing them through this same pool pointer (from
- * any thread) closes them. The pool's memory (and `user_data`, through
- * `user_data_free`) is reclaimed when the last of them is released, or now if none
- * is out. After that the pointer is dangling.
+ * called from the pool's own callbacks. Leases still out stay valid: their connections
+ * stay usable by their holders, and releasing them through this same pool pointer
+ * (from any thread, also while this call runs) closes them. The pool's memory (and
+ * `user_data`, through `user_data_free`) is reclaimed by whichever comes last: this
+ * call, or the release of the last lease that was out. After that the pointer is
+ * dangling.
  *
  * # Safety
  *
  * `pool` is NULL or a live pool that is not freed twice. No other call on this pool
- * may run concurrently with this one; after it returns only `heliosdb_pool_release`
- * of leases that were out may be called on it.
+ * but `heliosdb_pool_release` may run concurrently with this one; after it returns
+ * only `heliosdb_pool_release` of leases that were out may be called on it, once each.
  *
  * Thread-safety: see above.
  */
@@ -1223,6 +1252,25 @@ heliosdb_status heliosdb_pool_remove_connection(struct heliosdb_pool *pool,
                                                 bool *out_deferred);
 
 /**
+ * For tests of generation wraparound: moves the borrow generation of the idle
+ * connection `connection_id` forward by `by` (modulo 2^48), as if `by` borrows had
+ * happened, without counting them in the statistics, so a test can bring a slot round
+ * to the generation of an old lease in a few borrows. Serves no purpose in production.
+ *
+ * Errors: `HELIOSDB_ERR_UNKNOWN_CONNECTION`; `HELIOSDB_ERR_INVALID_ARGUMENT` if the
+ * connection is not idle; `HELIOSDB_ERR_NULL_ARGUMENT`.
+ *
+ * # Safety
+ *
+ * `pool` is NULL or live.
+ *
+ * Thread-safety: callable concurrently with any call but `heliosdb_pool_free`.
+ */
+heliosdb_status heliosdb_pool_testing_advance_generation(struct heliosdb_pool *pool,
+                                                         uint64_t connection_id,
+                                                         uint64_t by);
+
+/**
  * Closes the pool: acquires and adds fail with `HELIOSDB_ERR_CLOSED` from now on,
  * waiters wake with it, idle connections are closed now and borrowed ones when
  * released. Idempotent. The pool must still be freed.
@@ -1350,7 +1398,8 @@ heliosdb_status heliosdb_pool_prometheus(const struct heliosdb_pool *pool,
  * this thread. Waits for a pass in progress on the sweeper thread. For tests and tools:
  * the background sweeper makes it unnecessary in production.
  *
- * Must not be called from the pool's own callbacks (a deadlock).
+ * From the pool's own sweeper callbacks it fails with `HELIOSDB_ERR_REENTRANT` (the
+ * pass in progress would wait for itself).
  *
  * # Safety
  *

@@ -16,7 +16,8 @@ use crate::guard::PooledConnection;
 use crate::partition::Partition;
 use crate::pool::PoolInner;
 use crate::slab::CallSite;
-use crate::wait::{Registration, WaitNode, Wakeup, timer};
+use crate::thread_tag;
+use crate::wait::{Registration, WaitNode, Waiter, Wakeup, timer};
 
 /// A pending borrow. Resolves to a [`PooledConnection`] or an error; see
 /// [`EnhancedConnectionPool::acquire`](crate::EnhancedConnectionPool::acquire).
@@ -76,7 +77,14 @@ impl<'a, C> Future for Acquire<'a, C> {
                 this.state = State::Done;
                 return Poll::Ready(Ok(conn));
             }
-            let node = match partition.waiters.register(Wakeup::Task(cx.waker().clone())) {
+            let waiter = Waiter {
+                site: this.site,
+                borrower: thread_tag::current(),
+            };
+            let node = match partition
+                .waiters
+                .register(Wakeup::Task(cx.waker().clone()), waiter)
+            {
                 Registration::Waiting(node) => node,
                 Registration::Closed => {
                     this.state = State::Done;
@@ -123,7 +131,7 @@ impl<'a, C> Future for Acquire<'a, C> {
             None => Poll::Pending,
             Some(outcome) => {
                 this.state = State::Done;
-                Poll::Ready(pool.finish_wait(outcome, started, this.site))
+                Poll::Ready(pool.finish_wait(outcome, started))
             }
         }
     }

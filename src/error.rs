@@ -61,6 +61,9 @@ pub enum Status {
     Panic = 20,
     /// An argument was out of range.
     InvalidArgument = 21,
+    /// The call was made from a context that cannot make it (e.g. a sweep requested
+    /// from a sweeper callback, which would wait for itself).
+    Reentrant = 22,
 }
 
 impl Status {
@@ -89,6 +92,7 @@ impl Status {
             Status::UnsupportedVersion => "unsupported struct size or version",
             Status::Panic => "a panic was caught at the C boundary",
             Status::InvalidArgument => "an argument is out of range",
+            Status::Reentrant => "the call cannot be made from this context (a pool callback)",
         }
     }
 }
@@ -139,8 +143,8 @@ pub enum Error {
     },
     /// A non-waiting acquire found no idle connection for the user.
     NoIdleConnection {
-        /// The user.
-        user: String,
+        /// The user (the pool's own copy of the name: a miss allocates nothing).
+        user: std::sync::Arc<str>,
         /// The user's borrowed connections at the time.
         in_use: usize,
     },
@@ -149,8 +153,10 @@ pub enum Error {
     /// The handle does not name a live borrow: it was released already, never issued,
     /// or belongs to an earlier borrow of the same slot.
     StaleHandle {
-        /// The raw handle that was presented.
-        handle: u64,
+        /// The connection the handle named.
+        connection_id: u64,
+        /// The borrow generation the handle carried.
+        generation: u64,
     },
     /// The borrow was reclaimed as a critical leak; the connection has been closed.
     Reclaimed {
@@ -220,6 +226,13 @@ pub enum Error {
         /// The panic's message, when it was a string.
         message: String,
     },
+    /// A call was made from a context that cannot make it.
+    Reentrant {
+        /// The call.
+        call: &'static str,
+        /// Why it cannot be made there.
+        reason: &'static str,
+    },
 }
 
 impl Error {
@@ -247,6 +260,7 @@ impl Error {
             Error::UnsupportedVersion { .. } => Status::UnsupportedVersion,
             Error::InvalidArgument { .. } => Status::InvalidArgument,
             Error::Panic { .. } => Status::Panic,
+            Error::Reentrant { .. } => Status::Reentrant,
         }
     }
 
@@ -296,9 +310,13 @@ impl fmt::Display for Error {
                 write!(f, "no idle connection for user {user:?} ({in_use} in use)")
             }
             Error::Closed => f.write_str("the pool is closed"),
-            Error::StaleHandle { handle } => write!(
+            Error::StaleHandle {
+                connection_id,
+                generation,
+            } => write!(
                 f,
-                "handle {handle:#x} is stale: released already, never issued, or from an earlier borrow"
+                "the handle of connection {connection_id} at generation {generation} is stale: \
+                 released already, never issued, or from an earlier borrow"
             ),
             Error::Reclaimed { connection_id } => write!(
                 f,
@@ -333,6 +351,9 @@ impl fmt::Display for Error {
                 write!(f, "argument `{argument}`: {reason}")
             }
             Error::Panic { message } => write!(f, "panic caught at the C boundary: {message}"),
+            Error::Reentrant { call, reason } => {
+                write!(f, "{call} cannot be called here: {reason}")
+            }
         }
     }
 }

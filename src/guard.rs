@@ -1,4 +1,5 @@
-//! [`PooledConnection`]: the RAII guard for one borrow.
+//! [`PooledConnection`]: the RAII guard for one borrow, and [`RawHandle`], the same
+//! borrow without its guard (how borrows cross the C boundary).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -27,8 +28,7 @@ use crate::sync::Ordering;
 #[must_use = "dropping the guard returns the connection at once"]
 pub struct PooledConnection<'a, C> {
     pool: &'a PoolInner<C>,
-    slot: u32,
-    generation: u32,
+    handle: Handle,
     /// The guard is an exclusive borrow of a `C`: `Send` iff `C: Send`, `Sync` iff
     /// `C: Sync` (the pool itself is `Sync` for any `C: Send`, which must not leak
     /// through to shared access to one connection).
@@ -37,11 +37,10 @@ pub struct PooledConnection<'a, C> {
 
 impl<'a, C> PooledConnection<'a, C> {
     #[inline]
-    pub(crate) fn new(pool: &'a PoolInner<C>, slot: u32, generation: u32) -> Self {
+    pub(crate) fn new(pool: &'a PoolInner<C>, handle: Handle) -> Self {
         PooledConnection {
             pool,
-            slot,
-            generation,
+            handle,
             _exclusive: PhantomData,
         }
     }
@@ -49,7 +48,7 @@ impl<'a, C> PooledConnection<'a, C> {
     fn header(&self) -> &'a crate::slab::SlotHeader {
         self.pool
             .slab
-            .get(self.slot)
+            .get(self.handle.slot)
             .expect("a guard's slot is in the slab")
     }
 
@@ -83,10 +82,9 @@ impl<'a, C> PooledConnection<'a, C> {
     /// [`Error::Reclaimed`](crate::Error::Reclaimed) if the sweeper reclaimed the borrow
     /// as a critical leak (the connection has now been closed).
     pub fn release(self) -> Result<()> {
-        let (slot, generation) = (self.slot, self.generation);
-        let pool = self.pool;
+        let (pool, handle) = (self.pool, self.handle);
         std::mem::forget(self);
-        pool.release(slot, generation)
+        pool.release(handle)
     }
 
     /// Takes the connection out of the pool for good; its slot and the user's capacity
@@ -96,19 +94,56 @@ impl<'a, C> PooledConnection<'a, C> {
     ///
     /// [`Error::StaleHandle`](crate::Error::StaleHandle) if the borrow was reclaimed.
     pub fn detach(self) -> Result<C> {
-        let (slot, generation) = (self.slot, self.generation);
-        let pool = self.pool;
+        let (pool, handle) = (self.pool, self.handle);
         std::mem::forget(self);
-        pool.detach(slot, generation)
+        pool.detach(handle)
     }
 
-    /// Forgets the guard and returns the raw 64-bit borrow handle, to be released with
+    /// Forgets the guard and returns the borrow as a [`RawHandle`], to be released with
     /// [`EnhancedConnectionPool::release_raw_handle`](crate::EnhancedConnectionPool::release_raw_handle).
     /// This is how the C ABI hands borrows to C callers.
-    pub fn into_raw_handle(self) -> u64 {
-        let handle = Handle::new(self.slot, self.generation).raw();
+    pub fn into_raw_handle(self) -> RawHandle {
+        let raw = RawHandle {
+            connection_id: self.connection_id(),
+            generation: self.handle.generation,
+        };
         std::mem::forget(self);
-        handle
+        raw
+    }
+}
+
+/// A borrow without its guard: which connection, and which of its borrows (the
+/// borrow's 48-bit generation). Plain data (`Copy`); it owns nothing, and releasing it
+/// twice, or releasing a forged or outdated one, is rejected with
+/// [`Error::StaleHandle`](crate::Error::StaleHandle) and changes nothing.
+///
+/// A handle names exactly one borrow: the pool bumps a slot's generation on every
+/// borrow and checks the connection id too, so a handle never matches a later borrow
+/// of the same connection (until 2^48 borrows of that one slot) nor any borrow of
+/// another connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RawHandle {
+    connection_id: ConnectionId,
+    generation: u64,
+}
+
+impl RawHandle {
+    /// Rebuilds a handle from its parts (as a C lease carries them).
+    pub const fn from_parts(connection_id: ConnectionId, generation: u64) -> Self {
+        RawHandle {
+            connection_id,
+            generation,
+        }
+    }
+
+    /// The borrowed connection.
+    pub const fn connection_id(self) -> ConnectionId {
+        self.connection_id
+    }
+
+    /// The borrow's generation (below 2^48).
+    pub const fn generation(self) -> u64 {
+        self.generation
     }
 }
 
@@ -120,7 +155,7 @@ impl<C> Deref for PooledConnection<'_, C> {
         // SAFETY: this guard is the slot's current borrow; by the pool's protocol the
         // borrower alone touches the value until release (the sweeper never touches an
         // `InUse` value, and closes a reclaimed one only after its holder returns it).
-        unsafe { self.pool.value_ref(self.slot) }
+        unsafe { self.pool.value_ref(self.handle.slot) }
     }
 }
 
@@ -128,14 +163,14 @@ impl<C> DerefMut for PooledConnection<'_, C> {
     #[inline]
     fn deref_mut(&mut self) -> &mut C {
         // SAFETY: as in `deref`, and `&mut self` makes this reference unique.
-        unsafe { self.pool.value_mut(self.slot) }
+        unsafe { self.pool.value_mut(self.handle.slot) }
     }
 }
 
 impl<C> Drop for PooledConnection<'_, C> {
     #[inline]
     fn drop(&mut self) {
-        if let Err(e) = self.pool.release(self.slot, self.generation) {
+        if let Err(e) = self.pool.release(self.handle) {
             log::warn!("heliosdb-pool: returning connection: {e}");
         }
     }

@@ -80,7 +80,7 @@ pub use config::EnhancedPoolConfig;
 #[cfg(not(loom))]
 pub use error::{Error, Result, Status};
 #[cfg(not(loom))]
-pub use guard::PooledConnection;
+pub use guard::{PooledConnection, RawHandle};
 #[cfg(not(loom))]
 pub use health::{
     ConnectionHealth, EnhancedHealthMonitor, HealthCheck, HealthMonitorConfig, HealthStatus,

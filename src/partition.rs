@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use crate::sync::Ordering;
 use std::sync::{Arc, Mutex};
 
-use crate::slab::Slab;
 use crate::slab::idle::IdleSet;
 use crate::slab::state::{Claim, Lifecycle, SlotState};
+use crate::slab::{Slab, SlotHeader};
 use crate::wait::{WaitQueue, lock};
 
 /// Marks an unused entry of a partition's slot table.
@@ -157,15 +157,29 @@ impl Partition {
     ) -> Option<(u32, u32, SlotState)> {
         let state_of = |local: u32| slab.get(self.slot_of(local)).map(|h| &h.state);
         let belongs = |local: u32| {
-            slab.get(self.slot_of(local)).is_some_and(|h| {
-                h.partition.load(Ordering::Relaxed) == self as *const Partition as usize
-                    && h.local.load(Ordering::Relaxed) == local
-            })
+            slab.get(self.slot_of(local))
+                .is_some_and(|h| self.owns(h, local))
         };
         let (local, claimed) = self.idle.claim_hinted(state_of, belongs, claim, order)?;
         // The claim succeeded at the generation `belongs` judged, so the mapping read
         // now is that slot's (it cannot be emptied while we own it).
         Some((local, self.slot_of(local), claimed))
+    }
+
+    /// Whether the slot behind `header` is this partition's local index `local` (its
+    /// owner and index fields). A slot can be emptied and refilled for someone else
+    /// between two reads, so callers act on the answer only through a CAS at the
+    /// generation they saw before asking (a retire bumps it).
+    #[inline]
+    pub(crate) fn owns(&self, header: &SlotHeader, local: u32) -> bool {
+        header.partition.load(Ordering::Relaxed) == self as *const Partition as usize
+            && header.local.load(Ordering::Relaxed) == local
+    }
+
+    /// The size of the local index space (`max_per_user` plus the headroom for
+    /// reclaimed borrows).
+    pub(crate) fn capacity(&self) -> u32 {
+        self.slots.len() as u32
     }
 
     /// Counts this user's idle connections (a snapshot, for statistics and errors).

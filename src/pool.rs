@@ -1,10 +1,13 @@
 //! [`EnhancedConnectionPool`]: add, acquire, release, remove, close, stats.
 //!
-//! The acquire path reads like a short story: find the user's partition (a lock-free
-//! `ArcSwap` load and a hash lookup), take the lowest idle bit (one RMW), stamp the
-//! slot (a coarse clock read and a few stores), publish it `InUse`. Release validates
-//! the handle with one CAS on the slot's state word and sets the idle bit back. Only
-//! when a user has no idle connection does `wait.rs` take a lock.
+//! The acquire path reads like a short story: find the user's partition (this thread's
+//! cached one, or a lock-free `ArcSwap` load and a hash lookup); claim the connection
+//! this thread returned last with one CAS on its slot's state word (affinity), checking
+//! that the slot still belongs to the user, or else search the user's idle hints and
+//! claim the lowest idle slot by CAS; then stamp the borrow (a coarse clock read and a
+//! few stores). Release validates the handle and ends the borrow with one CAS on the
+//! state word, then makes sure the slot's idle hint is set and reads the waiter count.
+//! Only when a user has no idle connection does `wait.rs` take a lock.
 
 use std::cell::Cell;
 use std::panic::Location;
@@ -22,17 +25,18 @@ use crate::clock;
 use crate::config::EnhancedPoolConfig;
 use crate::error::{Error, Result};
 use crate::guard::PooledConnection;
+use crate::guard::RawHandle;
 use crate::health::ConnectionHealth;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::metrics::{BorrowInfo, Counters, Eviction, LeakStats, PoolStats, UserStats};
 use crate::partition::{Capacity, Partition, UserMap};
 use crate::pool_leaks::PoolLeakDetector;
-use crate::slab::state::{self, Claim, Handle, Lifecycle, flags};
+use crate::slab::state::{self, Claim, Handle, Lifecycle, SlotState, flags};
 use crate::slab::{CallSite, Slab, SlotHeader, SlotInfo};
 use crate::sweeper::{HealthTable, SweepProgress, SweepState, SweeperHandle};
 use crate::sync::{Ordering, UnsafeCell};
 use crate::thread_tag;
-use crate::wait::{Outcome, Registration, Wakeup, lock};
+use crate::wait::{Outcome, Registration, Waiter, Wakeup, lock};
 
 /// What [`EnhancedConnectionPool::remove_connection`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,12 +103,12 @@ pub(crate) struct PoolInner<C> {
     pub(crate) sweeper_wake: crossbeam_channel::Sender<()>,
     closed: AtomicBool,
     next_sequence: AtomicU64,
-    /// Generation every slot started at; `stats` counts borrows from it.
-    first_generation: u32,
     /// Unique for the process's life (never reused, unlike addresses).
     id: u64,
     /// Slots emptied so far (each bumped a generation without a borrow).
     retirements: AtomicU64,
+    /// The largest acquire count `stats` has reported: counts never go backwards.
+    acquires_reported: AtomicU64,
 }
 
 /// The connection this thread returned last: its first choice for the next borrow
@@ -116,11 +120,14 @@ struct LastReturned {
     partition: *const Partition,
     slot: u32,
     /// The generation the slot was returned at: claiming it succeeds only if nobody
-    /// borrowed or emptied it since.
-    generation: u32,
+    /// borrowed or emptied it since (or its generation came round, which is why the
+    /// claim also checks the slot's owner).
+    generation: u64,
 }
 
 thread_local! {
+    /// The id of the pool whose sweeper pass runs on this thread now (0: none).
+    static SWEEPING: Cell<u64> = const { Cell::new(0) };
     static LAST_RETURNED: Cell<LastReturned> = const {
         Cell::new(LastReturned {
             pool_id: 0,
@@ -185,9 +192,9 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
             slots: Mutex::new(Capacity::new(config.max_connections, headroom)),
             closed: AtomicBool::new(false),
             next_sequence: AtomicU64::new(1),
-            first_generation,
             id,
             retirements: AtomicU64::new(0),
+            acquires_reported: AtomicU64::new(0),
             counters: Counters::default(),
             sweep: Mutex::new(SweepState::new(size)),
             sweep_progress: SweepProgress::default(),
@@ -323,16 +330,16 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     }
 
     /// Ends a borrow given by its raw handle (from
-    /// [`PooledConnection::into_raw_handle`]). A stale, doubled or never-issued handle is
-    /// rejected and changes nothing.
+    /// [`PooledConnection::into_raw_handle`]). A stale, doubled, forged or
+    /// never-issued handle is rejected and changes nothing: the handle must name the
+    /// connection in its slot and that slot's current borrow.
     ///
     /// # Errors
     ///
     /// [`Error::StaleHandle`]; [`Error::Reclaimed`] if the borrow had been reclaimed as
     /// a critical leak (the connection is closed now).
-    pub fn release_raw_handle(&self, raw: u64) -> Result<()> {
-        let handle = Handle::from_raw(raw);
-        self.inner.release(handle.slot(), handle.generation())
+    pub fn release_raw_handle(&self, raw: RawHandle) -> Result<()> {
+        self.inner.release_raw(raw)
     }
 
     /// Runs `f` on the connection of a live raw handle.
@@ -346,12 +353,31 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     ///
     /// The caller must be the holder of the borrow `raw` names (no other thread may use
     /// that borrow's connection during `f`), as the C ABI guarantees by contract.
-    pub unsafe fn with_raw_handle<R>(&self, raw: u64, f: impl FnOnce(&mut C) -> R) -> Result<R> {
-        let handle = Handle::from_raw(raw);
-        self.inner.check_handle(handle)?;
+    pub unsafe fn with_raw_handle<R>(
+        &self,
+        raw: RawHandle,
+        f: impl FnOnce(&mut C) -> R,
+    ) -> Result<R> {
+        let slot = self.inner.check_raw(raw)?;
         // SAFETY: the handle is the slot's current borrow and the caller holds it.
-        let conn = unsafe { self.inner.value_mut(handle.slot()) };
+        let conn = unsafe { self.inner.value_mut(slot) };
         Ok(f(conn))
+    }
+
+    /// For tests of generation wraparound: moves the generation of the idle connection
+    /// `id` forward by `by` (modulo 2^48), as if `by` borrows had happened, without
+    /// counting them in [`stats`](Self::stats). Handles and affinity entries issued
+    /// before keep their old generation, so a test can bring a slot round to any
+    /// generation in a few borrows. Not for production use: it changes nothing a
+    /// correct program can observe, but serves no purpose there either.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownConnection`]; [`Error::InvalidArgument`] if the connection is
+    /// not idle now.
+    #[doc(hidden)]
+    pub fn testing_advance_generation(&self, id: ConnectionId, by: u64) -> Result<()> {
+        self.inner.advance_generation(id, by)
     }
 
     /// Removes a connection. An idle one is closed now; a borrowed one is closed when
@@ -386,10 +412,24 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     }
 
     /// Runs one sweeper pass now, on the calling thread (leak scan, health checks,
-    /// eviction, refill), whether or not the sweeper thread runs. For tests, tools and
-    /// benchmarks; the background sweeper makes it unnecessary in production.
-    pub fn sweep_now(&self) {
+    /// eviction, refill), whether or not the sweeper thread runs; waits for a pass in
+    /// progress on another thread. For tests, tools and benchmarks; the background
+    /// sweeper makes it unnecessary in production.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Reentrant`] when called from one of this pool's sweeper callbacks
+    /// (`on_leak`, `on_reclaim`, the health check, the factory): that pass is still
+    /// running on this thread, and a nested one would wait for it forever.
+    pub fn sweep_now(&self) -> Result<()> {
+        if self.inner.in_own_sweep() {
+            return Err(Error::Reentrant {
+                call: "sweep_now",
+                reason: "called from a sweeper callback of the same pool, whose pass would wait for itself",
+            });
+        }
         self.inner.sweep_pass();
+        Ok(())
     }
 
     /// The pool's statistics in the Prometheus text format (`heliosdb_pool_*` families,
@@ -448,7 +488,7 @@ impl<C> PoolInner<C> {
     /// A thread that keeps borrowing for one user pays a thread-local read and a string
     /// compare; otherwise one lock-free `ArcSwap` load and a hash lookup.
     #[inline]
-    pub(crate) fn resolve(&self, user: &str) -> Result<(&Partition, Option<(u32, u32)>)> {
+    pub(crate) fn resolve(&self, user: &str) -> Result<(&Partition, Option<(u32, u64)>)> {
         let last = LAST_RETURNED.with(Cell::get);
         if last.pool_id == self.id {
             // SAFETY: the entry names a partition of the pool with this id; ids are
@@ -514,7 +554,7 @@ impl<C> PoolInner<C> {
     /// The partition that owns an occupied slot.
     #[inline]
     pub(crate) fn partition_of(&self, header: &SlotHeader) -> &Partition {
-        let ptr = header.partition.load(Ordering::Relaxed) as *const Partition;
+        let ptr = header.partition.load(Ordering::Acquire) as *const Partition;
         debug_assert!(!ptr.is_null(), "slot has no partition");
         // SAFETY: set when the slot was filled, from an `Arc` kept in `self.partitions`
         // for the pool's life; the caller owns the slot, so it is occupied.
@@ -600,9 +640,11 @@ impl<C> PoolInner<C> {
         header
             .created_at
             .store(clock::now_nanos(), Ordering::Relaxed);
+        // Release: whoever reads this pointer before owning the slot (a release, the
+        // sweeper) then sees the partition's construction.
         header
             .partition
-            .store(Arc::as_ptr(&partition) as usize, Ordering::Relaxed);
+            .store(Arc::as_ptr(&partition) as usize, Ordering::Release);
         header.local.store(local, Ordering::Relaxed);
         header
             .info
@@ -678,22 +720,47 @@ impl<C> PoolInner<C> {
     }
 
     /// Hands idle connections to waiters, or drains them if the pool is closed.
+    /// A grant is stamped here, by the granter, with the waiter's call site and thread:
+    /// from this instant it is a borrow that leak scans, reclaim and `borrows()` see,
+    /// even if the waiter never runs again (an async acquire granted, then never
+    /// polled nor dropped).
     pub(crate) fn dispatch(&self, partition: &Partition) {
-        let claimed = partition.waiters.dispatch(|| {
-            partition
-                .claim_any(&self.slab, Claim::Borrow, Ordering::SeqCst)
-                .map(|(_, slot, state)| (slot, state.generation()))
+        let claimed = partition.waiters.dispatch(|waiter| {
+            let (_, slot, state) =
+                partition.claim_any(&self.slab, Claim::Borrow, Ordering::SeqCst)?;
+            self.header(slot).record_borrow(
+                state.generation(),
+                self.slab.now_ms(),
+                waiter.site,
+                waiter.borrower,
+            );
+            Some((slot, state.generation()))
         });
         if !claimed {
             self.drain_idle(partition);
         }
     }
 
+    /// Closes every idle connection of a closed pool's partition. It walks the
+    /// partition's slot table rather than the idle hints, whose search gives up on a
+    /// contended bit: close must close every idle connection itself, not leave one to
+    /// the pool's drop. A connection borrowed meanwhile is drained by its release.
     fn drain_idle(&self, partition: &Partition) {
-        while let Some((local, slot, _)) =
-            partition.claim_any(&self.slab, Claim::Exclusive, Ordering::SeqCst)
-        {
-            drop(self.retire(partition, local, slot, true, None));
+        for local in 0..partition.capacity() {
+            loop {
+                let Some(header) = self.slab.get(partition.slot_of(local)) else {
+                    break;
+                };
+                let seen = header.load_state(Ordering::SeqCst);
+                if seen.lifecycle() != Lifecycle::Idle || !partition.owns(header, local) {
+                    break;
+                }
+                if state::try_claim(&header.state, seen.generation(), Claim::Exclusive).is_ok() {
+                    drop(self.retire(partition, local, partition.slot_of(local), true, None));
+                    break;
+                }
+                // Lost a race (a late borrower, or a refill): look at the slot again.
+            }
         }
     }
 
@@ -726,7 +793,30 @@ impl<C> PoolInner<C> {
         if let Some(cause) = cause {
             self.counters.evicted(cause);
         }
+        self.capacity_freed(partition);
         conn
+    }
+
+    /// A place was freed (in the user's partition, the pool, or both): callers waiting
+    /// at `max_per_user` or `max_connections` may now be served by the factory. Every
+    /// path that frees capacity (close on return, detach, remove, eviction, reclaim)
+    /// ends here, so none can strand a waiter.
+    pub(crate) fn capacity_freed(&self, partition: &Partition) {
+        if self.hooks.factory.is_none() {
+            return; // Only an `add_connection` can serve them: it dispatches itself.
+        }
+        if partition.waiters.waiting() > 0 {
+            self.request_connection(partition);
+        } else if self.waiting_anywhere() {
+            // A pool-wide place: another user's waiter may have been refused for
+            // `max_connections`. The sweeper's refill serves every waiting user.
+            let _ = self.sweeper_wake.try_send(());
+        }
+    }
+
+    /// Whether any user has a waiter (the slow path only: it locks the partition list).
+    fn waiting_anywhere(&self) -> bool {
+        self.any_partition(|p| p.waiters.waiting() > 0)
     }
 
     /// The fast path: no waiter ahead; this thread's last returned connection if it is
@@ -735,17 +825,24 @@ impl<C> PoolInner<C> {
     pub(crate) fn take_idle<'a>(
         &'a self,
         partition: &Partition,
-        affinity: Option<(u32, u32)>,
+        affinity: Option<(u32, u64)>,
         site: CallSite,
     ) -> Option<PooledConnection<'a, C>> {
         if partition.waiters.busy() {
             return None;
         }
         if let Some((slot, generation)) = affinity {
-            if let Ok(claimed) =
-                state::try_claim(&self.header(slot).state, generation, Claim::Borrow)
-            {
-                return Some(self.begin_borrow(slot, claimed.generation(), site));
+            let header = self.header(slot);
+            if let Ok(claimed) = state::try_claim(&header.state, generation, Claim::Borrow) {
+                // The slot may have been emptied and refilled for another user whose
+                // borrows brought its generation round to the cached one: the claim
+                // counts only if the slot is still this user's. (Acquire claim: the
+                // owner field, written before the slot was published, is current; one
+                // load on the line the claim just took.)
+                if header.partition.load(Ordering::Relaxed) == partition as *const _ as usize {
+                    return Some(self.begin_borrow(slot, claimed.generation(), site));
+                }
+                self.give_back_foreign(Handle::new(slot, claimed.generation()));
             }
         }
         let (_, slot, claimed) =
@@ -753,12 +850,22 @@ impl<C> PoolInner<C> {
         Some(self.begin_borrow(slot, claimed.generation(), site))
     }
 
+    /// Returns a slot claimed by affinity that turned out to be another user's, as a
+    /// release would (its owner may be waiting for it).
+    #[cold]
+    #[inline(never)]
+    fn give_back_foreign(&self, handle: Handle) {
+        if let Err(e) = self.release(handle) {
+            log::error!("heliosdb-pool: returning a slot claimed by a stale affinity entry: {e}");
+        }
+    }
+
     /// Stamps a borrow the caller has just claimed and wraps it in a guard.
     #[inline]
     pub(crate) fn begin_borrow(
         &self,
         slot: u32,
-        generation: u32,
+        generation: u64,
         site: CallSite,
     ) -> PooledConnection<'_, C> {
         self.header(slot).record_borrow(
@@ -767,7 +874,7 @@ impl<C> PoolInner<C> {
             site,
             thread_tag::current(),
         );
-        PooledConnection::new(self, slot, generation)
+        PooledConnection::new(self, Handle::new(slot, generation))
     }
 
     pub(crate) fn try_acquire(
@@ -782,9 +889,13 @@ impl<C> PoolInner<C> {
         if partition.waiters.is_closed() {
             return Err(Error::Closed);
         }
+        // The partition's own name (a reference count, no allocation: a caller may
+        // retry in a loop), and counts that a concurrent add cannot make underflow.
         Err(Error::NoIdleConnection {
-            user: user.to_owned(),
-            in_use: partition.connection_count() - partition.idle_count(&self.slab),
+            user: partition.user.clone(),
+            in_use: partition
+                .connection_count()
+                .saturating_sub(partition.idle_count(&self.slab)),
         })
     }
 
@@ -799,9 +910,13 @@ impl<C> PoolInner<C> {
             return Ok(conn);
         }
         let started = Instant::now();
+        let waiter = Waiter {
+            site,
+            borrower: thread_tag::current(),
+        };
         let node = match partition
             .waiters
-            .register(Wakeup::Thread(std::thread::current()))
+            .register(Wakeup::Thread(std::thread::current()), waiter)
         {
             Registration::Waiting(node) => node,
             Registration::Closed => return Err(Error::Closed),
@@ -814,37 +929,37 @@ impl<C> PoolInner<C> {
         let backoff = crossbeam_utils::Backoff::new();
         while !backoff.is_completed() && started.elapsed() < timeout {
             if let Some(outcome) = node.outcome() {
-                return self.finish_wait(outcome, started, site);
+                return self.finish_wait(outcome, started);
             }
             backoff.snooze();
         }
         loop {
             if let Some(outcome) = node.outcome() {
-                return self.finish_wait(outcome, started, site);
+                return self.finish_wait(outcome, started);
             }
             let waited = started.elapsed();
             if waited >= timeout {
                 return match partition.waiters.cancel(&node) {
                     None => Err(self.timeout_error(partition, waited)),
-                    Some(outcome) => self.finish_wait(outcome, started, site),
+                    Some(outcome) => self.finish_wait(outcome, started),
                 };
             }
             std::thread::park_timeout(timeout - waited);
         }
     }
 
-    /// Turns a wait's outcome into the caller's result, and records the wait.
+    /// Turns a wait's outcome into the caller's result, and records the wait. A grant
+    /// was stamped by its granter already (see `dispatch`).
     pub(crate) fn finish_wait(
         &self,
         outcome: Outcome,
         started: Instant,
-        site: CallSite,
     ) -> Result<PooledConnection<'_, C>> {
         match outcome {
             Outcome::Granted { slot, generation } => {
                 self.counters.acquire_wait.record(started.elapsed());
                 self.counters.waits_granted.fetch_add(1, Ordering::Relaxed);
-                Ok(self.begin_borrow(slot, generation, site))
+                Ok(PooledConnection::new(self, Handle::new(slot, generation)))
             }
             Outcome::Closed => Err(Error::Closed),
         }
@@ -865,7 +980,7 @@ impl<C> PoolInner<C> {
     /// Gives back a borrow granted to a waiter that stopped waiting.
     pub(crate) fn return_grant(&self, outcome: Outcome) {
         if let Outcome::Granted { slot, generation } = outcome {
-            if let Err(e) = self.release(slot, generation) {
+            if let Err(e) = self.release(Handle::new(slot, generation)) {
                 log::warn!("heliosdb-pool: returning an unused grant: {e}");
             }
         }
@@ -885,42 +1000,77 @@ impl<C> PoolInner<C> {
         }
     }
 
-    /// Validates that `handle` is the current borrow of its slot.
-    fn check_handle(&self, handle: Handle) -> Result<()> {
-        let header = self.slab.get(handle.slot()).ok_or(Error::StaleHandle {
-            handle: handle.raw(),
-        })?;
+    /// The error for a handle that does not name a live borrow.
+    fn stale(&self, handle: Handle) -> Error {
+        Error::StaleHandle {
+            connection_id: self
+                .slab
+                .get(handle.slot)
+                .map_or(0, |h| h.conn_id.load(Ordering::Relaxed)),
+            generation: handle.generation,
+        }
+    }
+
+    /// Validates that `raw` names the connection in its slot and that slot's current
+    /// borrow; returns the slot.
+    pub(crate) fn check_raw(&self, raw: RawHandle) -> Result<u32> {
+        let slot = raw.connection_id().slot();
+        let stale = || Error::StaleHandle {
+            connection_id: raw.connection_id().raw(),
+            generation: raw.generation(),
+        };
+        let header = self.slab.get(slot).ok_or_else(stale)?;
+        // The state first (Acquire: the id read after it is at least as new), then the
+        // id: a retire bumps the generation, so if the state is still this borrow's
+        // when the caller acts on it, the id read here was the connection's.
         let state = header.load_state(Ordering::Acquire);
-        if state.generation() != handle.generation() || state.lifecycle() != Lifecycle::InUse {
-            return Err(Error::StaleHandle {
-                handle: handle.raw(),
-            });
+        if state.generation() != raw.generation()
+            || state.lifecycle() != Lifecycle::InUse
+            || header.conn_id.load(Ordering::Relaxed) != raw.connection_id().raw()
+        {
+            return Err(stale());
         }
         if state.has(flags::RECLAIMED) {
             return Err(Error::Reclaimed {
-                connection_id: header.conn_id.load(Ordering::Relaxed),
+                connection_id: raw.connection_id().raw(),
             });
         }
-        Ok(())
+        Ok(slot)
     }
 
-    /// Ends the borrow `(slot, generation)`: one CAS validates the handle and changes
-    /// the state; the connection goes idle, or is closed if it was marked to be. The
-    /// slot becomes this thread's affinity candidate for its next borrow.
-    pub(crate) fn release(&self, slot: u32, generation: u32) -> Result<()> {
-        let stale = || Error::StaleHandle {
-            handle: Handle::new(slot, generation).raw(),
-        };
-        let header = self.slab.get(slot).ok_or_else(stale)?;
+    /// Ends the borrow a raw handle names, after checking that it names the connection
+    /// in its slot (a C lease also carries the id). The end itself is the CAS at the
+    /// handle's exact generation in [`release`](Self::release): if it succeeds, no
+    /// retire happened since `check_raw` read the id.
+    pub(crate) fn release_raw(&self, raw: RawHandle) -> Result<()> {
+        match self.check_raw(raw) {
+            Ok(slot) => self.release(Handle::new(slot, raw.generation())),
+            // A reclaimed borrow is still ended (and its connection closed) by its
+            // holder's release.
+            Err(Error::Reclaimed { .. }) => {
+                self.release(Handle::new(raw.connection_id().slot(), raw.generation()))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Ends the borrow `handle`: one CAS validates it and changes the state; the
+    /// connection goes idle, or is closed if it was marked to be. The slot becomes
+    /// this thread's affinity candidate for its next borrow.
+    pub(crate) fn release(&self, handle: Handle) -> Result<()> {
+        let Handle { slot, generation } = handle;
+        let header = self.slab.get(slot).ok_or_else(|| self.stale(handle))?;
         // Read everything about the slot while the borrow (if the handle is current)
         // still owns it: once the CAS below makes it idle, another thread may claim and
         // even empty it at once. For a stale handle these reads are meaningless, and the
         // CAS fails before any of them is used.
-        let partition = self.partition_if_occupied(header).ok_or_else(stale)?;
+        let partition = self
+            .partition_if_occupied(header)
+            .ok_or_else(|| self.stale(handle))?;
         let local = header.local.load(Ordering::Relaxed);
         let connection_id = header.conn_id.load(Ordering::Relaxed);
         let started_ms = header.owner_started_ms();
-        let ended = state::end_borrow(&header.state, generation).map_err(|_| stale())?;
+        let ended = state::end_borrow(&header.state, generation).map_err(|_| self.stale(handle))?;
         if ended.has(flags::LEAK_ALERT) {
             self.note_leak_returned(connection_id, started_ms);
         }
@@ -937,11 +1087,6 @@ impl<C> PoolInner<C> {
             return Ok(());
         }
         let reclaimed = ended.has(flags::RECLAIMED);
-        if partition.waiters.waiting() > 0 {
-            // A waiter may have found the user at max_per_user: this close frees a
-            // place, so let the factory (if any) open a replacement for it.
-            self.request_connection(partition);
-        }
         drop(self.retire(
             partition,
             local,
@@ -969,20 +1114,18 @@ impl<C> PoolInner<C> {
     }
 
     /// Takes a borrowed connection out of the pool for good.
-    pub(crate) fn detach(&self, slot: u32, generation: u32) -> Result<C> {
-        let header = self.header(slot);
+    pub(crate) fn detach(&self, handle: Handle) -> Result<C> {
+        let header = self.header(handle.slot);
         loop {
             let current = header.load_state(Ordering::Relaxed);
-            if current.generation() != generation || current.lifecycle() != Lifecycle::InUse {
-                return Err(Error::StaleHandle {
-                    handle: Handle::new(slot, generation).raw(),
-                });
+            if current.generation() != handle.generation || current.lifecycle() != Lifecycle::InUse
+            {
+                return Err(self.stale(handle));
             }
             if current.has(flags::RECLAIMED) {
                 // Reclaimed: the holder's handle is stale; close it as release would.
-                return self.release(slot, generation).and(Err(Error::StaleHandle {
-                    handle: Handle::new(slot, generation).raw(),
-                }));
+                let stale = self.stale(handle);
+                return self.release(handle).and(Err(stale));
             }
             let next = current.without_flags().with_lifecycle(Lifecycle::Reserved);
             if header
@@ -1001,8 +1144,44 @@ impl<C> PoolInner<C> {
         let partition = self.partition_of(header);
         let local = header.local.load(Ordering::Relaxed);
         Ok(self
-            .retire(partition, local, slot, true, None)
+            .retire(partition, local, handle.slot, true, None)
             .expect("a borrowed slot holds a connection"))
+    }
+
+    /// See [`EnhancedConnectionPool::testing_advance_generation`].
+    fn advance_generation(&self, id: ConnectionId, by: u64) -> Result<()> {
+        let header = self
+            .slab
+            .get(id.slot())
+            .filter(|h| h.conn_id.load(Ordering::Relaxed) == id.raw())
+            .ok_or(Error::UnknownConnection {
+                connection_id: id.raw(),
+            })?;
+        let state = header.load_state(Ordering::Acquire);
+        let not_idle = || Error::InvalidArgument {
+            argument: "id",
+            reason: String::from("the connection is not idle"),
+        };
+        if state.lifecycle() != Lifecycle::Idle {
+            return Err(not_idle());
+        }
+        state::try_claim(&header.state, state.generation(), Claim::Exclusive)
+            .map_err(|_| not_idle())?;
+        // Ours until the store below (a retire bumps the generation, so the id checked
+        // above is still this slot's); read what announcing needs while it is.
+        let partition = self.partition_of(header);
+        let local = header.local.load(Ordering::Relaxed);
+        let moved = state.generation().wrapping_add(by) & state::GENERATION_MASK;
+        header.baseline.store(
+            header.baseline.load(Ordering::Relaxed).wrapping_add(by) & state::GENERATION_MASK,
+            Ordering::Relaxed,
+        );
+        header.state.store(
+            SlotState::new(moved, Lifecycle::Idle).pack(),
+            Ordering::SeqCst,
+        );
+        self.announce_idle(partition, local);
+        Ok(())
     }
 
     fn remove(&self, id: ConnectionId) -> Result<Removal> {
@@ -1052,6 +1231,25 @@ impl<C> PoolInner<C> {
             partition.waiters.close();
             self.drain_idle(&partition);
         }
+    }
+
+    /// Whether this thread is inside a sweeper pass of this pool (a callback).
+    fn in_own_sweep(&self) -> bool {
+        SWEEPING.with(Cell::get) == self.id
+    }
+
+    /// Runs `pass` marked as this pool's sweeper pass on this thread, so callbacks it
+    /// runs can be recognised (see `sweep_now`). Restores any outer mark (a callback of
+    /// one pool may sweep another).
+    pub(crate) fn as_sweeper<R>(&self, pass: impl FnOnce() -> R) -> R {
+        struct Restore(u64);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                SWEEPING.with(|s| s.set(self.0));
+            }
+        }
+        let _restore = Restore(SWEEPING.with(|s| s.replace(self.id)));
+        pass()
     }
 
     fn borrows(&self) -> Vec<BorrowInfo> {
@@ -1111,20 +1309,26 @@ impl<C> PoolInner<C> {
             timeouts += user.timeouts;
             users.push(user);
         }
-        // Every borrow and every retirement bumps a slot's generation once.
+        // Every borrow and every retirement bumps a slot's generation once; modulo 2^48
+        // per slot, which no slot's count reaches.
         let bumps: u64 = self
             .slab
             .iter()
             .map(|(_, h)| {
-                u64::from(
-                    h.load_state(Ordering::Relaxed)
-                        .generation()
-                        .wrapping_sub(self.first_generation),
-                )
+                h.load_state(Ordering::Relaxed)
+                    .generation()
+                    .wrapping_sub(h.baseline.load(Ordering::Relaxed))
+                    & state::GENERATION_MASK
             })
             .sum();
-        // Saturating: a retirement bumps its generation just before it is counted.
-        let acquires = bumps.saturating_sub(self.retirements.load(Ordering::Relaxed));
+        // Saturating: a retirement bumps its generation just before it is counted. The
+        // running maximum: slots read one by one, a moment apart, must not make the
+        // count go backwards between two calls.
+        let computed = bumps.saturating_sub(self.retirements.load(Ordering::Relaxed));
+        let acquires = computed.max(
+            self.acquires_reported
+                .fetch_max(computed, Ordering::Relaxed),
+        );
         let counters = &self.counters;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut acquire_wait = counters.acquire_wait.snapshot();
@@ -1206,13 +1410,14 @@ fn same_user(a: &str, b: &str) -> bool {
         .all(|(x, y)| x == y)
 }
 
-/// A per-pool starting generation, so handles of different pools rarely coincide.
-fn pool_seed() -> u32 {
+/// A per-pool starting generation below 2^32 (far from the 2^48 wrap), so handles of
+/// different pools rarely coincide.
+fn pool_seed() -> u64 {
     static POOLS: AtomicU64 = AtomicU64::new(0);
     let n = POOLS.fetch_add(1, Ordering::Relaxed);
     let stack_entropy = NonNull::<u8>::dangling().as_ptr() as u64 ^ (&n as *const u64 as u64);
     let mixed = (n ^ stack_entropy ^ clock::now_nanos()).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (mixed >> 32) as u32
+    mixed >> 32
 }
 
 #[cfg(test)]

@@ -45,7 +45,7 @@ struct SlotTrack {
     /// The connection this track describes; a different id means a new connection.
     conn_id: u64,
     /// The generation last seen idle: a change means it was borrowed since.
-    seen_generation: u32,
+    seen_generation: u64,
     /// When it was last seen to become idle (ms since the slab epoch).
     idle_since_ms: u32,
     /// When it was last health-checked (ms since the slab epoch).
@@ -215,6 +215,10 @@ impl<C: Send + 'static> PoolInner<C> {
 
     /// One sweeper pass (see the module docs). Serialised by the `sweep` lock.
     pub(crate) fn sweep_pass(&self) {
+        self.as_sweeper(|| self.sweep_pass_marked());
+    }
+
+    fn sweep_pass_marked(&self) {
         let started = Instant::now();
         let mut sweep = lock(&self.sweep);
         let now = self.slab.now_ms();
@@ -349,10 +353,11 @@ impl<C: Send + 'static> PoolInner<C> {
             LeakLevel::Critical => counters.leak_criticals.fetch_add(1, Ordering::Relaxed),
         };
         if reclaim {
+            self.uncount_slot();
             if let Some(partition) = partition {
                 partition.uncount();
+                self.capacity_freed(partition);
             }
-            self.uncount_slot();
         }
         let Some(report) = report else {
             return;
@@ -471,9 +476,10 @@ impl<C: Send + 'static> PoolInner<C> {
         }
     }
 
-    /// With a factory, an evicted connection is replaced.
+    /// With a factory, an evicted connection is replaced (unless callers wait: then
+    /// `capacity_freed` has asked for them already).
     fn want_replacement(&self, partition: &Partition) {
-        if self.hooks.factory.is_some() {
+        if self.hooks.factory.is_some() && partition.waiters.waiting() == 0 {
             partition.factory_requests.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -504,14 +510,20 @@ impl<C: Send + 'static> PoolInner<C> {
             return;
         }
         let min_idle = self.tuning.min_idle;
+        // What each user needs: what was asked for, enough for every caller waiting now
+        // (so a request lost to a full pool is renewed by the next pass), and min_idle.
         let wanted = |p: &Partition| {
             let idle = p.idle_count(&self.slab);
             let requested = p.factory_requests.load(Ordering::Relaxed) as usize;
-            requested.max(min_idle.saturating_sub(idle)).min(
-                self.config
-                    .max_per_user
-                    .saturating_sub(p.connection_count()),
-            )
+            let waiting = p.waiters.waiting().saturating_sub(idle);
+            requested
+                .max(waiting)
+                .max(min_idle.saturating_sub(idle))
+                .min(
+                    self.config
+                        .max_per_user
+                        .saturating_sub(p.connection_count()),
+                )
         };
         // Checked first without cloning the list, so a quiet pass allocates nothing.
         if !self.any_partition(|p| wanted(p) > 0) {

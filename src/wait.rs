@@ -23,7 +23,7 @@
 //! it back through the same release path (dropped future), so nothing is lost.
 
 use std::collections::{BinaryHeap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::task::Waker;
 use std::thread::Thread;
@@ -31,6 +31,8 @@ use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
 use once_cell::sync::Lazy;
+
+use crate::slab::CallSite;
 
 /// Set in `signal` once the pool is closed.
 const CLOSED: u64 = 1 << 63;
@@ -41,44 +43,69 @@ const CLOSED_OUTCOME: u64 = u64::MAX - 1;
 /// What a wait ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
-    /// The waiter now holds the borrow `generation` of `slot` (claimed for it).
+    /// The waiter now holds the borrow `generation` of `slot`, claimed and stamped for
+    /// it by the granter.
     Granted {
         /// Slab slot index.
         slot: u32,
         /// The borrow's generation.
-        generation: u32,
+        generation: u64,
     },
     /// The pool closed.
     Closed,
 }
 
 /// How to wake a waiter.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Wakeup {
     Thread(Thread),
     Task(Waker),
 }
 
+impl Wakeup {
+    fn wake(self) {
+        match self {
+            Wakeup::Thread(t) => t.unpark(),
+            Wakeup::Task(w) => w.wake(),
+        }
+    }
+}
+
+/// Who waits: recorded at registration so that the granter can stamp the borrow it
+/// hands over (a grant is a borrow from that instant: leak scans and `borrows()` see
+/// it even if the waiter never runs again).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Waiter {
+    /// Where the acquire was called.
+    pub(crate) site: CallSite,
+    /// The waiting thread's tag (see `thread_tag`).
+    pub(crate) borrower: u64,
+}
+
 /// One waiting thread or task.
 #[derive(Debug)]
 pub(crate) struct WaitNode {
-    /// PENDING, CLOSED_OUTCOME, or the granted local index. Written once, under the
-    /// queue lock, by whoever completes the node.
+    /// PENDING, CLOSED_OUTCOME, or the granted generation (below 2^48, so never a
+    /// marker). Written once, under the queue lock, by whoever completes the node.
     outcome: AtomicU64,
+    /// The granted slot; written before `outcome` and published by it.
+    granted_slot: AtomicU32,
     wakeup: Mutex<Wakeup>,
+    /// Who waits.
+    pub(crate) waiter: Waiter,
 }
 
 impl WaitNode {
     /// The outcome, if the wait has ended.
     pub(crate) fn outcome(&self) -> Option<Outcome> {
-        // Acquire: pairs with the Release in `complete`; the granted slot's contents
-        // were published to the granter through the idle set's Acquire take.
+        // Acquire: pairs with the Release in `complete`, so the granted slot index and
+        // the granter's stamp (and, through its claim, the connection) are visible.
         match self.outcome.load(Ordering::Acquire) {
             PENDING => None,
             CLOSED_OUTCOME => Some(Outcome::Closed),
-            raw => Some(Outcome::Granted {
-                slot: raw as u32,
-                generation: (raw >> 32) as u32,
+            generation => Some(Outcome::Granted {
+                slot: self.granted_slot.load(Ordering::Relaxed),
+                generation,
             }),
         }
     }
@@ -92,23 +119,24 @@ impl WaitNode {
         }
     }
 
+    /// Records the outcome; the caller wakes the waiter afterwards, outside its locks.
     fn complete(&self, outcome: Outcome) {
         let raw = match outcome {
-            // Slot indices are below 2^24, so this never collides with the markers.
             Outcome::Granted { slot, generation } => {
-                (u64::from(generation) << 32) | u64::from(slot)
+                self.granted_slot.store(slot, Ordering::Relaxed);
+                generation
             }
             Outcome::Closed => CLOSED_OUTCOME,
         };
         self.outcome.store(raw, Ordering::Release);
-        self.wake();
     }
 
-    fn wake(&self) {
-        match &*lock(&self.wakeup) {
-            Wakeup::Thread(t) => t.unpark(),
-            Wakeup::Task(w) => w.wake_by_ref(),
-        }
+    /// Wakes the waiter. Never called under a queue or timer lock: a waker may poll or
+    /// drop the future inline, which takes those locks again. The waker is cloned out
+    /// of its own lock for the same reason (`set_waker` takes it).
+    pub(crate) fn wake(&self) {
+        let wakeup = lock(&self.wakeup).clone();
+        wakeup.wake();
     }
 }
 
@@ -159,14 +187,16 @@ impl WaitQueue {
     }
 
     /// Joins the back of the queue.
-    pub(crate) fn register(&self, wakeup: Wakeup) -> Registration {
+    pub(crate) fn register(&self, wakeup: Wakeup, waiter: Waiter) -> Registration {
         let mut queue = lock(&self.queue);
         if self.is_closed() {
             return Registration::Closed;
         }
         let node = Arc::new(WaitNode {
             outcome: AtomicU64::new(PENDING),
+            granted_slot: AtomicU32::new(0),
             wakeup: Mutex::new(wakeup),
+            waiter,
         });
         queue.push_back(node.clone());
         // SeqCst: the waiter's half of the handshake (see the module docs).
@@ -174,23 +204,31 @@ impl WaitQueue {
         Registration::Waiting(node)
     }
 
-    /// Hands idle connections to waiters, front first, while `claim` finds one (it
-    /// claims a borrow and returns `(slot, generation)`; its reads must be SeqCst, see
-    /// the module docs). Returns false if the pool is closed (the caller drains).
-    pub(crate) fn dispatch(&self, mut claim: impl FnMut() -> Option<(u32, u32)>) -> bool {
-        let mut queue = lock(&self.queue);
-        if self.is_closed() {
-            return false;
-        }
-        while !queue.is_empty() {
-            let Some((slot, generation)) = claim() else {
-                break;
+    /// Hands idle connections to waiters, front first, while `claim` finds one for the
+    /// front waiter (it claims and stamps a borrow for that waiter and returns
+    /// `(slot, generation)`; its reads must be SeqCst, see the module docs). Each
+    /// waiter is woken after the lock is released. Returns false if the pool is closed
+    /// (the caller drains).
+    pub(crate) fn dispatch(&self, mut claim: impl FnMut(&Waiter) -> Option<(u32, u64)>) -> bool {
+        loop {
+            let granted = {
+                let mut queue = lock(&self.queue);
+                if self.is_closed() {
+                    return false;
+                }
+                let Some(front) = queue.front() else {
+                    return true;
+                };
+                let Some((slot, generation)) = claim(&front.waiter) else {
+                    return true;
+                };
+                let node = queue.pop_front().expect("queue is non-empty");
+                self.signal.fetch_sub(1, Ordering::Relaxed);
+                node.complete(Outcome::Granted { slot, generation });
+                node
             };
-            let node = queue.pop_front().expect("queue is non-empty");
-            self.signal.fetch_sub(1, Ordering::Relaxed);
-            node.complete(Outcome::Granted { slot, generation });
+            granted.wake();
         }
-        true
     }
 
     /// Withdraws `node`. `None` if it was still waiting (now removed); otherwise the
@@ -206,16 +244,24 @@ impl WaitQueue {
         node.outcome()
     }
 
-    /// Marks the queue closed and wakes every waiter with [`Outcome::Closed`].
+    /// Marks the queue closed and wakes every waiter with [`Outcome::Closed`] (after
+    /// the lock is released).
     pub(crate) fn close(&self) {
-        let mut queue = lock(&self.queue);
-        // SeqCst: a releaser that publishes an idle bit after this sees CLOSED and
-        // drains; one that published before is drained by the closer.
-        self.signal.fetch_or(CLOSED, Ordering::SeqCst);
-        let waiters = queue.len() as u64;
-        self.signal.fetch_sub(waiters, Ordering::Relaxed);
-        for node in queue.drain(..) {
-            node.complete(Outcome::Closed);
+        let closed: Vec<Arc<WaitNode>> = {
+            let mut queue = lock(&self.queue);
+            // SeqCst: a releaser that publishes an idle bit after this sees CLOSED and
+            // drains; one that published before is drained by the closer.
+            self.signal.fetch_or(CLOSED, Ordering::SeqCst);
+            let waiters = queue.len() as u64;
+            self.signal.fetch_sub(waiters, Ordering::Relaxed);
+            let closed: Vec<_> = queue.drain(..).collect();
+            for node in &closed {
+                node.complete(Outcome::Closed);
+            }
+            closed
+        };
+        for node in closed {
+            node.wake();
         }
     }
 }
@@ -287,13 +333,21 @@ pub(crate) mod timer {
 
     fn run(timer: &'static Timer) {
         let mut entries = lock(&timer.entries);
+        let mut due = Vec::new();
         loop {
             let now = Instant::now();
             while entries.peek().is_some_and(|e| e.deadline <= now) {
-                let entry = entries.pop().expect("peeked");
-                if let Some(node) = entry.node.upgrade() {
+                due.push(entries.pop().expect("peeked").node);
+            }
+            if !due.is_empty() {
+                // Woken outside the timer's lock: a waker that polls inline may arm
+                // another deadline.
+                drop(entries);
+                for node in due.drain(..).filter_map(|n| n.upgrade()) {
                     node.wake();
                 }
+                entries = lock(&timer.entries);
+                continue;
             }
             entries = match entries.peek().map(|e| e.deadline - now) {
                 Some(wait) => {

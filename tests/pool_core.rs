@@ -8,7 +8,8 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use heliosdb_pool::{
-    ConnectionId, ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Error, Removal,
+    ConnectionId, ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Error, RawHandle,
+    Removal,
 };
 
 /// A connection that counts its closes (drops).
@@ -215,25 +216,38 @@ fn stale_and_double_releases_are_rejected_without_touching_the_holder() {
     // Doubled release.
     assert_eq!(
         pool.release_raw_handle(first),
-        Err(Error::StaleHandle { handle: first })
+        Err(Error::StaleHandle {
+            connection_id: first.connection_id().raw(),
+            generation: first.generation()
+        })
     );
     // The slot is borrowed again: the old handle must not end the new borrow.
     let current = pool.try_acquire("a").unwrap();
     assert_eq!(
         pool.release_raw_handle(first),
-        Err(Error::StaleHandle { handle: first })
+        Err(Error::StaleHandle {
+            connection_id: first.connection_id().raw(),
+            generation: first.generation()
+        })
     );
     assert_eq!(pool.stats().active_connections, 1);
     assert!(pool.try_acquire("a").is_err(), "the holder still has it");
-    // Never-issued handles: out of range, and a wrong generation.
-    assert!(matches!(
-        pool.release_raw_handle(u64::MAX),
-        Err(Error::StaleHandle { .. })
-    ));
-    assert!(matches!(
-        pool.release_raw_handle(first ^ (1 << 40)),
-        Err(Error::StaleHandle { .. })
-    ));
+    // Never-issued handles: a slot out of range, a wrong generation, another
+    // connection's id with the live generation.
+    let forged = [
+        RawHandle::from_parts(ConnectionId::from_raw(u64::MAX), 0),
+        RawHandle::from_parts(first.connection_id(), first.generation() ^ (1 << 40)),
+        RawHandle::from_parts(
+            ConnectionId::from_raw(first.connection_id().raw() + (1 << 24)),
+            first.generation() + 1,
+        ),
+    ];
+    for raw in forged {
+        assert!(matches!(
+            pool.release_raw_handle(raw),
+            Err(Error::StaleHandle { .. })
+        ));
+    }
     // SAFETY: the closure does not run for a stale handle.
     let stale = unsafe { pool.with_raw_handle(first, |_| ()) };
     assert!(matches!(stale, Err(Error::StaleHandle { .. })));

@@ -6,7 +6,7 @@
 //! older caller's struct from a newer one and never reads or writes past its end.
 
 use std::ffi::{c_char, c_void};
-use std::mem::{offset_of, size_of};
+use std::mem::{MaybeUninit, offset_of, size_of};
 use std::time::Duration;
 
 use crate::config::EnhancedPoolConfig;
@@ -74,12 +74,14 @@ pub type heliosdb_connect_fn = Option<
 /// Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check` and
 /// `connect`): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
 /// `heliosdb_pool_leaks`, `heliosdb_pool_for_each_leak`, `heliosdb_pool_is_closed`,
-/// `heliosdb_pool_try_acquire`, `heliosdb_pool_release`, `heliosdb_pool_add_connection`
-/// and `heliosdb_pool_remove_connection` on the same pool. They must not call
-/// `heliosdb_pool_free` or `heliosdb_pool_close` (which wait for the sweeper thread
-/// to finish: a deadlock) nor `heliosdb_pool_sweep_now` (which waits for the pass in
-/// progress), and should not wait in `heliosdb_pool_acquire` (that stalls the sweeper).
-/// Must not unwind (no C++ exception or `longjmp` may leave a callback).
+/// `heliosdb_pool_try_acquire`, `heliosdb_pool_release`, `heliosdb_pool_add_connection`,
+/// `heliosdb_pool_remove_connection` and `heliosdb_pool_close` on the same pool (a
+/// close from a callback closes the pool; the sweeper thread ends after its pass).
+/// `heliosdb_pool_sweep_now` fails with `HELIOSDB_ERR_REENTRANT` there (the pass in
+/// progress would wait for itself). They must not call `heliosdb_pool_free` (the pool
+/// must outlive the callback that is running), and should not wait in
+/// `heliosdb_pool_acquire` (that stalls the sweeper). Must not unwind (no C++ exception
+/// or `longjmp` may leave a callback).
 pub type heliosdb_leak_fn =
     Option<unsafe extern "C" fn(report: *const heliosdb_leak_report, user_data: *mut c_void)>;
 
@@ -88,6 +90,12 @@ pub type heliosdb_leak_fn =
 /// outstanding when it was called). Not called if `heliosdb_pool_new` fails: the
 /// caller then still owns `user_data`.
 pub type heliosdb_user_data_free_fn = Option<unsafe extern "C" fn(user_data: *mut c_void)>;
+
+/// The largest `max_connections` a pool accepts: slot ids have 24 bits, and a fifth of
+/// them is kept as headroom for reclaimed borrows (which keep their slot until their
+/// holder releases them).
+pub const HELIOSDB_MAX_CONNECTIONS: usize = 13421772;
+const _: () = assert!(HELIOSDB_MAX_CONNECTIONS == crate::config::MAX_SLOTS);
 
 /// Settings of a pool, and its callbacks.
 ///
@@ -104,7 +112,8 @@ pub struct heliosdb_pool_config {
     /// `sizeof(heliosdb_pool_config)` as the caller was compiled; set by the init
     /// functions. A size this library does not know is `HELIOSDB_ERR_UNSUPPORTED_VERSION`.
     pub struct_size: usize,
-    /// Capacity of the whole pool (1 .. 16M); the slab is allocated once.
+    /// Capacity of the whole pool (1 .. `HELIOSDB_MAX_CONNECTIONS`); the slab is
+    /// allocated once.
     pub max_connections: usize,
     /// Most connections one user may hold, idle plus borrowed (1 .. max_connections).
     pub max_per_user: usize,
@@ -114,15 +123,17 @@ pub struct heliosdb_pool_config {
     pub idle_timeout_ms: u64,
     /// A connection older than this is closed (0: never).
     pub max_connection_age_ms: u64,
-    /// Whether the sweeper health-checks idle connections.
+    /// Whether the sweeper health-checks idle connections. Read as a byte: any
+    /// non-zero value is true.
     pub health_check_enabled: bool,
     /// An idle connection not checked for this long is checked on the next sweep.
     pub health_check_interval_ms: u64,
-    /// Whether borrows held too long are reported as leaks.
+    /// Whether borrows held too long are reported as leaks (non-zero: true).
     pub leak_detection_enabled: bool,
     /// A borrow held longer than this is reported as a leak.
     pub leak_detection_threshold_ms: u64,
-    /// Whether the sweeper reclaims the capacity of critically leaked borrows.
+    /// Whether the sweeper reclaims the capacity of critically leaked borrows (non-zero:
+    /// true).
     pub auto_cleanup_enabled: bool,
     /// How often the sweeper runs idle/age eviction and reclaim.
     pub cleanup_interval_ms: u64,
@@ -276,17 +287,33 @@ pub(crate) unsafe fn read_config(
     // which is first in every version.
     let struct_size = unsafe { config.cast::<usize>().read() };
     check_size(struct_size)?;
-    let mut out = heliosdb_pool_config::from_settings(&EnhancedPoolConfig::default());
+    let mut out = MaybeUninit::new(heliosdb_pool_config::from_settings(
+        &EnhancedPoolConfig::default(),
+    ));
+    let base = out.as_mut_ptr().cast::<u8>();
     // SAFETY: the caller's struct is readable for `struct_size` bytes (a known size, at
     // most ours); `out` is a distinct local of our full size; the bytes copied are a
-    // prefix of the same `repr(C)` layout, so every field copied is valid.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            config.cast::<u8>(),
-            (&raw mut out).cast::<u8>(),
-            struct_size,
-        );
+    // prefix of the same `repr(C)` layout. Nothing reads `out` as a typed value until
+    // its flags are normalised below.
+    unsafe { std::ptr::copy_nonoverlapping(config.cast::<u8>(), base, struct_size) };
+    // A C caller may have stored any byte in a flag (C's `bool` is one byte, but a
+    // memcpy, a union or a `char` field can put 2 there), and a Rust `bool` must be 0 or
+    // 1: read each flag as a byte, non-zero meaning true.
+    for offset in [
+        offset_of!(heliosdb_pool_config, health_check_enabled),
+        offset_of!(heliosdb_pool_config, leak_detection_enabled),
+        offset_of!(heliosdb_pool_config, auto_cleanup_enabled),
+    ] {
+        // SAFETY: `offset` is a field of `out`, within its size; reading and writing
+        // it as a `u8` is valid whatever byte it holds.
+        unsafe {
+            let flag = base.add(offset);
+            flag.write(u8::from(flag.read() != 0));
+        }
     }
+    // SAFETY: every byte now holds a valid value of its field (the flags just fixed;
+    // the other fields accept any bit pattern or kept our defaults).
+    let mut out = unsafe { out.assume_init() };
     out.struct_size = struct_size;
     Ok(out)
 }
@@ -299,7 +326,9 @@ fn validate_tuning(config: &heliosdb_pool_config) -> Result<()> {
     settings.validate()?;
     if let Some(critical) = config.critical_threshold() {
         let alert = Duration::from_millis(settings.leak_detection_threshold_ms);
-        if settings.leak_detection_enabled && critical <= alert {
+        // Checked whether or not leak detection is on now: a config that contradicts
+        // itself is refused before someone turns detection on.
+        if critical <= alert {
             return Err(Error::invalid_config(
                 "leak_critical_threshold_ms",
                 format!("{critical:?} must exceed leak_detection_threshold_ms ({alert:?})"),
@@ -338,8 +367,9 @@ fn init_with(
     })
 }
 
-/// Fills `*config` with the defaults: the development preset's sizes and timeouts,
-/// leak detection on at a 30 s threshold, `auto_cleanup_enabled` off, no callbacks.
+/// Fills `*config` with the defaults: the values of the Rust
+/// `EnhancedPoolConfig::default()` (see the README's configuration table), no
+/// callbacks, and the extension fields at their documented defaults.
 ///
 /// `struct_size` must be `sizeof(heliosdb_pool_config)` as the caller sees it; an
 /// unknown size is `HELIOSDB_ERR_UNSUPPORTED_VERSION` and nothing is written. A caller

@@ -8,7 +8,7 @@
 //!
 //! Acquire and release allocate nothing on success: the user string is read in place
 //! (`CStr` to `&str`), the lease is written into the caller's struct, and the release
-//! path is the core's one CAS plus one load of the `freed` flag.
+//! path is the core's one CAS plus the free handshake (see [`heliosdb_pool`]).
 
 use std::cell::RefCell;
 use std::ffi::{CString, c_char, c_int, c_void};
@@ -20,9 +20,11 @@ use std::time::Duration;
 
 use crate::error::{Error, Result, Status};
 use crate::guard::PooledConnection;
+use crate::guard::RawHandle;
 use crate::leak::LeakReport;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::pool::{EnhancedConnectionPool, Removal};
+use crate::slab::state::Lifecycle;
 use crate::slab::{CSite, CallSite};
 
 use super::boundary::{self, check_out, check_ptr, check_str, opt_out, opt_str};
@@ -92,31 +94,43 @@ impl Drop for CConnection {
 ///
 /// Thread-safety: every function on a pool may be called from any number of threads
 /// at once, except `heliosdb_pool_free`, which must not run concurrently with any
-/// other call on the same pool (leases still out when it runs may be released after it
-/// returns, from any thread).
+/// other call on the same pool but `heliosdb_pool_release` (leases still out may be
+/// released while it runs and after it returns, from any thread).
+///
+/// Freeing with leases out: the pool's memory has owners, `heliosdb_pool_free` and each
+/// lease still out, and the last of them to leave reclaims it, whoever it is. A
+/// release marks its slot "in flight" (SeqCst) before it reads `freed`, and free sets
+/// `freed` (SeqCst) before it waits for every in-flight mark to clear: one of the two
+/// sees the other, so a release either finishes on the normal path before free counts
+/// the leases out, or takes the counted path, waits until free has counted, and leaves
+/// as one of the owners.
 pub struct heliosdb_pool {
     pool: EnhancedConnectionPool<CConnection>,
     callbacks: Arc<Callbacks>,
-    /// Set by `heliosdb_pool_free` when borrows were out: the last release reclaims the
-    /// allocation. Read (one load) on every C release.
+    /// Set by `heliosdb_pool_free` (SeqCst, see above). Read on every C release.
     freed: AtomicBool,
-    /// Borrows still out after `heliosdb_pool_free`; touched only once `freed` is set.
-    outstanding_after_free: AtomicUsize,
+    /// Set by `heliosdb_pool_free` once `owners` counts every lease still out.
+    counted: AtomicBool,
+    /// After free: free itself plus the leases out when it counted. The party that
+    /// takes it to zero reclaims the pool.
+    owners: AtomicUsize,
 }
 
 /// One borrowed connection, written by the acquire functions and given back to
 /// `heliosdb_pool_release`.
 ///
-/// The caller has exclusive use of `connection` until it releases the lease. Every
-/// field is informative except `handle` and `pool`, which release checks: a lease of
-/// another pool is `HELIOSDB_ERR_FOREIGN_HANDLE`; one already released (or a copy of
-/// one) is `HELIOSDB_ERR_STALE_HANDLE`, and changes nothing.
+/// The caller has exclusive use of `connection` until it releases the lease.
+/// `connection` is informative; `handle`, `connection_id` and `pool` are checked by release: a lease of
+/// another pool is `HELIOSDB_ERR_FOREIGN_HANDLE`; one already released (or a copy of one, or
+/// one whose `handle` or `connection_id` was changed) is `HELIOSDB_ERR_STALE_HANDLE`, and changes nothing.
 ///
 /// Thread-safety: plain data. A lease may be released from any thread, once.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct heliosdb_lease {
-    /// The borrow's handle: names this borrow, and no later borrow of the connection.
+    /// The borrow's generation (48 bits): with `connection_id`, names this borrow and
+    /// no later borrow of the connection (until 2^48 borrows of its slot) nor any
+    /// borrow of another connection.
     pub handle: u64,
     /// The connection, as given to `heliosdb_pool_add_connection`.
     pub connection: *mut c_void,
@@ -257,7 +271,8 @@ pub unsafe extern "C" fn heliosdb_pool_new(
             pool,
             callbacks,
             freed: AtomicBool::new(false),
-            outstanding_after_free: AtomicUsize::new(0),
+            counted: AtomicBool::new(false),
+            owners: AtomicUsize::new(0),
         });
         out.write(Box::into_raw(handle));
         Ok(())
@@ -349,17 +364,18 @@ fn deliver(
 /// The pool is closed first: waiting acquires fail with `HELIOSDB_ERR_CLOSED`, idle
 /// connections are closed now, and the sweeper thread is stopped (a pass in progress,
 /// with its callbacks, finishes first; no sweeper callback runs afterwards). Must not be
-/// called from the pool's own callbacks. Leases still out stay valid: their connections stay
-/// usable by their holders, and releasing them through this same pool pointer (from
-/// any thread) closes them. The pool's memory (and `user_data`, through
-/// `user_data_free`) is reclaimed when the last of them is released, or now if none
-/// is out. After that the pointer is dangling.
+/// called from the pool's own callbacks. Leases still out stay valid: their connections
+/// stay usable by their holders, and releasing them through this same pool pointer
+/// (from any thread, also while this call runs) closes them. The pool's memory (and
+/// `user_data`, through `user_data_free`) is reclaimed by whichever comes last: this
+/// call, or the release of the last lease that was out. After that the pointer is
+/// dangling.
 ///
 /// # Safety
 ///
 /// `pool` is NULL or a live pool that is not freed twice. No other call on this pool
-/// may run concurrently with this one; after it returns only `heliosdb_pool_release`
-/// of leases that were out may be called on it.
+/// but `heliosdb_pool_release` may run concurrently with this one; after it returns
+/// only `heliosdb_pool_release` of leases that were out may be called on it, once each.
 ///
 /// Thread-safety: see above.
 #[unsafe(no_mangle)]
@@ -380,19 +396,46 @@ pub unsafe extern "C" fn heliosdb_pool_free(pool: *mut heliosdb_pool) {
             return;
         }
         p.pool.close();
-        // Exact: the pool is closed (no new borrows) and, by contract, no other call
-        // runs now; every borrow still out is `InUse` and will be released at most once.
-        let borrowed = p.pool.stats().active_connections;
-        if borrowed == 0 {
-            // SAFETY: `pool` came from `Box::into_raw` in `heliosdb_pool_new`, no
-            // lease is out, and no other call runs: this is the last use.
-            drop(unsafe { Box::from_raw(pool) });
-            return;
+        // SeqCst: free's half of the handshake (see `heliosdb_pool`).
+        p.freed.store(true, Ordering::SeqCst);
+        let slab = &p.pool.inner.slab;
+        // Releases that read `freed` before the store above finish on the normal path;
+        // a release is a few atomics, plus a `close` callback if it closes.
+        for (_, header) in slab.iter() {
+            let backoff = crossbeam_utils::Backoff::new();
+            while header.release_in_flight() {
+                backoff.snooze();
+            }
         }
-        p.outstanding_after_free.store(borrowed, Ordering::Relaxed);
-        // Release: a releaser that sees `freed` also sees the count.
-        p.freed.store(true, Ordering::Release);
+        // Exact: no release is on the normal path now, and those on the counted path
+        // wait for `counted` before ending their borrow, so every lease out is `InUse`.
+        let out = slab
+            .iter()
+            .filter(|(_, h)| h.load_state(Ordering::Acquire).lifecycle() == Lifecycle::InUse)
+            .count();
+        p.owners.store(out + 1, Ordering::Relaxed);
+        // Release: a counted release that sees this sees `owners`.
+        p.counted.store(true, Ordering::Release);
+        // SAFETY: free is one of the owners it counted, and is done with the pool.
+        unsafe { leave(pool) };
     })
+}
+
+/// One owner of a freed pool leaves; the last reclaims it.
+///
+/// # Safety
+///
+/// `pool` was freed by `heliosdb_pool_free`, which counted the caller as an owner; the
+/// caller calls this once, after its last use of the pool.
+unsafe fn leave(pool: *mut heliosdb_pool) {
+    // SAFETY: the pool is alive until its last owner leaves, and the caller is one.
+    let p = unsafe { &*pool };
+    // AcqRel: every other owner's uses of the pool happen before the reclaim.
+    if p.owners.fetch_sub(1, Ordering::AcqRel) == 1 {
+        // SAFETY: `pool` came from `Box::into_raw` in `heliosdb_pool_new`; it was freed
+        // (so no new calls) and this was its last owner: nothing else uses it now.
+        drop(unsafe { Box::from_raw(pool) });
+    }
 }
 
 /// Adds a connection owned by `user` to the pool; its id goes to `*out_connection_id`
@@ -563,11 +606,11 @@ unsafe fn acquire_with(
     };
     let guard = how(&p.pool, user)?;
     let connection = guard.raw;
-    let connection_id = guard.connection_id().raw();
+    let raw = guard.into_raw_handle();
     out.write(heliosdb_lease {
-        handle: guard.into_raw_handle(),
+        handle: raw.generation(),
         connection,
-        connection_id,
+        connection_id: raw.connection_id().raw(),
         pool: pool.cast_const(),
     });
     Ok(())
@@ -731,17 +774,32 @@ pub unsafe extern "C" fn heliosdb_pool_release(
         if !ptr::eq(lease.pool, pool) {
             return Err(Error::ForeignHandle);
         }
-        let result = p.pool.release_raw_handle(lease.handle);
-        let ended = matches!(result, Ok(()) | Err(Error::Reclaimed { .. }));
-        // Acquire: pairs with the Release store in `heliosdb_pool_free`.
-        if ended
-            && p.freed.load(Ordering::Acquire)
-            && p.outstanding_after_free.fetch_sub(1, Ordering::AcqRel) == 1
-        {
-            // SAFETY: the pool was freed with borrows out and this was the last of them
-            // (AcqRel: every other release finished with the pool before this point);
-            // `pool` came from `Box::into_raw`, and nothing else may use it now.
-            drop(unsafe { Box::from_raw(pool) });
+        let raw = RawHandle::from_parts(ConnectionId::from_raw(lease.connection_id), lease.handle);
+        let Some(header) = p.pool.inner.slab.get(raw.connection_id().slot()) else {
+            return Err(Error::StaleHandle {
+                connection_id: lease.connection_id,
+                generation: lease.handle,
+            });
+        };
+        // The release's half of the free handshake (see `heliosdb_pool`).
+        header.enter_release();
+        if !p.freed.load(Ordering::SeqCst) {
+            let result = p.pool.release_raw_handle(raw);
+            header.leave_release();
+            return result;
+        }
+        header.leave_release();
+        // The pool was freed with leases out: this lease is one of its owners once free
+        // has counted them.
+        let backoff = crossbeam_utils::Backoff::new();
+        while !p.counted.load(Ordering::Acquire) {
+            backoff.snooze();
+        }
+        let result = p.pool.release_raw_handle(raw);
+        if matches!(result, Ok(()) | Err(Error::Reclaimed { .. })) {
+            // SAFETY: this lease was out when free counted its owners (it was `InUse`
+            // until the release just above), and this is its only release.
+            unsafe { leave(pool) };
         }
         result
     })
@@ -774,6 +832,33 @@ pub unsafe extern "C" fn heliosdb_pool_remove_connection(
             out.write(removal == Removal::ClosesOnReturn);
         }
         Ok(())
+    })
+}
+
+/// For tests of generation wraparound: moves the borrow generation of the idle
+/// connection `connection_id` forward by `by` (modulo 2^48), as if `by` borrows had
+/// happened, without counting them in the statistics, so a test can bring a slot round
+/// to the generation of an old lease in a few borrows. Serves no purpose in production.
+///
+/// Errors: `HELIOSDB_ERR_UNKNOWN_CONNECTION`; `HELIOSDB_ERR_INVALID_ARGUMENT` if the
+/// connection is not idle; `HELIOSDB_ERR_NULL_ARGUMENT`.
+///
+/// # Safety
+///
+/// `pool` is NULL or live.
+///
+/// Thread-safety: callable concurrently with any call but `heliosdb_pool_free`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_testing_advance_generation(
+    pool: *mut heliosdb_pool,
+    connection_id: u64,
+    by: u64,
+) -> Status {
+    boundary::call(|| {
+        // SAFETY: the export's contract.
+        let p = unsafe { pool_ref(pool) }?;
+        p.pool
+            .testing_advance_generation(ConnectionId::from_raw(connection_id), by)
     })
 }
 
@@ -1036,7 +1121,8 @@ pub unsafe extern "C" fn heliosdb_pool_prometheus(
 /// this thread. Waits for a pass in progress on the sweeper thread. For tests and tools:
 /// the background sweeper makes it unnecessary in production.
 ///
-/// Must not be called from the pool's own callbacks (a deadlock).
+/// From the pool's own sweeper callbacks it fails with `HELIOSDB_ERR_REENTRANT` (the
+/// pass in progress would wait for itself).
 ///
 /// # Safety
 ///
@@ -1047,7 +1133,6 @@ pub unsafe extern "C" fn heliosdb_pool_prometheus(
 pub unsafe extern "C" fn heliosdb_pool_sweep_now(pool: *const heliosdb_pool) -> Status {
     boundary::call(|| {
         // SAFETY: the export's contract.
-        unsafe { pool_ref(pool) }?.pool.sweep_now();
-        Ok(())
+        unsafe { pool_ref(pool) }?.pool.sweep_now()
     })
 }

@@ -12,7 +12,7 @@ use super::boundary;
 /// Every status, indexed by its code. The codes are contiguous from 0
 /// (`status_codes_are_contiguous` checks it), and `c_description`'s exhaustive match
 /// stops the build when a variant is added without being listed here.
-const ALL: [Status; 22] = [
+const ALL: [Status; 23] = [
     Status::Ok,
     Status::NullArgument,
     Status::InvalidUtf8,
@@ -35,6 +35,7 @@ const ALL: [Status; 22] = [
     Status::UnsupportedVersion,
     Status::Panic,
     Status::InvalidArgument,
+    Status::Reentrant,
 ];
 
 /// The status with this code, if there is one. Codes from C are taken as integers and
@@ -94,6 +95,7 @@ pub(crate) fn c_description(status: Status) -> &'static CStr {
         Status::UnsupportedVersion => c_description!(UnsupportedVersion),
         Status::Panic => c_description!(Panic),
         Status::InvalidArgument => c_description!(InvalidArgument),
+        Status::Reentrant => c_description!(Reentrant),
     }
 }
 

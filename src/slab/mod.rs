@@ -191,16 +191,42 @@ impl SiteCell {
         self.func.store(func, Ordering::Relaxed);
     }
 
-    fn load(&self) -> Option<CallSite> {
-        let ptr = self.ptr.load(Ordering::Relaxed);
-        let aux = self.aux.load(Ordering::Relaxed);
-        let func = self.func.load(Ordering::Relaxed);
+    /// The three words as they are now. They may mix two `store`s while a borrower
+    /// writes concurrently, so they stay raw words until the caller has validated them
+    /// ([`SiteWords::decode`]); no reference is built from an unvalidated pointer.
+    #[inline]
+    fn load_words(&self) -> SiteWords {
+        SiteWords {
+            ptr: self.ptr.load(Ordering::Relaxed),
+            aux: self.aux.load(Ordering::Relaxed),
+            func: self.func.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A call site's three words, read but not yet known to belong to one `store`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SiteWords {
+    ptr: usize,
+    aux: u64,
+    func: usize,
+}
+
+impl SiteWords {
+    /// The call site these words encode.
+    ///
+    /// # Safety
+    ///
+    /// All three words were written by one [`SiteCell::store`]: the reader owns the slot,
+    /// or it validated the read against the slot's state (seqlock-style) afterwards.
+    unsafe fn decode(self) -> Option<CallSite> {
+        let SiteWords { ptr, aux, func } = self;
         if ptr == 0 {
             return None;
         }
         if aux & 1 == 0 {
             // SAFETY: a Rust site stores a `&'static Location` (see `store`), and the
-            // caller validated that all three words belong to one `store`.
+            // caller guarantees that all three words belong to one `store`.
             Some(CallSite::Rust(unsafe {
                 &*(ptr as *const Location<'static>)
             }))
@@ -246,14 +272,21 @@ pub(crate) struct SlotHeader {
     pub(crate) borrower: AtomicU64,
     /// Index of this slot within its partition.
     pub(crate) local: AtomicU32,
+    /// Non-zero while a release that must be waited for is inside the pool for this
+    /// slot (see [`SlotHeader::enter_release`]); on this line because the releaser
+    /// owns it already.
+    release_marker: AtomicU32,
     // Second line: read when a borrow is reported or described.
     site: SiteCell,
     /// The connection's user and metadata; set while the slot is `Reserved`.
     pub(crate) info: ArcSwapOption<SlotInfo>,
+    /// The generation borrows are counted from (statistics): the first one, moved
+    /// along by any test-only jump of the generation so that jump counts no borrows.
+    pub(crate) baseline: AtomicU64,
 }
 
 impl SlotHeader {
-    fn new(initial_generation: u32) -> Self {
+    fn new(initial_generation: u64) -> Self {
         SlotHeader {
             state: AtomicU64::new(
                 SlotState::new(initial_generation, state::Lifecycle::Empty).pack(),
@@ -265,7 +298,9 @@ impl SlotHeader {
             conn_id: AtomicU64::new(0),
             partition: AtomicUsize::new(0),
             local: AtomicU32::new(0),
+            release_marker: AtomicU32::new(0),
             info: ArcSwapOption::empty(),
+            baseline: AtomicU64::new(initial_generation),
         }
     }
 
@@ -278,7 +313,7 @@ impl SlotHeader {
     #[inline]
     pub(crate) fn record_borrow(
         &self,
-        generation: u32,
+        generation: u64,
         now_ms: u32,
         site: CallSite,
         borrower: u64,
@@ -290,9 +325,31 @@ impl SlotHeader {
         self.borrower.store(borrower, Ordering::Relaxed);
         // Release: a reader that sees this stamp sees the fields above.
         self.stamp.store(
-            (u64::from(generation) << 32) | u64::from(now_ms),
+            (u64::from(generation as u32) << 32) | u64::from(now_ms),
             Ordering::Release,
         );
+    }
+
+    /// A release that an owner of the pool's memory must wait for (the C ABI's
+    /// `heliosdb_pool_free`) enters: SeqCst, the releaser's half of a Dekker handshake
+    /// with that owner's "freed" flag (the releaser stores this, then loads the flag;
+    /// the owner stores the flag, then waits for this to clear), so one of them sees
+    /// the other. Costs one locked store on a line the releaser owns already.
+    #[inline]
+    pub(crate) fn enter_release(&self) {
+        self.release_marker.store(1, Ordering::SeqCst);
+    }
+
+    /// The release entered with [`enter_release`](Self::enter_release) is done with the
+    /// pool. Release: whoever sees the marker clear sees everything the release did.
+    #[inline]
+    pub(crate) fn leave_release(&self) {
+        self.release_marker.store(0, Ordering::Release);
+    }
+
+    /// Whether a release is inside the pool for this slot now.
+    pub(crate) fn release_in_flight(&self) -> bool {
+        self.release_marker.load(Ordering::Acquire) != 0
     }
 
     /// When the current borrow began (ms since the epoch), read by its owner.
@@ -308,12 +365,13 @@ impl SlotHeader {
             return None;
         }
         // Acquire: pairs with the Release store of the stamp, so the fields read below
-        // are at least as new as the borrow the stamp names.
+        // are at least as new as the borrow the stamp names. The stamp keeps the low 32
+        // bits of the generation: it is never more than one borrow behind the state.
         let stamp = self.stamp.load(Ordering::Acquire);
-        if (stamp >> 32) as u32 != before.generation() {
+        if (stamp >> 32) as u32 != before.generation() as u32 {
             return None;
         }
-        let site = self.site.load();
+        let site = self.site.load_words();
         let borrower = self.borrower.load(Ordering::Relaxed);
         // Acquire fence: if a field above was written by a later borrower, that
         // borrower's claim (which changed `state`) happens-before this re-read.
@@ -325,14 +383,18 @@ impl SlotHeader {
         Some(BorrowSnapshot {
             state: after,
             started_ms: stamp as u32,
-            site,
+            // SAFETY: validated just above: the state did not change while the words
+            // were read, so they all belong to this borrow's one `store`.
+            site: unsafe { site.decode() },
             borrower,
         })
     }
 
     /// The call site of the current borrow, read by its owner.
     pub(crate) fn owner_site(&self) -> Option<CallSite> {
-        self.site.load()
+        // SAFETY: the caller owns the borrow; nobody else writes the site meanwhile,
+        // and its own stamp (or the granter's, published by the grant) came before.
+        unsafe { self.site.load_words().decode() }
     }
 }
 
@@ -355,7 +417,7 @@ pub(crate) struct Slab {
 impl Slab {
     /// A slab of `capacity` empty slots whose generations start at `first_generation`
     /// (random per pool, so a handle from another pool almost never matches).
-    pub(crate) fn new(capacity: usize, first_generation: u32) -> Self {
+    pub(crate) fn new(capacity: usize, first_generation: u64) -> Self {
         Slab {
             slots: (0..capacity)
                 .map(|_| CachePadded::new(SlotHeader::new(first_generation)))

@@ -1,10 +1,10 @@
 //! The slot state word: a typed view of one packed `u64`.
 //!
 //! ```text
-//!  63                              32 31            16 15       8 7        0
-//! +----------------------------------+----------------+----------+----------+
-//! |           generation             |   (reserved)   |  flags   | lifecycle|
-//! +----------------------------------+----------------+----------+----------+
+//!  63                                                   16 15       8 7        0
+//! +-------------------------------------------------------+----------+----------+
+//! |                  generation (48 bits)                 |  flags   | lifecycle|
+//! +-------------------------------------------------------+----------+----------+
 //! ```
 //!
 //! The state word is the slot's ownership token: every transition out of `Idle` and
@@ -12,6 +12,12 @@
 //! slot and a stale handle can never change the current holder's borrow. The
 //! generation is bumped by every borrow and every retirement, so a borrow handle (slot
 //! index + the generation it was issued under) names exactly one borrow.
+//!
+//! Why 48 bits: thread affinity sends one thread's borrows to one slot, so a 32-bit
+//! generation wrapped after 2^32 borrows, a few minutes of one busy thread, after which
+//! a stale handle validated again. 2^48 borrows of one slot take months at the fastest
+//! cycle this pool has; handles and C leases carry all 48 bits, and handles also name
+//! the connection, so a slot refilled for another connection never matches either.
 
 use crate::sync::{AtomicU64, Ordering};
 
@@ -69,15 +75,28 @@ pub(crate) mod flags {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SlotState(u64);
 
+/// Bits of the generation; generations count modulo 2^48.
+pub(crate) const GENERATION_BITS: u32 = 48;
+/// The largest generation; the next one is 0.
+pub(crate) const GENERATION_MASK: u64 = (1 << GENERATION_BITS) - 1;
+const GENERATION_SHIFT: u32 = 64 - GENERATION_BITS;
+
+/// The generation after `generation`, wrapping at 2^48.
+#[inline]
+pub(crate) const fn next_generation(generation: u64) -> u64 {
+    generation.wrapping_add(1) & GENERATION_MASK
+}
+
 impl SlotState {
     #[inline]
     pub(crate) const fn from_packed(word: u64) -> Self {
         SlotState(word)
     }
 
+    /// A state with no flags; `generation` is taken modulo 2^48.
     #[inline]
-    pub(crate) const fn new(generation: u32, lifecycle: Lifecycle) -> Self {
-        SlotState(((generation as u64) << 32) | lifecycle as u64)
+    pub(crate) const fn new(generation: u64, lifecycle: Lifecycle) -> Self {
+        SlotState(((generation & GENERATION_MASK) << GENERATION_SHIFT) | lifecycle as u64)
     }
 
     #[inline]
@@ -86,8 +105,8 @@ impl SlotState {
     }
 
     #[inline]
-    pub(crate) const fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+    pub(crate) const fn generation(self) -> u64 {
+        self.0 >> GENERATION_SHIFT
     }
 
     #[inline]
@@ -109,7 +128,7 @@ impl SlotState {
     /// not match a handle or a thread's cached claim from before).
     #[inline]
     pub(crate) const fn retired(self) -> Self {
-        SlotState::new(self.generation().wrapping_add(1), Lifecycle::Empty)
+        SlotState::new(next_generation(self.generation()), Lifecycle::Empty)
     }
 
     /// Same generation and flags, another lifecycle.
@@ -121,7 +140,7 @@ impl SlotState {
     /// The state a new borrow of this slot starts in: next generation, `InUse`, no flags.
     #[inline]
     pub(crate) const fn next_borrow(self) -> Self {
-        SlotState::new(self.generation().wrapping_add(1), Lifecycle::InUse)
+        SlotState::new(next_generation(self.generation()), Lifecycle::InUse)
     }
 
     /// Whether the connection must be closed when its owner gives it back.
@@ -168,7 +187,7 @@ impl Claim {
 #[inline]
 pub(crate) fn try_claim(
     word: &AtomicU64,
-    generation: u32,
+    generation: u64,
     claim: Claim,
 ) -> Result<SlotState, SlotState> {
     let idle = SlotState::new(generation, Lifecycle::Idle);
@@ -190,7 +209,7 @@ pub(crate) fn try_claim(
 /// closed, see [`SlotState::closes`], and whether it had been reported as a leak), or
 /// the state found if the handle is not the current borrow.
 #[inline]
-pub(crate) fn end_borrow(word: &AtomicU64, generation: u32) -> Result<SlotState, SlotState> {
+pub(crate) fn end_borrow(word: &AtomicU64, generation: u64) -> Result<SlotState, SlotState> {
     finish(word, generation, Lifecycle::InUse)
 }
 
@@ -198,7 +217,7 @@ pub(crate) fn end_borrow(word: &AtomicU64, generation: u32) -> Result<SlotState,
 /// `evict` sends it to `Reserved` for the sweeper to close whatever its flags say.
 pub(crate) fn end_check(
     word: &AtomicU64,
-    generation: u32,
+    generation: u64,
     evict: bool,
 ) -> Result<SlotState, SlotState> {
     finish_as(word, generation, Lifecycle::Checking, evict)
@@ -207,14 +226,14 @@ pub(crate) fn end_check(
 /// Moves a slot owned in `owned` at `generation` to `Idle`, or to `Reserved` for its
 /// owner to close if a closing flag is set; clears all flags.
 #[inline]
-fn finish(word: &AtomicU64, generation: u32, owned: Lifecycle) -> Result<SlotState, SlotState> {
+fn finish(word: &AtomicU64, generation: u64, owned: Lifecycle) -> Result<SlotState, SlotState> {
     finish_as(word, generation, owned, false)
 }
 
 #[inline]
 fn finish_as(
     word: &AtomicU64,
-    generation: u32,
+    generation: u64,
     owned: Lifecycle,
     close: bool,
 ) -> Result<SlotState, SlotState> {
@@ -260,30 +279,18 @@ pub(crate) fn try_flag(word: &AtomicU64, expected: SlotState, flag: u64) -> bool
     .is_ok()
 }
 
-/// A borrow handle: slot index in the low 32 bits, the borrow's generation in the high 32.
+/// A borrow handle inside the crate: the slot and the generation the borrow was issued
+/// under (the public, connection-checked form is [`RawHandle`](crate::RawHandle)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub(crate) struct Handle(u64);
+pub(crate) struct Handle {
+    pub(crate) slot: u32,
+    pub(crate) generation: u64,
+}
 
 impl Handle {
     #[inline]
-    pub(crate) const fn new(slot: u32, generation: u32) -> Self {
-        Handle(((generation as u64) << 32) | slot as u64)
-    }
-    #[inline]
-    pub(crate) const fn from_raw(raw: u64) -> Self {
-        Handle(raw)
-    }
-    #[inline]
-    pub(crate) const fn raw(self) -> u64 {
-        self.0
-    }
-    #[inline]
-    pub(crate) const fn slot(self) -> u32 {
-        self.0 as u32
-    }
-    #[inline]
-    pub(crate) const fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
+    pub(crate) const fn new(slot: u32, generation: u64) -> Self {
+        Handle { slot, generation }
     }
 }
 
@@ -293,8 +300,12 @@ mod tests {
 
     #[test]
     fn state_word_round_trips() {
-        let s = SlotState::new(u32::MAX, Lifecycle::Idle);
-        assert_eq!(s.generation(), u32::MAX);
+        let s = SlotState::new(GENERATION_MASK, Lifecycle::Idle);
+        assert_eq!(s.generation(), GENERATION_MASK);
+        assert_eq!(
+            SlotState::new(1 << 40, Lifecycle::Idle).generation(),
+            1 << 40
+        );
         assert_eq!(s.lifecycle(), Lifecycle::Idle);
         let b = s.next_borrow();
         assert_eq!(b.generation(), 0, "generation wraps");
@@ -310,8 +321,7 @@ mod tests {
         );
         assert_eq!(f.without_flags(), b);
         assert_eq!(SlotState::from_packed(f.pack()), f);
-        let h = Handle::new(7, 0xdead_beef);
-        assert_eq!((h.slot(), h.generation()), (7, 0xdead_beef));
-        assert_eq!(Handle::from_raw(h.raw()), h);
+        assert_eq!(f.generation(), 0, "flags never leak into the generation");
+        assert_eq!(f.retired().generation(), 1);
     }
 }
