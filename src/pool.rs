@@ -393,11 +393,11 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// Closes the pool: new acquires and adds fail with [`Error::Closed`], waiters wake
     /// with `Closed`, idle connections are dropped now and borrowed ones when returned.
     /// Idempotent. Dropping the pool closes it.
+    ///
+    /// May be called from the pool's own callbacks: the sweeper thread then ends after
+    /// the pass that runs the callback, without being waited for.
     pub fn close(&self) {
-        self.inner.close();
-        if let Some(sweeper) = lock(&self.sweeper).take() {
-            sweeper.stop();
-        }
+        self.shut_down();
     }
 
     /// See `PoolInner::cached_user_c`.
@@ -463,12 +463,21 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     }
 }
 
-impl<C> Drop for EnhancedConnectionPool<C> {
-    fn drop(&mut self) {
+impl<C> EnhancedConnectionPool<C> {
+    /// `close`, also for pools whose connection type is not `Send` (`Drop`).
+    fn shut_down(&self) {
         self.inner.close();
         if let Some(sweeper) = lock(&self.sweeper).take() {
-            sweeper.stop();
+            // Inside one of this pool's passes (a callback), the sweeper thread may be
+            // waiting for this very pass: stop it without joining.
+            sweeper.stop(!self.inner.in_own_sweep());
         }
+    }
+}
+
+impl<C> Drop for EnhancedConnectionPool<C> {
+    fn drop(&mut self) {
+        self.shut_down();
     }
 }
 
@@ -1234,7 +1243,7 @@ impl<C> PoolInner<C> {
     }
 
     /// Whether this thread is inside a sweeper pass of this pool (a callback).
-    fn in_own_sweep(&self) -> bool {
+    pub(crate) fn in_own_sweep(&self) -> bool {
         SWEEPING.with(Cell::get) == self.id
     }
 

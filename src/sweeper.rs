@@ -145,12 +145,12 @@ impl SweeperHandle {
         Some(SweeperHandle { stop, thread })
     }
 
-    /// Stops the thread (interrupting its sleep) and joins it, unless called from the
-    /// sweeper thread itself (a hook that closes the pool): then it ends after the
-    /// current pass, and joining would wait for itself.
-    pub(crate) fn stop(self) {
+    /// Stops the thread (interrupting its sleep) and, if `join`, waits for it, unless
+    /// called from the sweeper thread itself (a hook that closes the pool): then it
+    /// ends after the current pass, and joining would wait for itself.
+    pub(crate) fn stop(self, join: bool) {
         drop(self.stop);
-        if self.thread.thread().id() == std::thread::current().id() {
+        if !join || self.thread.thread().id() == std::thread::current().id() {
             return;
         }
         if self.thread.join().is_err() {
@@ -529,7 +529,11 @@ impl<C: Send + 'static> PoolInner<C> {
         if !self.any_partition(|p| wanted(p) > 0) {
             return;
         }
-        for partition in self.all_partitions() {
+        // Users with callers waiting first: a replacement for an idle user must not
+        // take the pool's last place from a caller who waits.
+        let mut partitions = self.all_partitions();
+        partitions.sort_by_key(|p| std::cmp::Reverse(p.waiters.waiting()));
+        for partition in partitions {
             let want = wanted(&partition);
             partition.factory_requests.store(0, Ordering::Relaxed);
             for made in 0..want {

@@ -1,5 +1,6 @@
 //! The hot path allocates nothing: a counting global allocator sees zero heap
-//! allocations across 100k acquire/release cycles of each form, after warm-up.
+//! allocations across 100k acquire/release cycles of each form, after warm-up, nor
+//! across 100k `try_acquire` misses.
 
 use heliosdb_pool::{ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig};
 
@@ -59,4 +60,31 @@ fn acquire_and_release_allocate_nothing() {
         "heap allocations per form over {CYCLES} cycles"
     );
     assert_eq!(pool.stats().acquires, (200 + 5 * CYCLES) as u64);
+    // In the same test: the counter is process-wide, so windows must not overlap.
+    a_try_acquire_miss_allocates_nothing();
+}
+
+fn a_try_acquire_miss_allocates_nothing() {
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
+    pool.add_connection_sync(0u64, "alice", ConnectionMetadata::for_user("alice"))
+        .unwrap();
+    let held = pool.try_acquire("alice").unwrap();
+    // Warm-up, as above.
+    for _ in 0..100 {
+        assert!(pool.try_acquire("alice").is_err());
+    }
+    // A caller that retries in a loop must not allocate per miss: the error carries
+    // the pool's own copy of the user's name.
+    let misses = count_allocations(|| {
+        for _ in 0..CYCLES {
+            match pool.try_acquire("alice") {
+                Err(heliosdb_pool::Error::NoIdleConnection { in_use, .. }) => {
+                    assert_eq!(in_use, 1)
+                }
+                other => panic!("{:?}", other.map(|c| *c)),
+            }
+        }
+    });
+    assert_eq!(misses, 0, "heap allocations over {CYCLES} misses");
+    drop(held);
 }
