@@ -179,7 +179,11 @@ impl<C: Send + 'static> PoolBuilder<C> {
         self.config.validate()?;
         let alert = Duration::from_millis(self.config.leak_detection_threshold_ms);
         let critical = self.critical_threshold.unwrap_or(alert * 10);
-        if self.config.leak_detection_enabled && critical <= alert {
+        // An explicit critical threshold is checked even while detection is off: a
+        // config that contradicts itself is refused before someone turns it on.
+        if (self.config.leak_detection_enabled || self.critical_threshold.is_some())
+            && critical <= alert
+        {
             return Err(Error::invalid_config(
                 "leak_critical_threshold",
                 format!("{critical:?} must exceed leak_detection_threshold_ms ({alert:?})"),

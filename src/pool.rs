@@ -756,10 +756,7 @@ impl<C> PoolInner<C> {
     /// the pool's drop. A connection borrowed meanwhile is drained by its release.
     fn drain_idle(&self, partition: &Partition) {
         for local in 0..partition.capacity() {
-            loop {
-                let Some(header) = self.slab.get(partition.slot_of(local)) else {
-                    break;
-                };
+            while let Some(header) = self.slab.get(partition.slot_of(local)) {
                 let seen = header.load_state(Ordering::SeqCst);
                 if seen.lifecycle() != Lifecycle::Idle || !partition.owns(header, local) {
                     break;

@@ -239,6 +239,12 @@ fn c_threads_exclusivity_and_timeouts() {
 }
 
 #[test]
+fn c_edges_wraparound_waiters_reentrancy_and_free_racing_release() {
+    let out = run(&compile("edges.c", "edges", Lang::C11, Link::Static));
+    assert!(out.contains("edges ok"), "{out}");
+}
+
+#[test]
 fn c_bad_input() {
     let out = run(&compile(
         "bad_input.c",
