@@ -215,6 +215,31 @@ static void sweep_now_from_a_callback_and_byte_flags(void) {
   heliosdb_pool_free(reentrant_pool);
 }
 
+/* The call site recorded by the try-acquire macro is the caller's line. */
+static void try_acquire_macro_records_its_call_site(void) {
+  heliosdb_pool_config config = quiet_config();
+  config.leak_detection_enabled = true;
+  config.leak_detection_threshold_ms = 1;
+  config.sweep_interval_ms = 600000;
+  heliosdb_pool *pool = NULL;
+  CHECK_OK(heliosdb_pool_new(&config, &pool));
+  add(pool, "alice");
+  heliosdb_lease held;
+  int line = __LINE__ + 1;
+  CHECK_OK(HELIOSDB_POOL_TRY_ACQUIRE(pool, "alice", &held));
+  struct timespec wait = {0, 20 * 1000000};
+  nanosleep(&wait, NULL);
+  heliosdb_leak_report report;
+  size_t count = 0;
+  CHECK_OK(heliosdb_pool_leaks(pool, &report, 1, &count));
+  CHECK(count == 1);
+  CHECK(report.line == (uint32_t)line);
+  CHECK(strcmp(report.file, __FILE__) == 0);
+  CHECK(strcmp(report.function, "try_acquire_macro_records_its_call_site") == 0);
+  CHECK_OK(heliosdb_pool_release(pool, &held));
+  heliosdb_pool_free(pool);
+}
+
 static void contradictory_configs(void) {
   heliosdb_pool_config config = quiet_config();
   config.leak_detection_enabled = false; /* checked anyway */
@@ -279,6 +304,7 @@ int main(void) {
   generations();
   waiter_served_when_a_place_frees();
   sweep_now_from_a_callback_and_byte_flags();
+  try_acquire_macro_records_its_call_site();
   contradictory_configs();
   const char *env = getenv("HELIOSDB_RACE_ROUNDS");
   int rounds = env ? atoi(env) : 2000;

@@ -435,3 +435,54 @@ fn c_acquire_and_release_allocate_nothing() {
         "acquire/release through the C ABI allocated"
     );
 }
+
+/// Every `extern "C"` function runs its body inside the panic boundary
+/// (`boundary::call` or `boundary::call_or`), so no panic can unwind into C: checked
+/// over the source of `src/ffi/`, export by export, so a new export without it fails.
+#[test]
+fn every_export_runs_inside_the_panic_boundary() {
+    let dir = Path::new(MANIFEST_DIR).join("src").join("ffi");
+    let mut exports = 0;
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("src/ffi") {
+        let path = entry.expect("dir entry").path();
+        let source = std::fs::read_to_string(&path).expect("read a source file");
+        let mut rest = source.as_str();
+        while let Some(at) = rest.find("extern \"C\" fn ") {
+            let after = &rest[at + "extern \"C\" fn ".len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            // The body: from the `{` that follows the signature (after `-> Type`).
+            let body_start = after.find(") ").map(|i| i + 1).unwrap_or(0);
+            let body = &after[body_start..];
+            let Some(open) = body.find('{') else { break };
+            let first = body[open + 1..]
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && !l.starts_with("//"))
+                .unwrap_or("");
+            // Type aliases of callbacks (`Option<unsafe extern "C" fn(...)>`) have no body
+            // of their own: they end at `>;` before any `{`.
+            let is_alias = body[..open].contains(">;");
+            if !is_alias && rest[..at].rfind("#[unsafe(no_mangle)]").is_some() {
+                exports += 1;
+                if !(first.starts_with("boundary::call(")
+                    || first.starts_with("boundary::call_or("))
+                {
+                    missing.push(format!("{}: {name}", path.display()));
+                }
+            }
+            rest = after;
+        }
+    }
+    assert!(
+        exports > 40,
+        "found only {exports} exports: the scan is broken"
+    );
+    assert!(
+        missing.is_empty(),
+        "exports outside the panic boundary: {missing:#?}"
+    );
+}

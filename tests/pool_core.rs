@@ -501,8 +501,20 @@ async fn async_acquire_times_out_without_a_runtime_timer() {
     let _held = pool.try_acquire("a").unwrap();
     let started = Instant::now();
     let err = pool.acquire("a").await.unwrap_err();
-    assert!(matches!(err, Error::Timeout { .. }), "{err}");
-    assert!(started.elapsed() >= Duration::from_millis(80));
+    let Error::Timeout {
+        user,
+        waited,
+        in_use,
+        idle,
+        last_factory_error,
+    } = err
+    else {
+        panic!("{err}");
+    };
+    assert_eq!((user.as_str(), in_use, idle), ("a", 1, 0));
+    assert_eq!(last_factory_error, None);
+    assert!(waited >= Duration::from_millis(80), "{waited:?}");
+    assert!(waited <= started.elapsed());
     assert!(started.elapsed() < Duration::from_secs(5));
 }
 

@@ -350,21 +350,24 @@ fn validate_tuning(config: &heliosdb_pool_config) -> Result<()> {
     Ok(())
 }
 
-fn init_with(
+/// The shared body of the config initializers (each runs it inside the boundary).
+///
+/// # Safety
+///
+/// The initializers' contract: `config` is NULL or writable for `struct_size` bytes.
+unsafe fn init_with(
     config: *mut heliosdb_pool_config,
     struct_size: usize,
     settings: EnhancedPoolConfig,
-) -> Status {
-    boundary::call(|| {
-        // SAFETY: the export's contract: NULL or writable for `struct_size` bytes.
-        let out = unsafe { check_out(config, "config") }?;
-        check_size(struct_size)?;
-        // Only the caller's version of the struct is written.
-        let mut value = heliosdb_pool_config::from_settings(&settings);
-        value.struct_size = struct_size;
-        out.write_prefix(value, struct_size);
-        Ok(())
-    })
+) -> Result<()> {
+    // SAFETY: forwarded contract: NULL or writable for `struct_size` bytes.
+    let out = unsafe { check_out(config, "config") }?;
+    check_size(struct_size)?;
+    // Only the caller's version of the struct is written.
+    let mut value = heliosdb_pool_config::from_settings(&settings);
+    value.struct_size = struct_size;
+    out.write_prefix(value, struct_size);
+    Ok(())
 }
 
 /// Fills `*config` with the defaults: the values of the Rust
@@ -386,7 +389,8 @@ pub unsafe extern "C" fn heliosdb_pool_config_init(
     config: *mut heliosdb_pool_config,
     struct_size: usize,
 ) -> Status {
-    init_with(config, struct_size, EnhancedPoolConfig::default())
+    // SAFETY: the export's contract, which `init_with` shares.
+    boundary::call(|| unsafe { init_with(config, struct_size, EnhancedPoolConfig::default()) })
 }
 
 /// Fills `*config` with the development preset (100 connections, 10 per user, quick
@@ -400,7 +404,8 @@ pub unsafe extern "C" fn heliosdb_pool_config_development(
     config: *mut heliosdb_pool_config,
     struct_size: usize,
 ) -> Status {
-    init_with(config, struct_size, EnhancedPoolConfig::development())
+    // SAFETY: the export's contract, which `init_with` shares.
+    boundary::call(|| unsafe { init_with(config, struct_size, EnhancedPoolConfig::development()) })
 }
 
 /// Fills `*config` with the staging preset (1 000 connections, 50 per user) and no
@@ -414,7 +419,8 @@ pub unsafe extern "C" fn heliosdb_pool_config_staging(
     config: *mut heliosdb_pool_config,
     struct_size: usize,
 ) -> Status {
-    init_with(config, struct_size, EnhancedPoolConfig::staging())
+    // SAFETY: the export's contract, which `init_with` shares.
+    boundary::call(|| unsafe { init_with(config, struct_size, EnhancedPoolConfig::staging()) })
 }
 
 /// Fills `*config` with the production preset (10 000 connections, 100 per user,
@@ -428,7 +434,8 @@ pub unsafe extern "C" fn heliosdb_pool_config_production(
     config: *mut heliosdb_pool_config,
     struct_size: usize,
 ) -> Status {
-    init_with(config, struct_size, EnhancedPoolConfig::production())
+    // SAFETY: the export's contract, which `init_with` shares.
+    boundary::call(|| unsafe { init_with(config, struct_size, EnhancedPoolConfig::production()) })
 }
 
 /// Checks a config as `heliosdb_pool_new` would, without building a pool:
