@@ -347,9 +347,12 @@ impl SlotHeader {
         self.release_marker.store(0, Ordering::Release);
     }
 
-    /// Whether a release is inside the pool for this slot now.
+    /// Whether a release is inside the pool for this slot now. SeqCst: the owner's half
+    /// of the handshake (after its SeqCst store of "freed"); an Acquire load here could
+    /// miss a marker set before that store, and the release would then go the normal
+    /// way while being counted as an owner (Miri found that interleaving).
     pub(crate) fn release_in_flight(&self) -> bool {
-        self.release_marker.load(Ordering::Acquire) != 0
+        self.release_marker.load(Ordering::SeqCst) != 0
     }
 
     /// When the current borrow began (ms since the epoch), read by its owner.

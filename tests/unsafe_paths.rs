@@ -1,0 +1,161 @@
+//! The paths that rest on `unsafe` code, small enough to run under Miri (`.ci/run` runs
+//! this file with several seeds): the guard's exclusive access, raw handles, C call
+//! sites read back by `borrows()`, and the C ABI's lifecycle, including
+//! `heliosdb_pool_free` with a lease out, released from another thread while (or after)
+//! the pool is freed. Also part of `cargo test`.
+
+use std::ffi::{CStr, c_void};
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ::heliosdb_pool::ffi::*;
+use ::heliosdb_pool::{
+    CSite, CallSite, ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Error,
+    RawHandle, Status,
+};
+
+fn quiet() -> EnhancedPoolConfig {
+    EnhancedPoolConfig {
+        max_connections: 4,
+        max_per_user: 2,
+        acquire_timeout_ms: 1_000,
+        idle_timeout_ms: 0,
+        max_connection_age_ms: 0,
+        health_check_enabled: false,
+        health_check_interval_ms: 0,
+        leak_detection_enabled: false,
+        leak_detection_threshold_ms: 0,
+        auto_cleanup_enabled: false,
+        cleanup_interval_ms: 0,
+    }
+}
+
+#[test]
+fn guards_raw_handles_and_c_call_sites() {
+    let pool = EnhancedConnectionPool::new(quiet());
+    pool.add_connection_sync(vec![1u8], "alice", ConnectionMetadata::for_user("alice"))
+        .unwrap();
+    pool.add_connection_sync(vec![2u8], "alice", ConnectionMetadata::for_user("alice"))
+        .unwrap();
+    {
+        let mut a = pool.try_acquire("alice").unwrap();
+        let mut b = pool.try_acquire("alice").unwrap();
+        a.push(10);
+        b.push(20);
+        assert_ne!(a[0], b[0], "two borrows, two connections");
+    }
+    const SITE: CSite = CSite::from_static(c"service.c", 7, Some(c"handler"));
+    let guard = pool.try_acquire_at("alice", CallSite::C(SITE)).unwrap();
+    let borrows = pool.borrows();
+    assert_eq!(borrows.len(), 1);
+    assert_eq!(borrows[0].call_site.map(|s| s.line()), Some(7));
+    let raw = guard.into_raw_handle();
+    // SAFETY: this thread holds the borrow `raw` names.
+    let len = unsafe { pool.with_raw_handle(raw, |c| c.len()) }.unwrap();
+    assert_eq!(len, 2);
+    pool.release_raw_handle(raw).unwrap();
+    assert!(matches!(
+        pool.release_raw_handle(raw),
+        Err(Error::StaleHandle { .. })
+    ));
+    let forged = RawHandle::from_parts(raw.connection_id(), raw.generation() + 7);
+    // SAFETY: the closure never runs for a handle that is not the current borrow.
+    assert!(unsafe { pool.with_raw_handle(forged, |_| ()) }.is_err());
+    let kept = pool.try_acquire("alice").unwrap().detach().unwrap();
+    assert_eq!(kept.len(), 2);
+    assert_eq!(pool.stats().total_connections, 1);
+}
+
+static CLOSES: AtomicUsize = AtomicUsize::new(0);
+static FREES: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn close_box(connection: *mut c_void, _user_data: *mut c_void) {
+    // SAFETY: every connection below is a `Box<u64>` handed over with `into_raw`, and the
+    // pool closes each exactly once.
+    drop(unsafe { Box::from_raw(connection.cast::<u64>()) });
+    CLOSES.fetch_add(1, Ordering::SeqCst);
+}
+
+unsafe extern "C" fn free_user_data(_user_data: *mut c_void) {
+    FREES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// A raw pool pointer and a lease, which may cross threads (the C contract allows it).
+struct Shared(*mut heliosdb_pool, heliosdb_lease);
+// SAFETY: the C ABI's pools may be used from any thread.
+unsafe impl Send for Shared {}
+
+#[test]
+fn free_with_a_lease_out_released_from_another_thread() {
+    let rounds = if cfg!(miri) { 3 } else { 200 };
+    for round in 0..rounds {
+        CLOSES.store(0, Ordering::SeqCst);
+        FREES.store(0, Ordering::SeqCst);
+        let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
+        let mut pool: *mut heliosdb_pool = std::ptr::null_mut();
+        let mut lease = MaybeUninit::<heliosdb_lease>::uninit();
+        // SAFETY: every pointer below is valid for the call; strings are literals.
+        unsafe {
+            let size = size_of::<heliosdb_pool_config>();
+            assert_eq!(
+                heliosdb_pool_config_init(config.as_mut_ptr(), size),
+                Status::Ok
+            );
+            let config = config.assume_init_mut();
+            config.leak_detection_enabled = false;
+            config.idle_timeout_ms = 0;
+            config.max_connection_age_ms = 0;
+            config.health_check_enabled = false;
+            config.close = Some(close_box);
+            config.user_data_free = Some(free_user_data);
+            assert_eq!(heliosdb_pool_new(config, &mut pool), Status::Ok);
+            for i in 0..2u64 {
+                let conn = Box::into_raw(Box::new(i)).cast::<c_void>();
+                let status = heliosdb_pool_add_connection(
+                    pool,
+                    conn,
+                    c"alice".as_ptr(),
+                    std::ptr::null(),
+                    std::ptr::null_mut(),
+                );
+                assert_eq!(status, Status::Ok);
+            }
+            let status = heliosdb_pool_acquire_at(
+                pool,
+                c"alice".as_ptr(),
+                0,
+                lease.as_mut_ptr(),
+                c"caller.c".as_ptr(),
+                12,
+                c"work".as_ptr(),
+            );
+            assert_eq!(
+                status,
+                Status::Ok,
+                "{:?}",
+                CStr::from_ptr(heliosdb_last_error_message())
+            );
+        }
+        // SAFETY: written by the successful acquire.
+        let lease = unsafe { lease.assume_init() };
+        let shared = Shared(pool, lease);
+        let releaser = std::thread::spawn(move || {
+            let shared = shared;
+            // SAFETY: the lease is out and released once; the pool stays valid until
+            // its last owner (this lease or free) leaves.
+            unsafe { heliosdb_pool_release(shared.0, &shared.1) }
+        });
+        if round % 2 == 0 {
+            std::thread::yield_now();
+        }
+        // SAFETY: live, freed once; only the release above runs concurrently.
+        unsafe { heliosdb_pool_free(pool) };
+        assert_eq!(releaser.join().unwrap(), Status::Ok);
+        assert_eq!(
+            CLOSES.load(Ordering::SeqCst),
+            2,
+            "each connection closed once"
+        );
+        assert_eq!(FREES.load(Ordering::SeqCst), 1, "the pool reclaimed once");
+    }
+}
