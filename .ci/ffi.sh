@@ -47,7 +47,9 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 asan_flags="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
 asan_dir="$PWD/target/tmp/ffi-tests/sanitize"
 rm -rf "$asan_dir"
-HELIOSDB_FFI_OUT_DIR="$asan_dir" HELIOSDB_FFI_CFLAGS="$asan_flags" cargo test --quiet --test ffi
+# edges.c races heliosdb_pool_free against a release: tens of thousands of rounds here.
+HELIOSDB_RACE_ROUNDS=20000 HELIOSDB_FFI_OUT_DIR="$asan_dir" HELIOSDB_FFI_CFLAGS="$asan_flags" \
+  cargo test --quiet --test ffi
 if ! nm "$asan_dir/lifecycle" | grep __asan_init >/dev/null; then
   echo "the sanitizer build of ffi-tests/lifecycle.c is not instrumented" >&2
   exit 1
