@@ -339,7 +339,7 @@ fn cxx_wrapper_cxx20_macro_form_and_strict_warnings() {
     // sites through std::source_location) and as C++17 with HELIOSDB_CPP_NO_SOURCE_LOCATION
     // (the HELIOSDB_HERE macro form). The typed_pool builds are also run.
     let root = Path::new(MANIFEST_DIR);
-    let flavors: [(&str, &str, &str, Option<&str>, Option<&str>); 5] = [
+    let flavors = [
         (
             "typed_pool.cpp",
             "typed_pool_cxx20",
