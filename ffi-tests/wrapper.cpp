@@ -1,4 +1,6 @@
-// The C++17 wrapper: RAII leases, move-only pool, exceptions, lambda callbacks.
+// The C++17 wrapper, untyped form (Pool<void>: void* connections, config.callbacks):
+// RAII leases, move-only pool, exceptions, lambda callbacks. The typed Pool<T> is
+// tested in typed_pool.cpp.
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -62,17 +64,20 @@ void basics() {
       CHECK(a);
       CHECK(a.as<Conn>()->user == "alice");
       CHECK(a.as<Conn>()->in_use.exchange(1) == 0);
+      const heliosdb::ConnectionId id = a.connection_id();
       heliosdb::Lease moved = std::move(a);
       CHECK(!a && moved);
+      // A moved-from lease holds nothing, its id included.
+      CHECK(a.connection_id() == 0 && a.connection() == nullptr && moved.connection_id() == id);
       CHECK(pool.stats().active_connections == 1);
       moved.as<Conn>()->in_use.store(0);
     }  // released here
     CHECK(pool.stats().active_connections == 0);
 
     // try_acquire: nullopt when nothing is idle.
-    std::vector<heliosdb::Lease> held;
+    std::vector<heliosdb::Lease<>> held;
     for (int i = 0; i < 3; i++) {
-      std::optional<heliosdb::Lease> l = pool.try_acquire("alice");
+      std::optional<heliosdb::Lease<>> l = pool.try_acquire("alice");
       CHECK(l.has_value());
       held.push_back(std::move(*l));
     }
@@ -103,6 +108,22 @@ void basics() {
     CHECK(status_of([&] { other.remove_connection(ids[3]); }) ==
           HELIOSDB_ERR_UNKNOWN_CONNECTION);
 
+    // add_connection on the moved-from pool still closes what it is handed, as the
+    // ownership rule says, and throws.
+    {
+      Conn stray;
+      stray.user = "stray";
+      int before = closes->load();
+      CHECK(status_of([&] { pool.add_connection(&stray, "alice"); }) ==
+            HELIOSDB_ERR_NULL_ARGUMENT);
+      CHECK(stray.closed.load() == 1 && closes->load() == before + 1);
+      // So does a failing add on a live pool (a user name with a NUL byte).
+      Conn stray2;
+      CHECK(status_of([&] { other.add_connection(&stray2, std::string("a\0b", 3)); }) ==
+            HELIOSDB_ERR_INVALID_ARGUMENT);
+      CHECK(stray2.closed.load() == 1 && closes->load() == before + 2);
+    }
+
     // A lease released on another thread.
     std::thread t([lease = std::move(held[1])]() mutable { lease.release(); });
     t.join();
@@ -112,7 +133,7 @@ void basics() {
     other.close();
     CHECK(other.is_closed());
   }
-  CHECK(closes->load() == 4);
+  CHECK(closes->load() == 6);  // the four pooled, the two strays
   for (auto &c : conns) {
     CHECK(c->closed.load() == 1);
   }
@@ -191,11 +212,11 @@ void sweeper_callbacks() {
     config.callbacks.close = [](void *connection) {
       CHECK(static_cast<Conn *>(connection)->closed.fetch_add(1) == 0);
     };
-    config.callbacks.on_leak = [&](const heliosdb_leak_report &r) {
+    config.callbacks.on_leak = [&](const heliosdb::LeakReportView &r) {
       std::lock_guard<std::mutex> guard(mu);
-      reports.push_back(heliosdb::LeakReport::from(r));
+      reports.emplace_back(r);
     };
-    config.callbacks.on_reclaim = [&](const heliosdb_leak_report &) { reclaims++; };
+    config.callbacks.on_reclaim = [&](const heliosdb::LeakReportView &) { reclaims++; };
     config.callbacks.health_check = [&](void *connection) {
       health_calls++;
       if (static_cast<Conn *>(connection) == &bad) throw std::runtime_error("unhealthy");
@@ -203,6 +224,9 @@ void sweeper_callbacks() {
     };
     config.callbacks.connect = [&](const char *user) -> void * {
       connects++;
+      if (std::strcmp(user, "dave") == 0) {
+        throw std::runtime_error("dave's server refused: too many clients");
+      }
       if (std::strcmp(user, "bob") != 0) return nullptr;
       std::lock_guard<std::mutex> guard(mu);
       made.push_back(std::make_unique<Conn>());
@@ -230,7 +254,7 @@ void sweeper_callbacks() {
       std::lock_guard<std::mutex> guard(mu);
       CHECK(!reports.empty());
       const heliosdb::LeakReport &r = reports.back();
-      CHECK(r.level == HELIOSDB_LEAK_CRITICAL && r.user == "alice");
+      CHECK(r.level == heliosdb::LeakLevel::critical && r.user == "alice");
       CHECK(r.file == __FILE__ && r.line == acquire_line);
       CHECK(r.function.find("sweeper_callbacks") != std::string::npos);
     }
@@ -244,10 +268,20 @@ void sweeper_callbacks() {
     // bob's replacement came from the connect lambda.
     heliosdb::Lease b = pool.acquire("bob", std::chrono::seconds(10));
     CHECK(b.as<Conn>()->user == "bob");
+    // connect throwing: the exception's text reaches the waiter's timeout error. (First:
+    // the factory's retry backoff is shared by all users, so a user whose connect keeps
+    // failing delays the others.)
+    try {
+      pool.acquire("dave", std::chrono::milliseconds(1000));
+      CHECK(false);
+    } catch (const heliosdb::Error &e) {
+      CHECK(e.code() == heliosdb::errc::timeout && e.code() == std::errc::timed_out);
+      CHECK(std::string(e.what()).find("too many clients") != std::string::npos);
+    }
     // connect returning nullptr: a timeout carrying the failure.
     CHECK(status_of([&] { pool.acquire("carol", std::chrono::milliseconds(200)); }) ==
           HELIOSDB_ERR_TIMEOUT);
-    heliosdb_pool_stats stats = pool.stats();
+    heliosdb::PoolStats stats = pool.stats();
     CHECK(stats.evicted_reclaimed == 1 && stats.evicted_health == 1);
     CHECK(stats.factory_creates >= 1 && stats.health_checks >= 1);
   }
@@ -272,10 +306,10 @@ void standalone() {
                                   std::chrono::milliseconds(1000), 1);
   monitor.monitor("c", [&ok] { return ok.load(); });
   monitor.monitor("throws", [] () -> bool { throw std::runtime_error("boom"); });
-  CHECK(monitor.check("c") == HELIOSDB_HEALTH_HEALTHY);
+  CHECK(monitor.check("c") == heliosdb::Health::healthy);
   ok = false;
-  CHECK(monitor.check("c") == HELIOSDB_HEALTH_UNHEALTHY);
-  CHECK(monitor.check("throws") == HELIOSDB_HEALTH_UNHEALTHY);
+  CHECK(monitor.check("c") == heliosdb::Health::unhealthy);
+  CHECK(monitor.check("throws") == heliosdb::Health::unhealthy);
   CHECK(status_of([&] { monitor.check("none"); }) == HELIOSDB_ERR_UNKNOWN_RESOURCE);
   monitor.start();
   std::this_thread::sleep_for(std::chrono::milliseconds(20));

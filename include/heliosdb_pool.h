@@ -727,6 +727,31 @@ extern "C" {
 #endif // __cplusplus
 
 /**
+ * Sets the reason a callback is about to fail with, on the calling thread: the pool
+ * puts it in the error it records for the failure. Only `connect` uses it today: when
+ * `connect` then returns non-zero, the failure reads "the connect callback failed
+ * (<code>): <message>", and a caller whose acquire times out meanwhile sees that in
+ * `heliosdb_last_error_message()`. The C++ wrapper calls it with the `what()` of an
+ * exception thrown by a connect lambda.
+ *
+ * Ownership: `message` is copied (up to 1024 bytes, cut at a character boundary; bytes
+ * that are not UTF-8 are replaced); the caller keeps it. NULL clears the message. A
+ * second call replaces the first.
+ *
+ * Threading: the message is per thread; call it from the callback itself, on the
+ * thread that runs it. The pool clears it before each `connect` call, so a message set
+ * elsewhere, or by a callback that then succeeds, is dropped.
+ *
+ * Errors: none (it returns nothing; a panic inside is caught and recorded as the last
+ * error).
+ *
+ * # Safety
+ *
+ * `message` is NULL or a NUL-terminated string, valid during the call.
+ */
+void heliosdb_callback_set_error(const char *message);
+
+/**
  * Fills `*config` with the defaults: the values of the Rust
  * `EnhancedPoolConfig::default()` (see the README's configuration table), no
  * callbacks, and the extension fields at their documented defaults.

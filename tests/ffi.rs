@@ -323,6 +323,155 @@ fn cxx_wrapper() {
 }
 
 #[test]
+fn cxx_typed_pool() {
+    // Pool<T>: unique_ptr ownership, destruction on every path, hooks on T&, string_view
+    // users with 0 allocations per acquire (a counting operator new), durations,
+    // try_acquire_for, error codes, and the connect hook's text in the timeout error.
+    let out = run(&compile(
+        "typed_pool.cpp",
+        "typed_pool",
+        Lang::Cxx17,
+        Link::Static,
+    ));
+    assert!(
+        out.contains("typed_pool (call sites: builtins): ok"),
+        "{out}"
+    );
+}
+
+#[test]
+fn cxx_wrapper_cxx20_macro_form_and_strict_warnings() {
+    // The C++ programs again with -Wconversion -Wshadow -Wold-style-cast: as C++20 (call
+    // sites through std::source_location) and as C++17 with HELIOSDB_CPP_NO_SOURCE_LOCATION
+    // (the HELIOSDB_HERE macro form). The typed_pool builds are also run.
+    let root = Path::new(MANIFEST_DIR);
+    let flavors = [
+        (
+            "typed_pool.cpp",
+            "typed_pool_cxx20",
+            "-std=c++20",
+            None,
+            Some("std::source_location"),
+        ),
+        (
+            "typed_pool.cpp",
+            "typed_pool_macro",
+            "-std=c++17",
+            Some("-DHELIOSDB_CPP_NO_SOURCE_LOCATION"),
+            Some("HELIOSDB_HERE"),
+        ),
+        ("wrapper.cpp", "wrapper_strict", "-std=c++17", None, None),
+        ("service.cpp", "service_cxx20", "-std=c++20", None, None),
+        (
+            "bench_cpp.cpp",
+            "bench_cpp_strict",
+            "-std=c++17",
+            None,
+            None,
+        ),
+    ];
+    for (source, name, std, define, expect) in flavors {
+        let out = out_dir().join(name);
+        let mut cmd = Command::new("g++");
+        cmd.args(["-x", "c++", std])
+            .args(["-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+            .args(["-Wconversion", "-Wshadow", "-Wold-style-cast", "-g", "-O1"])
+            .args(define)
+            .args(env_words("HELIOSDB_FFI_CFLAGS"))
+            .arg("-I")
+            .arg(root.join("include"))
+            .arg("-I")
+            .arg(root.join("ffi-tests"))
+            .arg(root.join("ffi-tests").join(source))
+            .args(["-x", "none"])
+            .arg(libs().join("libheliosdb_pool.a"))
+            .args(["-lpthread", "-ldl", "-lm", "-o"])
+            .arg(&out);
+        let output = cmd.output().expect("run g++");
+        assert!(
+            output.status.success(),
+            "compiling {source} ({std}) failed:\n{cmd:?}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if let Some(expect) = expect {
+            let stdout = run(&out);
+            let want = format!("typed_pool (call sites: {expect}): ok");
+            assert!(stdout.contains(&want), "{stdout}");
+        }
+    }
+}
+
+#[test]
+fn cxx_misuse_does_not_compile() {
+    // Each MISUSE_* case of ffi-tests/cxx_misuse.cpp must be a compile error (a literal 0
+    // timeout, a raw pointer handed to a typed pool, a copied lease, ...); with none
+    // defined the well-formed calls compile.
+    let root = Path::new(MANIFEST_DIR);
+    let check = |case: Option<&str>| -> (bool, String) {
+        let mut cmd = Command::new("g++");
+        cmd.args(["-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror"])
+            .arg("-fsyntax-only")
+            .arg("-I")
+            .arg(root.join("include"))
+            .args(case.map(|c| format!("-DMISUSE_{c}")))
+            .arg(root.join("ffi-tests").join("cxx_misuse.cpp"));
+        let output = cmd.output().expect("run g++");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = check(None);
+    assert!(ok, "the well-formed calls must compile:\n{stderr}");
+    for (case, why) in [
+        ("LITERAL_ZERO_TIMEOUT", "no matching function"),
+        ("INTEGER_TIMEOUT", "no matching function"),
+        ("LITERAL_ZERO_LOCATION", "no matching function"),
+        ("ZERO_USER", "deleted function"),
+        ("NULLPTR_USER", "deleted function"),
+        ("RAW_POINTER_TO_TYPED_POOL", "no matching function"),
+        ("VOID_POINTER_TO_TYPED_POOL", "no matching function"),
+        ("COPY_LEASE", "deleted function"),
+        ("WRONG_LEASE_TYPE", "conversion from"),
+        ("UNCHECKED_CAST_ON_TYPED_LEASE", "no matching function"),
+        ("ARROW_ON_UNTYPED_LEASE", "no matching function"),
+        ("EMPLACE_ON_UNTYPED_POOL", "needs a typed Pool<T>"),
+        ("COPY_POOL", "deleted function"),
+    ] {
+        let (ok, stderr) = check(Some(case));
+        assert!(!ok, "MISUSE_{case} compiled");
+        assert!(
+            stderr.contains(why),
+            "MISUSE_{case}: expected {why:?}:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn cxx_example_service() {
+    let out = run(&compile(
+        "service.cpp",
+        "service",
+        Lang::Cxx17,
+        Link::Static,
+    ));
+    assert!(out.contains("LEAK alert"), "{out}");
+    assert!(out.contains("service.cpp"), "{out}");
+    assert!(out.contains("service: ok"), "{out}");
+}
+
+#[test]
+fn cxx_bench_program_builds_and_runs() {
+    // A few cycles only: this checks the program (warnings, memory), not the speed;
+    // BENCHMARKS.md gives the command that runs it for real.
+    let out = run_with(
+        &compile("bench_cpp.cpp", "bench_cpp", Lang::Cxx17, Link::Static),
+        &["2000", "3"],
+    );
+    assert!(out.contains("ratio"), "{out}");
+}
+
+#[test]
 fn header_version_macros_agree_with_cargo_toml() {
     let toml = std::fs::read_to_string(Path::new(MANIFEST_DIR).join("Cargo.toml")).unwrap();
     let version = toml

@@ -12,6 +12,7 @@
 //! - [`leak`]: `heliosdb_leak_report`, shared by the pool and the detector.
 //! - [`detector`]: the standalone leak detector, `heliosdb_leak_detector`.
 //! - [`health`]: the standalone health monitor, `heliosdb_health_monitor`.
+//! - [`callback_error`]: `heliosdb_callback_set_error`, a callback's reason for failing.
 //! - `boundary` (private): the one helper every export runs through (panic catching,
 //!   last-error bookkeeping, pointer and string checks).
 //!
@@ -24,6 +25,7 @@
 #![allow(clippy::not_unsafe_ptr_arg_deref)]
 
 mod boundary;
+pub mod callback_error;
 pub mod config;
 pub mod detector;
 pub mod health;
@@ -31,6 +33,7 @@ pub mod leak;
 pub mod pool;
 pub mod status;
 
+pub use callback_error::*;
 pub use config::*;
 pub use detector::*;
 pub use health::*;

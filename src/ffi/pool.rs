@@ -314,12 +314,18 @@ fn build(
         builder = builder.connection_factory(move |user: &str| {
             let user = CString::new(user).map_err(|e| e.to_string())?;
             let mut raw: *mut c_void = ptr::null_mut();
+            // The callback may give its reason through `heliosdb_callback_set_error`.
+            super::callback_error::clear();
             // SAFETY: the config's contract: `connect(user, out, user_data)` is callable
             // on any thread; `user` is NUL-terminated and outlives the call; `raw` is a
             // valid out-pointer.
             let rc = unsafe { connect(user.as_ptr(), &mut raw, cb.user_data) };
+            let reason = super::callback_error::take();
             if rc != 0 {
-                return Err(format!("the connect callback returned {rc}"));
+                return Err(match reason {
+                    Some(reason) => format!("the connect callback failed ({rc}): {reason}"),
+                    None => format!("the connect callback returned {rc}"),
+                });
             }
             if raw.is_null() {
                 return Err(String::from(
