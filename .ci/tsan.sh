@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # ThreadSanitizer (called from .ci/run): the Rust stress and edge tests, built with
 # -Zsanitizer=thread and a sanitized std (-Zbuild-std, nightly); then the C programs that
-# race threads over the C ABI (ffi-tests/threads.c, and edges.c's free-racing-release
-# rounds), compiled with gcc's -fsanitize=thread and linked against that same sanitized
+# race threads over the C ABI (ffi-tests/threads.c, edges.c's and cxx_free_race.cpp's
+# free-racing-release rounds), compiled with gcc's -fsanitize=thread and linked against that same sanitized
 # staticlib and Rust's TSan runtime, so both sides of the boundary are checked.
 # Installs the nightly component it needs; idempotent.
 set -euo pipefail
@@ -27,10 +27,15 @@ runtime="$sysroot/lib/rustlib/$target/lib/librustc-nightly_rt.tsan.a"
 staticlib="$CARGO_TARGET_DIR/$target/debug/deps/libheliosdb_pool.a"
 out="$CARGO_TARGET_DIR/c-programs"
 mkdir -p "$out"
-for program in threads edges; do
-  gcc -std=c11 -Wall -Wextra -Wpedantic -Werror -g -O1 -fsanitize=thread -fno-omit-frame-pointer \
-    -Iinclude -Iffi-tests -c "ffi-tests/$program.c" -o "$out/$program.o"
-  gcc "$out/$program.o" -Wl,--whole-archive "$runtime" -Wl,--no-whole-archive "$staticlib" \
+for source in threads.c edges.c cxx_free_race.cpp; do
+  program="${source%.*}"
+  case "$source" in
+    *.c) compile=(gcc -std=c11) ;;
+    *) compile=(g++ -std=c++17) ;;
+  esac
+  "${compile[@]}" -Wall -Wextra -Wpedantic -Werror -g -O1 -fsanitize=thread -fno-omit-frame-pointer \
+    -Iinclude -Iffi-tests -c "ffi-tests/$source" -o "$out/$program.o"
+  g++ "$out/$program.o" -Wl,--whole-archive "$runtime" -Wl,--no-whole-archive "$staticlib" \
     -lpthread -ldl -lm -lstdc++ -o "$out/$program"
   # (grep -c, not -q: an early exit would SIGPIPE nm under pipefail.)
   if [ "$(nm "$out/$program.o" | grep -c __tsan_func_entry)" = 0 ]; then
@@ -40,4 +45,5 @@ for program in threads edges; do
 done
 "$out/threads"
 HELIOSDB_RACE_ROUNDS="${HELIOSDB_RACE_ROUNDS:-20000}" "$out/edges"
+HELIOSDB_RACE_ROUNDS="${HELIOSDB_RACE_ROUNDS:-20000}" "$out/cxx_free_race"
 echo "ThreadSanitizer: clean"

@@ -323,6 +323,17 @@ fn cxx_wrapper() {
 }
 
 #[test]
+fn cxx_pool_destroyed_while_a_lease_is_released_on_another_thread() {
+    let out = run(&compile(
+        "cxx_free_race.cpp",
+        "cxx_free_race",
+        Lang::Cxx17,
+        Link::Static,
+    ));
+    assert!(out.contains("cxx_free_race: ok"), "{out}");
+}
+
+#[test]
 fn cxx_typed_pool() {
     // Pool<T>: unique_ptr ownership, destruction on every path, hooks on T&, string_view
     // users with 0 allocations per acquire (a counting operator new), durations,
