@@ -21,6 +21,8 @@ use crate::error::{Error, Result};
 /// rounded down (13 421 772 + 3 355 443 = 16 777 215 slots). Far beyond any real
 /// deployment; [`EnhancedPoolConfig::validate`] refuses more.
 pub const MAX_SLOTS: usize = (1 << 24) / 5 * 4;
+// The slab at the limit (plus its quarter of headroom) fits 24-bit slot indices.
+const _: () = assert!(MAX_SLOTS + MAX_SLOTS / 4 <= 1 << 24);
 
 /// Settings of an [`EnhancedConnectionPool`](crate::EnhancedConnectionPool).
 ///
@@ -428,8 +430,6 @@ mod tests {
     #[test]
     fn max_connections_limit_is_exact_and_stated() {
         assert_eq!(MAX_SLOTS, 13_421_772);
-        // The slab (limit plus a quarter of headroom) still fits 24-bit slot indices.
-        assert!(MAX_SLOTS + MAX_SLOTS / 4 <= 1 << 24);
         let at = |max_connections| EnhancedPoolConfig {
             max_connections,
             max_per_user: 1,
