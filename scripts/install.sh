@@ -6,6 +6,13 @@
 #
 # PREFIX (default /usr/local) and DESTDIR (staging root, for packagers) are also read
 # from the environment. Idempotent: rerunning overwrites the same files.
+#
+# So that a program linked with `$(pkg-config --cflags --libs heliosdb_pool)` starts:
+# when PREFIX/lib is on the dynamic linker's path (/usr/lib, or listed in
+# /etc/ld.so.conf, as /usr/local/lib is on Debian and Fedora) the script runs
+# `ldconfig` (as root; otherwise it says to); for any other prefix it prints the rpath
+# recipe. With DESTDIR it does neither (the package's own scripts run ldconfig).
+# Linux: the shared library is an ELF .so with a SONAME.
 set -eu
 
 prefix=${PREFIX:-/usr/local}
@@ -18,7 +25,7 @@ while [ $# -gt 0 ]; do
     --profile) profile=$2; shift 2 ;;
     --profile=*) profile=${1#--profile=}; shift ;;
     --no-build) build=0; shift ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -68,3 +75,38 @@ Libs.private: -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 Cflags: -I\${includedir}
 PC
 echo "installed heliosdb_pool $version into $destdir$prefix"
+
+# --- make programs linked against the shared library start ---
+if [ -n "$destdir" ]; then
+  exit 0
+fi
+syslibdir=$prefix/lib
+# Whether the dynamic linker searches DIR: its built-in directories, or a line of
+# ld.so.conf (and the files it includes).
+on_linker_path() {
+  case "$1" in
+    /lib | /usr/lib | /lib64 | /usr/lib64) return 0 ;;
+  esac
+  cat /etc/ld.so.conf /etc/ld.so.conf.d/*.conf 2>/dev/null | sed 's/#.*//; s/[[:space:]]*$//' |
+    grep -qx "$1"
+}
+if on_linker_path "$syslibdir"; then
+  # The loader finds /usr/local/lib through ld.so.cache only: refresh it.
+  ldconfig_bin=$(command -v ldconfig || echo /sbin/ldconfig)
+  if [ "$(id -u)" = 0 ] && [ -x "$ldconfig_bin" ]; then
+    "$ldconfig_bin"
+    echo "ran ldconfig: $syslibdir is on the dynamic linker's path"
+  else
+    echo "note: run 'sudo ldconfig' so programs find libheliosdb_pool.so.$sover in $syslibdir"
+  fi
+else
+  cat <<HINT
+note: $syslibdir is not on the dynamic linker's path, so a program linked against
+the shared library needs to be told where it is. Build it with an rpath:
+  export PKG_CONFIG_PATH=$pcdir
+  cc app.c \$(pkg-config --cflags --libs heliosdb_pool) \\
+     -Wl,-rpath,\$(pkg-config --variable=libdir heliosdb_pool) -o app
+or run it with LD_LIBRARY_PATH=$syslibdir, or link the static library
+(docs/using-from-c.md, "Building and linking").
+HINT
+fi

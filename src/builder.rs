@@ -62,6 +62,55 @@ pub(crate) struct Tuning {
 
 /// Builds an [`EnhancedConnectionPool`] with hooks. Made by
 /// [`EnhancedConnectionPool::builder`].
+///
+/// Every setting is optional; [`build`](Self::build) validates them all together with
+/// the [`EnhancedPoolConfig`] and starts the sweeper thread if a background feature is
+/// on. The hooks run on that thread, never on the caller's acquire or release.
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use std::time::Duration;
+/// use heliosdb_pool::{ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Error};
+///
+/// struct Conn {
+///     healthy: AtomicBool,
+/// }
+///
+/// let config = EnhancedPoolConfig {
+///     health_check_interval_ms: 10,
+///     ..EnhancedPoolConfig::development()
+/// };
+/// let pool = EnhancedConnectionPool::<Conn>::builder(config)
+///     .name("orders")                                  // the Prometheus `pool` label
+///     .leak_critical_threshold(Duration::from_secs(60)) // default: 10x the alert threshold
+///     .sweep_interval(Duration::from_millis(5))
+///     .health_check(|c: &Conn| {
+///         if c.healthy.load(Ordering::Relaxed) { Ok(()) } else { Err("gone".into()) }
+///     })
+///     .connection_factory(|_user: &str| Ok(Conn { healthy: AtomicBool::new(true) }))
+///     .on_leak(|report| eprintln!("leak: {report}"))
+///     .build()?;
+///
+/// // A connection that fails its checks is evicted and the factory replaces it.
+/// let sick = Conn { healthy: AtomicBool::new(false) };
+/// let id = pool.add_connection_sync(sick, "alice", ConnectionMetadata::for_user("alice"))?;
+/// let deadline = std::time::Instant::now() + Duration::from_secs(10);
+/// while pool.stats().evictions.health == 0 || pool.stats().idle_connections == 0 {
+///     assert!(std::time::Instant::now() < deadline, "{:?}", pool.stats());
+///     std::thread::sleep(Duration::from_millis(5));
+/// }
+/// let conn = pool.try_acquire("alice")?;
+/// assert_ne!(conn.connection_id(), id, "a new connection from the factory");
+/// assert!(conn.healthy.load(Ordering::Relaxed));
+/// drop(conn);
+///
+/// // Settings are checked together: Critical must come after Alert (10 s here).
+/// let refused = EnhancedConnectionPool::<Conn>::builder(EnhancedPoolConfig::development())
+///     .leak_critical_threshold(Duration::from_secs(5))
+///     .build();
+/// assert!(matches!(refused, Err(Error::InvalidConfig { field: "leak_critical_threshold", .. })));
+/// # Ok::<(), Error>(())
+/// ```
 pub struct PoolBuilder<C> {
     config: EnhancedPoolConfig,
     critical_threshold: Option<Duration>,
@@ -95,6 +144,8 @@ impl<C: Send + 'static> PoolBuilder<C> {
     /// Borrows held this long are reported at level Critical (and reclaimed when
     /// `auto_cleanup_enabled`). Default: ten times `leak_detection_threshold_ms`, the
     /// same ratio as [`LeakDetectorConfig`](crate::LeakDetectorConfig)'s defaults.
+    /// Must exceed `leak_detection_threshold_ms` and stay within a year; [`build`](Self::build)
+    /// checks this whether or not leak detection is enabled.
     pub fn leak_critical_threshold(mut self, threshold: Duration) -> Self {
         self.critical_threshold = Some(threshold);
         self
@@ -178,17 +229,13 @@ impl<C: Send + 'static> PoolBuilder<C> {
     pub fn build(self) -> Result<EnhancedConnectionPool<C>> {
         self.config.validate()?;
         let alert = Duration::from_millis(self.config.leak_detection_threshold_ms);
-        let critical = self.critical_threshold.unwrap_or(alert * 10);
-        // An explicit critical threshold is checked even while detection is off: a
-        // config that contradicts itself is refused before someone turns it on.
-        if (self.config.leak_detection_enabled || self.critical_threshold.is_some())
-            && critical <= alert
-        {
-            return Err(Error::invalid_config(
-                "leak_critical_threshold",
-                format!("{critical:?} must exceed leak_detection_threshold_ms ({alert:?})"),
-            ));
+        // Checked even with leak detection off: a config switched on later must not
+        // turn contradictory. The default (10x) cannot contradict a valid config.
+        if let Some(critical) = self.critical_threshold {
+            self.config
+                .validate_leak_critical("leak_critical_threshold", critical)?;
         }
+        let critical = self.critical_threshold.unwrap_or(alert * 10);
         if self.min_idle > self.config.max_per_user {
             return Err(Error::invalid_config(
                 "min_idle",

@@ -1,5 +1,8 @@
-//! [`EnhancedPoolConfig`]: the pool's eleven settings, the seed guide's presets, and
+//! [`EnhancedPoolConfig`]: the pool's eleven settings, the design guide's presets, and
 //! validation.
+//!
+//! "The design guide" is the HeliosDB connection-pool leak-prevention quick start, whose
+//! Rust API this crate implements; its eleven field names, presets and advice are kept.
 //!
 //! A config is plain data: build it, pass it to
 //! [`EnhancedConnectionPool::try_new`](crate::EnhancedConnectionPool::try_new), which
@@ -10,10 +13,16 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 
-/// The largest `max_connections`: slot indices travel in 24 bits of a connection id,
-/// and the slab holds a quarter more slots than `max_connections` (the headroom for
-/// reclaimed leaks), so at most 4/5 of 2^24. Far beyond any real deployment.
+/// The largest `max_connections`: 13 421 772.
+///
+/// Slot indices travel in the low 24 bits of a connection id, and the slab holds a
+/// quarter more slots than `max_connections` (the headroom for reclaimed leaks), so
+/// `max_connections + max_connections / 4` must stay within 2^24 slots: 4/5 of 2^24,
+/// rounded down (13 421 772 + 3 355 443 = 16 777 215 slots). Far beyond any real
+/// deployment; [`EnhancedPoolConfig::validate`] refuses more.
 pub const MAX_SLOTS: usize = (1 << 24) / 5 * 4;
+// The slab at the limit (plus its quarter of headroom) fits 24-bit slot indices.
+const _: () = assert!(MAX_SLOTS + MAX_SLOTS / 4 <= 1 << 24);
 
 /// Settings of an [`EnhancedConnectionPool`](crate::EnhancedConnectionPool).
 ///
@@ -23,9 +32,37 @@ pub const MAX_SLOTS: usize = (1 << 24) / 5 * 4;
 ///
 /// The sweeper thread (started only when a background feature is enabled) wakes at the
 /// smallest interval among the enabled features.
+///
+/// Start from [`default()`](Self::default) (safe for a new user) or a preset
+/// ([`development`](Self::development), [`staging`](Self::staging),
+/// [`production`](Self::production)) and change what you need, as the guide does:
+///
+/// ```
+/// use heliosdb_pool::{EnhancedConnectionPool, EnhancedPoolConfig, Error};
+///
+/// // The guide's "Too many leak alerts" fix: a longer leak threshold.
+/// let config = EnhancedPoolConfig {
+///     leak_detection_threshold_ms: 60_000,
+///     ..EnhancedPoolConfig::default()
+/// };
+/// assert_eq!(config.health_check_interval_ms, 60_000);
+/// assert_eq!(config.idle_timeout_ms, 600_000);
+/// assert!(!config.auto_cleanup_enabled, "reports only, until you trust the thresholds");
+/// let pool = EnhancedConnectionPool::<String>::try_new(config).unwrap();
+/// assert_eq!(pool.config().leak_detection_threshold_ms, 60_000);
+///
+/// // Contradictions are refused before anything is allocated, naming the field.
+/// let zero = EnhancedPoolConfig { health_check_interval_ms: 0, ..EnhancedPoolConfig::production() };
+/// let Err(Error::InvalidConfig { field, .. }) = EnhancedConnectionPool::<String>::try_new(zero) else {
+///     panic!("a zero interval of an enabled feature is refused");
+/// };
+/// assert_eq!(field, "health_check_interval_ms");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnhancedPoolConfig {
-    /// Capacity of the whole pool: the slab is allocated once with this many slots.
+    /// Capacity of the whole pool: the slab is allocated once with this many slots
+    /// (plus a quarter of headroom for reclaimed leaks). 1 to [`MAX_SLOTS`]
+    /// (13 421 772).
     pub max_connections: usize,
     /// Most connections one user may hold (idle plus borrowed).
     pub max_per_user: usize,
@@ -103,11 +140,35 @@ impl EnhancedPoolConfig {
         }
     }
 
-    /// Checks every field and every relation between fields.
+    /// Checks every field and every relation between fields:
+    ///
+    /// - `max_connections` is 1 to [`MAX_SLOTS`] (13 421 772);
+    /// - `max_per_user` is 1 to `max_connections`;
+    /// - the interval or threshold of an enabled feature is non-zero (a disabled
+    ///   feature's may be 0);
+    /// - no duration exceeds [`MAX_DURATION_MS`] (one year).
+    ///
+    /// The relation between the leak thresholds (Critical after Alert) involves the
+    /// builder's [`leak_critical_threshold`](crate::PoolBuilder::leak_critical_threshold)
+    /// and is checked by [`PoolBuilder::build`](crate::PoolBuilder::build), whether or not
+    /// leak detection is enabled.
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] naming the first offending field and why.
+    ///
+    /// ```
+    /// use heliosdb_pool::{EnhancedPoolConfig, Error};
+    ///
+    /// let config = EnhancedPoolConfig { max_per_user: 200, ..EnhancedPoolConfig::default() };
+    /// match config.validate() {
+    ///     Err(Error::InvalidConfig { field, reason }) => {
+    ///         assert_eq!(field, "max_per_user");
+    ///         assert_eq!(reason, "200 exceeds max_connections (100)");
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
     pub fn validate(&self) -> Result<()> {
         if self.max_connections == 0 {
             return Err(Error::invalid_config(
@@ -118,7 +179,10 @@ impl EnhancedPoolConfig {
         if self.max_connections > MAX_SLOTS {
             return Err(Error::invalid_config(
                 "max_connections",
-                format!("{} exceeds the limit of {MAX_SLOTS}", self.max_connections),
+                format!(
+                    "{} exceeds the maximum of {MAX_SLOTS}",
+                    self.max_connections
+                ),
             ));
         }
         if self.max_per_user == 0 {
@@ -189,15 +253,43 @@ impl EnhancedPoolConfig {
     pub fn acquire_timeout(&self) -> Duration {
         Duration::from_millis(self.acquire_timeout_ms)
     }
+
+    /// Checks an explicitly set critical leak threshold against
+    /// `leak_detection_threshold_ms`: Critical must come after Alert, and within
+    /// [`MAX_DURATION_MS`]. Checked whether or not leak detection is enabled, so that
+    /// turning it on later cannot make a stored configuration contradictory. `field` is
+    /// the setting's name as the caller knows it (the builder's or the C config's).
+    pub(crate) fn validate_leak_critical(
+        &self,
+        field: &'static str,
+        critical: Duration,
+    ) -> Result<()> {
+        let alert = Duration::from_millis(self.leak_detection_threshold_ms);
+        if critical <= alert {
+            return Err(Error::invalid_config(
+                field,
+                format!("{critical:?} must exceed leak_detection_threshold_ms ({alert:?})"),
+            ));
+        }
+        if critical > Duration::from_millis(MAX_DURATION_MS) {
+            return Err(Error::invalid_config(
+                field,
+                format!("{critical:?} exceeds the limit of {MAX_DURATION_MS} ms (~1 year)"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Longest accepted duration: one year, far below where nanoseconds overflow `u64`.
 pub const MAX_DURATION_MS: u64 = 365 * 24 * 3_600 * 1_000;
 
 impl Default for EnhancedPoolConfig {
-    /// Safe for a new user: the development preset's sizes and timeouts, with leak
-    /// detection on at a 30 s threshold (reports only) and `auto_cleanup_enabled` off, as
-    /// the design guide advises ("run with auto_cleanup_enabled: false initially").
+    /// Safe for a new user: the development preset's sizes and acquire timeout, the
+    /// patient timings the design guide's troubleshooting section starts from (idle
+    /// timeout 10 minutes, a health check per connection every minute), and leak
+    /// detection on at a 30 s threshold, reporting only: `auto_cleanup_enabled` is off,
+    /// as the guide advises ("run with auto_cleanup_enabled: false initially").
     ///
     /// | field | default |
     /// |---|---|
@@ -207,7 +299,7 @@ impl Default for EnhancedPoolConfig {
     /// | idle_timeout_ms | 600 000 (10 min) |
     /// | max_connection_age_ms | 1 800 000 (30 min) |
     /// | health_check_enabled | true |
-    /// | health_check_interval_ms | 30 000 |
+    /// | health_check_interval_ms | 60 000 (1 min) |
     /// | leak_detection_enabled | true |
     /// | leak_detection_threshold_ms | 30 000 |
     /// | auto_cleanup_enabled | false |
@@ -220,7 +312,7 @@ impl Default for EnhancedPoolConfig {
             idle_timeout_ms: 600_000,
             max_connection_age_ms: 1_800_000,
             health_check_enabled: true,
-            health_check_interval_ms: 30_000,
+            health_check_interval_ms: 60_000,
             leak_detection_enabled: true,
             leak_detection_threshold_ms: 30_000,
             auto_cleanup_enabled: false,
@@ -322,5 +414,80 @@ mod tests {
         }
         .validate()
         .unwrap();
+    }
+
+    #[test]
+    fn default_has_the_guides_patient_timings() {
+        let c = EnhancedPoolConfig::default();
+        // "Performance impact from health checks: 300_000, // 5 minutes instead of 1".
+        assert_eq!(c.health_check_interval_ms, 60_000);
+        // "Connections cleaned up too aggressively: idle_timeout_ms: 600_000".
+        assert_eq!(c.idle_timeout_ms, 600_000);
+        // "Run with auto_cleanup_enabled: false initially".
+        assert!(!c.auto_cleanup_enabled);
+    }
+
+    #[test]
+    fn max_connections_limit_is_exact_and_stated() {
+        assert_eq!(MAX_SLOTS, 13_421_772);
+        let at = |max_connections| EnhancedPoolConfig {
+            max_connections,
+            max_per_user: 1,
+            ..EnhancedPoolConfig::default()
+        };
+        at(MAX_SLOTS).validate().unwrap();
+        match at(MAX_SLOTS + 1).validate() {
+            Err(Error::InvalidConfig { field, reason }) => {
+                assert_eq!(field, "max_connections");
+                assert_eq!(reason, "13421773 exceeds the maximum of 13421772");
+            }
+            other => panic!("expected InvalidConfig, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn leak_critical_must_follow_alert_whether_or_not_detection_is_on() {
+        for enabled in [true, false] {
+            let c = EnhancedPoolConfig {
+                leak_detection_enabled: enabled,
+                leak_detection_threshold_ms: 1_000,
+                ..EnhancedPoolConfig::default()
+            };
+            for bad in [Duration::from_millis(1_000), Duration::from_millis(10)] {
+                match c.validate_leak_critical("leak_critical_threshold", bad) {
+                    Err(Error::InvalidConfig { field, .. }) => {
+                        assert_eq!(field, "leak_critical_threshold")
+                    }
+                    other => panic!("enabled={enabled}: expected InvalidConfig, got {other:?}"),
+                }
+                let built = crate::EnhancedConnectionPool::<u8>::builder(c.clone())
+                    .leak_critical_threshold(bad)
+                    .build();
+                assert!(
+                    matches!(
+                        built,
+                        Err(Error::InvalidConfig {
+                            field: "leak_critical_threshold",
+                            ..
+                        })
+                    ),
+                    "enabled={enabled}: {built:?}"
+                );
+            }
+            let too_long = Duration::from_millis(MAX_DURATION_MS + 1);
+            assert!(c.validate_leak_critical("f", too_long).is_err());
+            c.validate_leak_critical("f", Duration::from_millis(1_001))
+                .unwrap();
+        }
+        // Without an explicit critical threshold, a disabled detector's zero threshold
+        // (no relation to violate) is still accepted.
+        let quiet = EnhancedPoolConfig {
+            leak_detection_enabled: false,
+            leak_detection_threshold_ms: 0,
+            ..EnhancedPoolConfig::default()
+        };
+        crate::EnhancedConnectionPool::<u8>::builder(quiet)
+            .build()
+            .unwrap();
     }
 }

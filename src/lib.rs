@@ -8,7 +8,7 @@
 //! [`EnhancedConnectionPool::acquire`] (async), [`EnhancedConnectionPool::blocking_acquire`]
 //! or [`EnhancedConnectionPool::try_acquire`], and the returned [`PooledConnection`] guard
 //! gives it back on drop. Borrowing and returning take no lock, make no heap allocation
-//! and no system call in the steady state: see `ARCHITECTURE.md` and `BENCHMARKS.md`.
+//! and no system call in the steady state: see `docs/ARCHITECTURE.md` and `BENCHMARKS.md`.
 //!
 //! ```
 //! use heliosdb_pool::{ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig};

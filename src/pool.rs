@@ -67,6 +67,51 @@ pub enum Removal {
 /// [`blocking_acquire`](Self::blocking_acquire) parks the calling thread, and
 /// [`try_acquire`](Self::try_acquire) never waits. All three record their caller's
 /// source location (`#[track_caller]`) for leak reports.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use heliosdb_pool::{ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Error};
+///
+/// let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
+/// let metadata = ConnectionMetadata {
+///     user: "alice".to_string(),
+///     database: Some("orders".to_string()),
+///     protocol: "postgres".to_string(),
+///     remote_addr: Some("10.0.0.1:5432".to_string()),
+///     tags: vec!["primary".to_string()],
+/// };
+/// // Any `Send + 'static` value can be pooled; a String stands in for a connection here.
+/// let id = pool.add_connection_sync(String::from("conn-1"), "alice", metadata)?;
+///
+/// {
+///     let conn = pool.blocking_acquire("alice")?; // parks up to acquire_timeout_ms
+///     assert_eq!(conn.connection_id(), id);
+///     assert_eq!(conn.as_str(), "conn-1"); // the guard derefs to the connection
+///     assert!(conn.call_site().to_string().contains(".rs:")); // file:line, for leak reports
+///     // Borrowed: nothing idle for alice, and a short wait times out with the counts.
+///     let waited = pool.blocking_acquire_timeout("alice", Duration::from_millis(20));
+///     assert!(matches!(waited, Err(Error::Timeout { in_use: 1, idle: 0, .. })));
+/// } // returned here, on every path (`?`, panics included)
+///
+/// // The same from async code, on any executor.
+/// let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// runtime.block_on(async {
+///     let conn = pool.acquire("alice").await?;
+///     assert_eq!(conn.user(), "alice");
+///     Ok::<(), Error>(())
+/// })?;
+///
+/// assert!(matches!(pool.try_acquire("bob"), Err(Error::UnknownUser { .. })));
+/// let stats = pool.stats();
+/// assert_eq!((stats.total_connections, stats.idle_connections), (1, 1));
+/// assert_eq!((stats.acquires, stats.timeouts), (2, 1));
+///
+/// pool.close(); // dropping the pool closes it too
+/// assert!(matches!(pool.try_acquire("alice"), Err(Error::Closed)));
+/// # Ok::<(), Error>(())
+/// ```
 pub struct EnhancedConnectionPool<C> {
     pub(crate) inner: Arc<PoolInner<C>>,
     /// The pool's leak view, as the design guide uses it:

@@ -1,5 +1,5 @@
 //! The sweeper: one background thread per pool that does everything the acquire and
-//! release paths must not (ARCHITECTURE section 5). One pass walks the slab once:
+//! release paths must not (docs/ARCHITECTURE.md, section 5). One pass walks the slab once:
 //!
 //! 1. **Leaks.** A borrow held past the alert threshold is reported once at Alert and
 //!    once more at Critical. The report flag is set by CAS on the exact state the

@@ -1,6 +1,6 @@
-//! The design guide's (`shared/seed/quick-start-guide.txt`) pool examples, changed only in
-//! crate paths. The reader's own stand-ins (MyConnection, execute_query, ...) are defined
-//! at the bottom, as a reader of the guide would write them.
+//! The design guide's pool examples (the HeliosDB connection-pool leak-prevention quick
+//! start; see README.md), changed only in crate paths. The reader's own stand-ins
+//! (MyConnection, execute_query, ...) are defined at the bottom, as a reader would write them.
 //!
 //! Section 2-4, Pattern 4 and the monitoring examples live in the sweeper's tests.
 

@@ -325,15 +325,8 @@ fn validate_tuning(config: &heliosdb_pool_config) -> Result<()> {
     let settings = config.settings();
     settings.validate()?;
     if let Some(critical) = config.critical_threshold() {
-        let alert = Duration::from_millis(settings.leak_detection_threshold_ms);
-        // Checked whether or not leak detection is on now: a config that contradicts
-        // itself is refused before someone turns detection on.
-        if critical <= alert {
-            return Err(Error::invalid_config(
-                "leak_critical_threshold_ms",
-                format!("{critical:?} must exceed leak_detection_threshold_ms ({alert:?})"),
-            ));
-        }
+        // Checked whether or not leak detection is on now, as the builder does.
+        settings.validate_leak_critical("leak_critical_threshold_ms", critical)?;
     }
     if config.min_idle > settings.max_per_user {
         return Err(Error::invalid_config(

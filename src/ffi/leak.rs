@@ -5,7 +5,7 @@
 //! The C report points to NUL-terminated strings. The call site of a C borrow is the
 //! caller's own `__FILE__` / `__func__` pointer ([`CSite`](crate::CSite) keeps them
 //! without copying); every other string (ids, user, thread, metadata) is copied into
-//! one byte arena per batch of reports, owned by a [`CReports`] that lives as long as
+//! one byte arena per batch of reports, owned by a `CReports` that lives as long as
 //! the reports may be read (a callback's duration, or until the next call on the
 //! thread for `heliosdb_pool_leaks`).
 
