@@ -66,10 +66,14 @@ mod wait;
 #[cfg(loom)]
 mod slab {
     pub(crate) mod idle;
+    pub(crate) mod site;
     pub(crate) mod state;
+    pub(crate) use site::CallSite;
 }
 #[cfg(all(loom, test))]
 mod loom_models;
+#[cfg(loom)]
+mod wait;
 
 #[cfg(not(loom))]
 pub use acquire::Acquire;

@@ -1,17 +1,24 @@
 //! Loom models of the lock-free core, running the pool's own code: the state-word
-//! claims and releases (`state::try_claim`, `end_borrow`) and the idle
-//! hint search and repair (`IdleSet::claim_hinted`, `IdleSet::repair`). Loom does not
-//! model SeqCst accesses, so the handshakes use SeqCst fences under loom (see
+//! claims, releases, flags and take-outs (`state::try_claim`, `end_borrow`, `end_check`,
+//! `try_flag`, `take_out_of_service`), the idle hint search and repair
+//! (`IdleSet::claim_hinted`, `IdleSet::repair`), and the wait queue (`WaitQueue`:
+//! register, the releaser's handshake, dispatch, cancel, close). Loom does not model
+//! SeqCst accesses, so the handshakes use SeqCst fences under loom (see
 //! `sync::handshake`).
+//!
+//! The releaser's sequence in these models is the pool's `announce_idle` and `dispatch`
+//! (`pool.rs`): repair the hint, read the waiter signal, dispatch (or drain if closed).
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_models`.
 
 use loom::sync::Arc;
 use loom::thread;
 
+use crate::slab::CallSite;
 use crate::slab::idle::IdleSet;
-use crate::slab::state::{self, Claim, Lifecycle, SlotState};
+use crate::slab::state::{self, Claim, Lifecycle, SlotState, TakeOut, flags};
 use crate::sync::{AtomicU64, Ordering, UnsafeCell};
+use crate::wait::{Outcome, Registration, WaitQueue, Waiter, Wakeup};
 
 /// A one-connection partition: the hint, the slot's state word, the connection.
 struct MiniPool {
@@ -21,7 +28,7 @@ struct MiniPool {
 }
 
 impl MiniPool {
-    fn idle_at(generation: u32) -> Arc<Self> {
+    fn idle_at(generation: u64) -> Arc<Self> {
         let pool = Arc::new(MiniPool {
             hint: IdleSet::new(1),
             word: AtomicU64::new(SlotState::new(generation, Lifecycle::Idle).pack()),
@@ -43,7 +50,7 @@ impl MiniPool {
     }
 
     /// Acquire by search, as a thread without affinity does.
-    fn search(&self) -> Option<u32> {
+    fn search(&self) -> Option<u64> {
         let (_, claimed) = self.hint.claim_hinted(
             |_| Some(&self.word),
             |_| true,
@@ -55,14 +62,14 @@ impl MiniPool {
     }
 
     /// Acquire by affinity: the slot this thread returned at `generation`.
-    fn reclaim(&self, generation: u32) -> Option<u32> {
+    fn reclaim(&self, generation: u64) -> Option<u64> {
         let claimed = state::try_claim(&self.word, generation, Claim::Borrow).ok()?;
         self.use_connection();
         Some(claimed.generation())
     }
 
     /// Release as the pool does: validate + move the state, then repair the hint.
-    fn release(&self, generation: u32) -> Result<(), SlotState> {
+    fn release(&self, generation: u64) -> Result<(), SlotState> {
         let ended = state::end_borrow(&self.word, generation)?;
         assert!(!ended.closes(), "no flags in these models");
         self.hint.repair(0);
@@ -130,5 +137,306 @@ fn a_stale_release_racing_a_new_borrow_never_ends_it() {
             (Lifecycle::InUse, second)
         );
         pool.release(second).unwrap();
+    });
+}
+
+// ---- The wait queue against the releaser: one user's partition of one slot ----
+
+/// One slot, its hint, and the user's wait queue.
+struct Waiting {
+    hint: IdleSet,
+    word: AtomicU64,
+    queue: WaitQueue,
+}
+
+const SITE: CallSite = CallSite::Rust(std::panic::Location::caller());
+
+impl Waiting {
+    /// The slot borrowed at generation 0, its hint bit stale (set), as after an
+    /// affinity borrow.
+    fn borrowed() -> Arc<Self> {
+        let w = Self::borrowed_unhinted();
+        w.hint.mark(0);
+        w
+    }
+
+    /// The slot borrowed, its stale hint bit already cleared by a searcher: the waiter's
+    /// search then finds no bit at all.
+    fn borrowed_unhinted() -> Arc<Self> {
+        Arc::new(Waiting {
+            hint: IdleSet::new(1),
+            word: AtomicU64::new(SlotState::new(0, Lifecycle::InUse).pack()),
+            queue: WaitQueue::new(),
+        })
+    }
+
+    fn state(&self) -> SlotState {
+        SlotState::from_packed(self.word.load(Ordering::SeqCst))
+    }
+
+    /// The dispatcher's claim for the front waiter (SeqCst reads).
+    fn claim(&self) -> Option<(u32, u64)> {
+        let (_, claimed) = self.hint.claim_hinted(
+            |_| Some(&self.word),
+            |_| true,
+            Claim::Borrow,
+            Ordering::SeqCst,
+        )?;
+        Some((0, claimed.generation()))
+    }
+
+    /// A closed pool's drain: claims what is idle to close it.
+    fn drain(&self) {
+        while self
+            .hint
+            .claim_hinted(
+                |_| Some(&self.word),
+                |_| true,
+                Claim::Exclusive,
+                Ordering::SeqCst,
+            )
+            .is_some()
+        {}
+    }
+
+    /// After the slot became idle: the pool's `announce_idle` and `dispatch`.
+    fn announce_idle(&self) {
+        self.hint.repair(0);
+        if self.queue.needs_dispatch() && !self.queue.dispatch(|_| self.claim()) {
+            self.drain();
+        }
+    }
+
+    /// Release as the pool does.
+    fn release(&self, generation: u64) {
+        let ended = state::end_borrow(&self.word, generation).expect("the current borrow");
+        assert!(!ended.closes());
+        self.announce_idle();
+    }
+
+    /// Register as the pool's acquire does, then re-check through a dispatch.
+    fn wait(&self) -> Option<Arc<crate::wait::WaitNode>> {
+        let waiter = Waiter {
+            site: SITE,
+            borrower: 1,
+        };
+        match self
+            .queue
+            .register(Wakeup::Thread(thread::current()), waiter)
+        {
+            Registration::Waiting(node) => {
+                if !self.queue.dispatch(|_| self.claim()) {
+                    self.drain();
+                }
+                Some(node)
+            }
+            Registration::Closed => None,
+        }
+    }
+}
+
+#[test]
+fn a_waiter_registering_as_the_last_connection_returns_is_never_stranded() {
+    for start in [
+        Waiting::borrowed as fn() -> Arc<Waiting>,
+        Waiting::borrowed_unhinted,
+    ] {
+        loom::model(move || never_stranded(start()));
+    }
+}
+
+fn never_stranded(w: Arc<Waiting>) {
+    {
+        let other = w.clone();
+        let waiter = thread::spawn(move || other.wait().expect("not closed"));
+        w.release(0);
+        let node = waiter.join().unwrap();
+        // Either the waiter's re-check or the releaser's dispatch handed it over.
+        assert_eq!(
+            node.outcome(),
+            Some(Outcome::Granted {
+                slot: 0,
+                generation: 1
+            })
+        );
+        assert_eq!(w.state().lifecycle(), Lifecycle::InUse);
+        assert_eq!(w.queue.waiting(), 0);
+    }
+}
+
+#[test]
+fn a_grant_racing_a_cancel_has_exactly_one_owner_and_is_never_lost() {
+    loom::model(|| {
+        let w = Waiting::borrowed();
+        let node = w.wait().expect("not closed");
+        assert_eq!(node.outcome(), None, "borrowed: nothing to grant yet");
+        let other = w.clone();
+        // The waiter times out (or its future is dropped) while the holder releases.
+        let canceller = thread::spawn(move || {
+            match other.queue.cancel(&node) {
+                None => false,
+                // Granted meanwhile: the canceller owns the borrow and gives it back.
+                Some(Outcome::Granted { generation, .. }) => {
+                    other.release(generation);
+                    true
+                }
+                Some(Outcome::Closed) => unreachable!("never closed here"),
+            }
+        });
+        w.release(0);
+        let _granted = canceller.join().unwrap();
+        assert_eq!(w.queue.waiting(), 0, "withdrawn or served");
+        assert_eq!(
+            w.state().lifecycle(),
+            Lifecycle::Idle,
+            "the connection is back"
+        );
+        assert!(w.hint.is_marked(0), "and findable");
+    });
+}
+
+#[test]
+fn close_racing_a_waiter_and_a_release_strands_nobody_and_drains_every_idle_slot() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let w = Waiting::borrowed();
+        let (a, b) = (w.clone(), w.clone());
+        let waiter = thread::spawn(move || a.wait());
+        let releaser = thread::spawn(move || b.release(0));
+        w.queue.close();
+        w.drain();
+        releaser.join().unwrap();
+        let node = waiter.join().unwrap();
+        // A registered waiter ends with an outcome, never pending in a closed pool.
+        let granted = match node.map(|n| n.outcome()) {
+            None | Some(Some(Outcome::Closed)) => false,
+            Some(Some(Outcome::Granted { .. })) => true,
+            Some(None) => panic!("a waiter is left pending in a closed pool"),
+        };
+        // No idle connection survives the close: drained (Reserved) or handed over.
+        let lifecycle = w.state().lifecycle();
+        if granted {
+            assert_eq!(lifecycle, Lifecycle::InUse);
+        } else {
+            assert_eq!(lifecycle, Lifecycle::Reserved, "drained");
+        }
+    });
+}
+
+// ---- State-word races the sweeper and `remove_connection` take part in ----
+
+#[test]
+fn a_reclaim_racing_the_holders_release_is_seen_by_exactly_the_release_it_precedes() {
+    loom::model(|| {
+        let word = Arc::new(AtomicU64::new(SlotState::new(5, Lifecycle::InUse).pack()));
+        let seen = SlotState::from_packed(word.load(Ordering::SeqCst));
+        let sweeper = {
+            let word = word.clone();
+            thread::spawn(move || {
+                let reclaim = flags::LEAK_ALERT | flags::LEAK_CRITICAL | flags::RECLAIMED;
+                state::try_flag(&word, seen, reclaim)
+            })
+        };
+        let ended = state::end_borrow(&word, 5).expect("the holder's borrow");
+        let reclaimed = sweeper.join().unwrap();
+        let now = SlotState::from_packed(word.load(Ordering::SeqCst));
+        if reclaimed {
+            // Flagged first: the release sees it and closes the connection.
+            assert!(ended.has(flags::RECLAIMED) && ended.closes());
+            assert_eq!(now.lifecycle(), Lifecycle::Reserved);
+        } else {
+            // Released first: the flag found another state and changed nothing.
+            assert!(!ended.closes());
+            assert_eq!(now, SlotState::new(5, Lifecycle::Idle));
+        }
+    });
+}
+
+#[test]
+fn a_health_check_an_affinity_borrow_and_a_remove_never_share_the_slot() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let word = Arc::new(AtomicU64::new(SlotState::new(9, Lifecycle::Idle).pack()));
+        let value = Arc::new(UnsafeCell::new(0u32));
+        // The sweeper's check and an affinity borrow, both claiming generation 9.
+        let contender = |claim: Claim| {
+            let (word, value) = (word.clone(), value.clone());
+            thread::spawn(move || {
+                let claimed = state::try_claim(&word, 9, claim).ok()?;
+                // SAFETY: only the slot's owner touches the value; loom fails the model
+                // if two owners ever overlap.
+                value.with_mut(|v| unsafe { *v += 1 });
+                let ended = match claim {
+                    Claim::Check => state::end_check(&word, claimed.generation(), false),
+                    _ => state::end_borrow(&word, claimed.generation()),
+                }
+                .expect("the owner ends its own claim");
+                Some(ended.closes())
+            })
+        };
+        let check = contender(Claim::Check);
+        let borrow = contender(Claim::Borrow);
+        // remove_connection, as the pool loops it.
+        let removed = loop {
+            let seen = SlotState::from_packed(word.load(Ordering::Acquire));
+            match state::take_out_of_service(&word, seen) {
+                TakeOut::Claimed => {
+                    // SAFETY: as above: the remover owns the slot now.
+                    value.with_mut(|v| unsafe { *v += 1 });
+                    break true;
+                }
+                TakeOut::Marked => break false,
+                TakeOut::Changed => {}
+                TakeOut::Empty | TakeOut::Busy => unreachable!("not in this model"),
+            }
+        };
+        let ends = [check.join().unwrap(), borrow.join().unwrap()];
+        let now = SlotState::from_packed(word.load(Ordering::SeqCst));
+        // Whoever owned it last, the remove took effect exactly once: claimed now, or
+        // marked and then honoured by the owner's end (Reserved, for it to close).
+        assert_eq!(now.lifecycle(), Lifecycle::Reserved);
+        if !removed {
+            assert!(
+                ends.contains(&Some(true)),
+                "a marked owner closes on return"
+            );
+        }
+    });
+}
+
+#[test]
+fn a_slot_retired_and_refilled_never_matches_a_claim_from_before() {
+    loom::model(|| {
+        let word = Arc::new(AtomicU64::new(SlotState::new(3, Lifecycle::Idle).pack()));
+        // A thread whose affinity entry says "slot idle at 3".
+        let stale = {
+            let word = word.clone();
+            thread::spawn(move || state::try_claim(&word, 3, Claim::Borrow).is_ok())
+        };
+        // The slot's connection is removed and another one added to it.
+        let retired = state::try_claim(&word, 3, Claim::Exclusive).is_ok();
+        if retired {
+            let reserved = SlotState::from_packed(word.load(Ordering::Relaxed));
+            word.store(reserved.retired().pack(), Ordering::Release);
+            let empty = SlotState::from_packed(word.load(Ordering::Relaxed));
+            word.store(
+                empty.with_lifecycle(Lifecycle::Idle).pack(),
+                Ordering::SeqCst,
+            );
+        }
+        let claimed_old = stale.join().unwrap();
+        assert!(
+            claimed_old ^ retired,
+            "exactly one of them got the generation-3 slot"
+        );
+        if retired {
+            assert_eq!(
+                SlotState::from_packed(word.load(Ordering::SeqCst)),
+                SlotState::new(4, Lifecycle::Idle),
+                "the refilled slot is idle at a new generation"
+            );
+        }
     });
 }

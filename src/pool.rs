@@ -31,7 +31,7 @@ use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::metrics::{BorrowInfo, Counters, Eviction, LeakStats, PoolStats, UserStats};
 use crate::partition::{Capacity, Partition, UserMap};
 use crate::pool_leaks::PoolLeakDetector;
-use crate::slab::state::{self, Claim, Handle, Lifecycle, SlotState, flags};
+use crate::slab::state::{self, Claim, Handle, Lifecycle, SlotState, TakeOut, flags};
 use crate::slab::{CallSite, Slab, SlotHeader, SlotInfo};
 use crate::sweeper::{HealthTable, SweepProgress, SweepState, SweeperHandle};
 use crate::sync::{Ordering, UnsafeCell};
@@ -1250,25 +1250,19 @@ impl<C> PoolInner<C> {
             if header.conn_id.load(Ordering::Relaxed) != id.raw() {
                 return Err(unknown());
             }
-            match state.lifecycle() {
-                Lifecycle::Idle => {
-                    if state::try_claim(&header.state, state.generation(), Claim::Exclusive).is_ok()
-                    {
-                        // Ours now, and still the connection with this id (see above).
-                        let partition = self.partition_of(header);
-                        let local = header.local.load(Ordering::Relaxed);
-                        drop(self.retire(partition, local, slot, true, Some(Eviction::Removed)));
-                        return Ok(Removal::Closed);
-                    }
+            match state::take_out_of_service(&header.state, state) {
+                TakeOut::Claimed => {
+                    // Ours now, and still the connection with this id (see above).
+                    let partition = self.partition_of(header);
+                    let local = header.local.load(Ordering::Relaxed);
+                    drop(self.retire(partition, local, slot, true, Some(Eviction::Removed)));
+                    return Ok(Removal::Closed);
                 }
-                Lifecycle::InUse | Lifecycle::Checking => {
-                    if state::try_flag(&header.state, state, flags::CLOSE_ON_RETURN) {
-                        return Ok(Removal::ClosesOnReturn);
-                    }
-                }
-                Lifecycle::Empty => return Err(unknown()),
+                TakeOut::Marked => return Ok(Removal::ClosesOnReturn),
+                TakeOut::Empty => return Err(unknown()),
                 // Being filled or emptied by someone else: a few instructions away.
-                Lifecycle::Reserved => std::thread::yield_now(),
+                TakeOut::Busy => std::thread::yield_now(),
+                TakeOut::Changed => {}
             }
         }
     }

@@ -22,17 +22,15 @@
 //! connection was granted to it in the meantime, it either uses it (timeout) or gives
 //! it back through the same release path (dropped future), so nothing is lost.
 
-use std::collections::{BinaryHeap, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::collections::VecDeque;
 use std::task::Waker;
-use std::thread::Thread;
-use std::time::Instant;
 
 use crossbeam_utils::CachePadded;
-use once_cell::sync::Lazy;
 
 use crate::slab::CallSite;
+// The shim: std normally, loom's under `--cfg loom`, so the models in `loom_models.rs`
+// explore this queue's own code.
+use crate::sync::{Arc, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, Thread};
 
 /// Set in `signal` once the pool is closed.
 const CLOSED: u64 = 1 << 63;
@@ -199,8 +197,12 @@ impl WaitQueue {
             waiter,
         });
         queue.push_back(node.clone());
-        // SeqCst: the waiter's half of the handshake (see the module docs).
+        // SeqCst: the waiter's half of the handshake (see the module docs): ordered
+        // before the SeqCst loads of the search that follows (a fence under loom,
+        // which models SeqCst accesses as AcqRel; without it the models find the
+        // lost wake-up).
         self.signal.fetch_add(1, Ordering::SeqCst);
+        crate::sync::handshake();
         Registration::Waiting(node)
     }
 
@@ -274,8 +276,15 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// A runtime-agnostic timer for async waiters: one lazily started thread that wakes a
 /// waiting task at its deadline, so `acquire().await` times out on any executor.
+#[cfg(not(loom))]
 pub(crate) mod timer {
-    use super::*;
+    use std::collections::BinaryHeap;
+    use std::sync::{Arc, Condvar, Mutex, Weak};
+    use std::time::Instant;
+
+    use once_cell::sync::Lazy;
+
+    use super::{WaitNode, lock};
 
     struct Entry {
         deadline: Instant,

@@ -50,7 +50,13 @@ impl Conn {
 impl Drop for Conn {
     fn drop(&mut self) {
         assert!(!self.in_use.load(Ordering::SeqCst), "closed while in use");
-        *self.ledger.drops.lock().unwrap().entry(self.id).or_default() += 1;
+        *self
+            .ledger
+            .drops
+            .lock()
+            .unwrap()
+            .entry(self.id)
+            .or_default() += 1;
     }
 }
 
@@ -123,8 +129,12 @@ fn chaos_never_shares_never_crosses_users_and_closes_everything_once() {
     .unwrap();
     let pool = Arc::new(pool);
     for user in USERS {
-        pool.add_connection_sync(Conn::new(user, &ledger), user, ConnectionMetadata::for_user(user))
-            .unwrap();
+        pool.add_connection_sync(
+            Conn::new(user, &ledger),
+            user,
+            ConnectionMetadata::for_user(user),
+        )
+        .unwrap();
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
     let violations = Arc::new(AtomicU64::new(0));
@@ -237,7 +247,11 @@ fn chaos_never_shares_never_crosses_users_and_closes_everything_once() {
     }
     let scans = reader.join().unwrap();
     let stats = pool.stats();
-    assert_eq!(violations.load(Ordering::SeqCst), 0, "shared or crossed users");
+    assert_eq!(
+        violations.load(Ordering::SeqCst),
+        0,
+        "shared or crossed users"
+    );
     assert!(borrows.load(Ordering::Relaxed) > 1_000, "{stats:?}");
     assert!(scans > 10);
     pool.close();

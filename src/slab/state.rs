@@ -279,6 +279,44 @@ pub(crate) fn try_flag(word: &AtomicU64, expected: SlotState, flag: u64) -> bool
     .is_ok()
 }
 
+/// What one attempt of [`take_out_of_service`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TakeOut {
+    /// The slot was idle and is now `Reserved` by the caller, who empties it.
+    Claimed,
+    /// The slot is borrowed or being checked: its owner closes it when done.
+    Marked,
+    /// The slot holds no connection.
+    Empty,
+    /// Someone else is filling or emptying the slot; try again shortly.
+    Busy,
+    /// The state is no longer `seen`; load it and try again.
+    Changed,
+}
+
+/// One attempt to take the connection in a slot, seen in state `seen`, out of service
+/// (`remove_connection`): an idle one is claimed for the caller to close now, a
+/// borrowed or checked one is marked `CLOSE_ON_RETURN`. Both are CAS on the exact
+/// state seen, so a concurrent borrow, check, release or retire wins or loses cleanly.
+pub(crate) fn take_out_of_service(word: &AtomicU64, seen: SlotState) -> TakeOut {
+    let done = match seen.lifecycle() {
+        Lifecycle::Idle => try_claim(word, seen.generation(), Claim::Exclusive).is_ok(),
+        Lifecycle::InUse | Lifecycle::Checking => {
+            if try_flag(word, seen, flags::CLOSE_ON_RETURN) {
+                return TakeOut::Marked;
+            }
+            false
+        }
+        Lifecycle::Empty => return TakeOut::Empty,
+        Lifecycle::Reserved => return TakeOut::Busy,
+    };
+    if done {
+        TakeOut::Claimed
+    } else {
+        TakeOut::Changed
+    }
+}
+
 /// A borrow handle inside the crate: the slot and the generation the borrow was issued
 /// under (the public, connection-checked form is [`RawHandle`](crate::RawHandle)).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
