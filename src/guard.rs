@@ -88,11 +88,12 @@ impl<'a, C> PooledConnection<'a, C> {
     }
 
     /// Takes the connection out of the pool for good; its slot and the user's capacity
-    /// are freed.
+    /// are freed (and a caller waiting for that capacity is served by the factory).
     ///
     /// # Errors
     ///
-    /// [`Error::StaleHandle`](crate::Error::StaleHandle) if the borrow was reclaimed.
+    /// [`Error::Reclaimed`](crate::Error::Reclaimed) if the borrow had been reclaimed as
+    /// a critical leak: the connection is closed now, as its release would.
     pub fn detach(self) -> Result<C> {
         let (pool, handle) = (self.pool, self.handle);
         std::mem::forget(self);

@@ -425,6 +425,14 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
         self.inner.advance_generation(id, by)
     }
 
+    /// For tests of time-driven behaviour: moves this pool's clock (the one borrow
+    /// stamps, leak levels, idle and age eviction read) forward by `by`, so a test can
+    /// step through thresholds without sleeping. Other pools are not affected.
+    #[doc(hidden)]
+    pub fn testing_advance_clock(&self, by: Duration) {
+        self.inner.slab.advance_clock(by);
+    }
+
     /// Removes a connection. An idle one is closed now; a borrowed one is closed when
     /// its holder returns it.
     ///
@@ -693,7 +701,7 @@ impl<C> PoolInner<C> {
         header.conn_id.store(id.raw(), Ordering::Relaxed);
         header
             .created_at
-            .store(clock::now_nanos(), Ordering::Relaxed);
+            .store(self.slab.now_nanos(), Ordering::Relaxed);
         // Release: whoever reads this pointer before owning the slot (a release, the
         // sweeper) then sees the partition's construction.
         header

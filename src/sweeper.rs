@@ -260,7 +260,7 @@ impl<C: Send + 'static> PoolInner<C> {
         state: SlotState,
         now: u32,
     ) -> SlotTrack {
-        let created = self.slab.ms_of(header.created_at.load(Ordering::Relaxed));
+        let created = Slab::ms(header.created_at.load(Ordering::Relaxed));
         let max_age = self.config.max_connection_age_ms;
         let expires_ms = (max_age > 0).then(|| {
             // Deterministic per connection: a multiplicative hash of the id, in [0, 1).

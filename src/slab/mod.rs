@@ -58,7 +58,7 @@ pub(crate) struct SlotHeader {
     /// since the slab's epoch (low 32 bits; wraps after 49 days, far beyond any
     /// threshold it is compared with).
     stamp: AtomicU64,
-    /// Coarse-clock time the connection was added.
+    /// When the connection was added, in slab nanoseconds ([`Slab::now_nanos`]).
     pub(crate) created_at: AtomicU64,
     /// Thread tag of the current borrower (see `thread_tag`).
     pub(crate) borrower: AtomicU64,
@@ -205,8 +205,10 @@ pub(crate) struct BorrowSnapshot {
 /// The slot headers of one pool.
 pub(crate) struct Slab {
     slots: Box<[CachePadded<SlotHeader>]>,
-    /// Coarse-clock nanoseconds when the slab was built; borrow stamps count from it.
-    epoch: u64,
+    /// Coarse-clock nanoseconds at the slab's time zero: every pool timestamp (borrow
+    /// stamps, creation times) counts from it. Atomic only so that tests can move the
+    /// pool's clock forward ([`Slab::advance_clock`]); a Relaxed load is a plain load.
+    epoch: AtomicU64,
 }
 
 impl Slab {
@@ -217,20 +219,34 @@ impl Slab {
             slots: (0..capacity)
                 .map(|_| CachePadded::new(SlotHeader::new(first_generation)))
                 .collect(),
-            epoch: clock::now_nanos(),
+            epoch: AtomicU64::new(clock::now_nanos()),
         }
     }
 
-    /// Milliseconds since the epoch, as stored in borrow stamps (wrapping).
+    /// Nanoseconds of pool time (since the slab's time zero).
     #[inline]
-    pub(crate) fn now_ms(&self) -> u32 {
-        (clock::now_nanos().wrapping_sub(self.epoch) / 1_000_000) as u32
+    pub(crate) fn now_nanos(&self) -> u64 {
+        clock::now_nanos().wrapping_sub(self.epoch.load(Ordering::Relaxed))
     }
 
-    /// A coarse-clock reading as milliseconds since the epoch (wrapping).
+    /// Milliseconds of pool time, as stored in borrow stamps (wrapping after 49 days,
+    /// far beyond any threshold it is compared with).
     #[inline]
-    pub(crate) fn ms_of(&self, nanos: u64) -> u32 {
-        (nanos.wrapping_sub(self.epoch) / 1_000_000) as u32
+    pub(crate) fn now_ms(&self) -> u32 {
+        Self::ms(self.now_nanos())
+    }
+
+    /// A pool-time reading in nanoseconds as milliseconds (wrapping).
+    #[inline]
+    pub(crate) fn ms(nanos: u64) -> u32 {
+        (nanos / 1_000_000) as u32
+    }
+
+    /// Moves this pool's clock forward by `by`, for tests of time-driven behaviour
+    /// (leak levels, idle and age eviction) that must not sleep.
+    pub(crate) fn advance_clock(&self, by: std::time::Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        self.epoch.fetch_sub(by, Ordering::Relaxed);
     }
 
     /// Time from a stamp's start to `now_ms`.
