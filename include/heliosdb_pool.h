@@ -226,16 +226,16 @@ typedef struct heliosdb_leak_detector heliosdb_leak_detector;
  *
  * Thread-safety: every function on a pool may be called from any number of threads
  * at once, except `heliosdb_pool_free`, which must not run concurrently with any
- * other call on the same pool but `heliosdb_pool_release` (leases still out may be
- * released while it runs and after it returns, from any thread).
+ * other call on the same pool but `heliosdb_pool_release` of leases that are out (each
+ * released once, while free runs or after it returns, from any thread).
  *
  * Freeing with leases out: the pool's memory has owners, `heliosdb_pool_free` and each
  * lease still out, and the last of them to leave reclaims it, whoever it is. A
- * release marks its slot "in flight" (SeqCst) before it reads `freed`, and free sets
- * `freed` (SeqCst) before it waits for every in-flight mark to clear: one of the two
- * sees the other, so a release either finishes on the normal path before free counts
- * the leases out, or takes the counted path, waits until free has counted, and leaves
- * as one of the owners.
+ * release marks its slot "in flight" (a count, SeqCst) before it reads `freed`, and
+ * free sets `freed` (SeqCst) before it waits for every slot's count to reach zero: one
+ * of the two sees the other, so a release either finishes on the normal path before
+ * free counts the leases out, or takes the counted path, waits until free has counted,
+ * and leaves as one of the owners.
  */
 typedef struct heliosdb_pool heliosdb_pool;
 
@@ -1245,16 +1245,18 @@ heliosdb_status heliosdb_pool_try_acquire_at(struct heliosdb_pool *pool,
  * reclaimed as a critical leak; the connection is closed now and the lease is ended.
  * Allocates nothing on success.
  *
- * After `heliosdb_pool_free`, the leases that were out are still released here; the
- * last one reclaims the pool's memory, after which `pool` is dangling.
+ * While `heliosdb_pool_free` runs and after it returns, the leases that were out are
+ * still released here, each once; whichever leaves last (free or a release) reclaims
+ * the pool's memory, after which `pool` is dangling. Only leases that were out may be
+ * released then: a stale or doubled lease may find the memory gone.
  *
  * # Safety
  *
- * `pool` is NULL or live (or freed with this lease still out); `lease` is NULL or
- * readable.
+ * `pool` is NULL or live (or being freed, or freed, with this lease still out);
+ * `lease` is NULL or readable.
  *
- * Thread-safety: callable from any thread, concurrently with any call but
- * `heliosdb_pool_free`.
+ * Thread-safety: callable from any thread, concurrently with any call, including
+ * `heliosdb_pool_free` for a lease that is out.
  */
 heliosdb_status heliosdb_pool_release(struct heliosdb_pool *pool,
                                       const struct heliosdb_lease *lease);

@@ -99,6 +99,11 @@ impl Capacity {
     pub(crate) fn counted(&self) -> usize {
         self.counted
     }
+
+    /// Whether [`take`](Self::take) would succeed now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.counted < self.limit && !self.free.is_empty()
+    }
 }
 
 impl Partition {

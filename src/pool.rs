@@ -154,6 +154,8 @@ pub(crate) struct PoolInner<C> {
     retirements: AtomicU64,
     /// The largest acquire count `stats` has reported: counts never go backwards.
     acquires_reported: AtomicU64,
+    /// Held by `stats` and by the test-only generation jump, never by the hot path.
+    generation_jumps: Mutex<()>,
 }
 
 /// The connection this thread returned last: its first choice for the next borrow
@@ -240,6 +242,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
             id,
             retirements: AtomicU64::new(0),
             acquires_reported: AtomicU64::new(0),
+            generation_jumps: Mutex::new(()),
             counters: Counters::default(),
             sweep: Mutex::new(SweepState::new(size)),
             sweep_progress: SweepProgress::default(),
@@ -520,11 +523,21 @@ impl<C> EnhancedConnectionPool<C> {
     /// `close`, also for pools whose connection type is not `Send` (`Drop`).
     fn shut_down(&self) {
         self.inner.close();
-        if let Some(sweeper) = lock(&self.sweeper).take() {
-            // Inside one of this pool's passes (a callback), the sweeper thread may be
-            // waiting for this very pass: stop it without joining.
-            sweeper.stop(!self.inner.in_own_sweep());
+        let mut handle = lock(&self.sweeper);
+        let Some(sweeper) = handle.as_mut() else {
+            return;
+        };
+        sweeper.signal_stop();
+        // Inside one of this pool's passes (a callback), the sweeper thread may be this
+        // thread, or waiting for this very pass: joining would wait for itself. Keep the
+        // handle, so that a later close or free outside a pass joins it (and no sweeper
+        // callback runs after that returns).
+        if self.inner.in_own_sweep() || sweeper.is_current() {
+            return;
         }
+        let sweeper = handle.take().expect("checked above");
+        drop(handle);
+        sweeper.join();
     }
 }
 
@@ -645,6 +658,12 @@ impl<C> PoolInner<C> {
     /// Whether the pool is closed.
     pub(crate) fn closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Whether the pool has a place for one more connection now (`max_connections`
+    /// and the slots kept by reclaimed borrows allowing).
+    pub(crate) fn has_room(&self) -> bool {
+        lock(&self.slots).has_room()
     }
 
     /// A borrow was reclaimed: its slot no longer counts against `max_connections`.
@@ -842,12 +861,15 @@ impl<C> PoolInner<C> {
         header.partition.store(0, Ordering::Relaxed);
         partition.release_local(local, counted);
         let state = header.load_state(Ordering::Relaxed);
+        // Counted before the bump it accounts for: `stats` reads the states (Acquire)
+        // before this count, so it may see the count without the bump (an undercount
+        // its running maximum hides) but never the bump without the count.
+        self.retirements.fetch_add(1, Ordering::Relaxed);
         // Release: the slot's next filler sees it empty. The new generation keeps old
         // handles and thread-local affinity entries from matching the next connection.
         header
             .state
             .store(state.retired().pack(), Ordering::Release);
-        self.retirements.fetch_add(1, Ordering::Relaxed);
         lock(&self.slots).give(slot, counted);
         if let Some(cause) = cause {
             self.counters.evicted(cause);
@@ -861,8 +883,9 @@ impl<C> PoolInner<C> {
     /// path that frees capacity (close on return, detach, remove, eviction, reclaim)
     /// ends here, so none can strand a waiter.
     pub(crate) fn capacity_freed(&self, partition: &Partition) {
-        if self.hooks.factory.is_none() {
-            return; // Only an `add_connection` can serve them: it dispatches itself.
+        if self.hooks.factory.is_none() || self.closed() {
+            return; // Only an `add_connection` can serve them (it dispatches itself), or
+            // nobody: a closed pool serves no one.
         }
         if partition.waiters.waiting() > 0 {
             self.request_connection(partition);
@@ -880,7 +903,7 @@ impl<C> PoolInner<C> {
 
     /// The fast path: no waiter ahead; this thread's last returned connection if it is
     /// still idle (its own cache line only), else the user's lowest idle one.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take_idle<'a>(
         &'a self,
         partition: &Partition,
@@ -1060,6 +1083,8 @@ impl<C> PoolInner<C> {
     }
 
     /// The error for a handle that does not name a live borrow.
+    #[cold]
+    #[inline(never)]
     fn stale(&self, handle: Handle) -> Error {
         Error::StaleHandle {
             connection_id: self
@@ -1097,28 +1122,40 @@ impl<C> PoolInner<C> {
         Ok(slot)
     }
 
-    /// Ends the borrow a raw handle names, after checking that it names the connection
-    /// in its slot (a C lease also carries the id). The end itself is the CAS at the
-    /// handle's exact generation in [`release`](Self::release): if it succeeds, no
-    /// retire happened since `check_raw` read the id.
+    /// Ends the borrow a raw handle names, checking that it also names the connection in
+    /// its slot (a C lease carries the id). A reclaimed borrow is still ended (and its
+    /// connection closed) by its holder's release.
+    #[inline]
     pub(crate) fn release_raw(&self, raw: RawHandle) -> Result<()> {
-        match self.check_raw(raw) {
-            Ok(slot) => self.release(Handle::new(slot, raw.generation())),
-            // A reclaimed borrow is still ended (and its connection closed) by its
-            // holder's release.
-            Err(Error::Reclaimed { .. }) => {
-                self.release(Handle::new(raw.connection_id().slot(), raw.generation()))
-            }
-            Err(e) => Err(e),
-        }
+        let id = raw.connection_id();
+        self.release_checked(Handle::new(id.slot(), raw.generation()), Some(id.raw()))
     }
 
     /// Ends the borrow `handle`: one CAS validates it and changes the state; the
     /// connection goes idle, or is closed if it was marked to be. The slot becomes
     /// this thread's affinity candidate for its next borrow.
+    #[inline]
     pub(crate) fn release(&self, handle: Handle) -> Result<()> {
+        self.release_checked(handle, None)
+    }
+
+    /// [`release`](Self::release), and with `expected` the connection id the handle
+    /// must name too.
+    #[inline]
+    fn release_checked(&self, handle: Handle, expected: Option<u64>) -> Result<()> {
         let Handle { slot, generation } = handle;
         let header = self.slab.get(slot).ok_or_else(|| self.stale(handle))?;
+        if let Some(expected) = expected {
+            // The state first (Acquire: the id read after it is at least as new as the
+            // borrow it shows), then the id. If the end CAS below then succeeds at this
+            // generation, no retire came between (a retire bumps it), so the id read
+            // was the borrowed connection's.
+            if header.load_state(Ordering::Acquire).generation() != generation
+                || header.conn_id.load(Ordering::Relaxed) != expected
+            {
+                return Err(self.stale(handle));
+            }
+        }
         // Read everything about the slot while the borrow (if the handle is current)
         // still owns it: once the CAS below makes it idle, another thread may claim and
         // even empty it at once. For a stale handle these reads are meaningless, and the
@@ -1209,14 +1246,16 @@ impl<C> PoolInner<C> {
 
     /// See [`EnhancedConnectionPool::testing_advance_generation`].
     fn advance_generation(&self, id: ConnectionId, by: u64) -> Result<()> {
-        let header = self
-            .slab
-            .get(id.slot())
-            .filter(|h| h.conn_id.load(Ordering::Relaxed) == id.raw())
-            .ok_or(Error::UnknownConnection {
-                connection_id: id.raw(),
-            })?;
+        let unknown = || Error::UnknownConnection {
+            connection_id: id.raw(),
+        };
+        let header = self.slab.get(id.slot()).ok_or_else(unknown)?;
+        // As `remove`: the state (Acquire), then the id; a claim at that exact state
+        // then proves the id was this connection's (a retire bumps the generation).
         let state = header.load_state(Ordering::Acquire);
+        if header.conn_id.load(Ordering::Relaxed) != id.raw() {
+            return Err(unknown());
+        }
         let not_idle = || Error::InvalidArgument {
             argument: "id",
             reason: String::from("the connection is not idle"),
@@ -1224,10 +1263,12 @@ impl<C> PoolInner<C> {
         if state.lifecycle() != Lifecycle::Idle {
             return Err(not_idle());
         }
+        // Serialised with `stats`, which must not see the new state with the old
+        // baseline (or the reverse): that would count 2^48 borrows, for good.
+        let _jump = lock(&self.generation_jumps);
         state::try_claim(&header.state, state.generation(), Claim::Exclusive)
             .map_err(|_| not_idle())?;
-        // Ours until the store below (a retire bumps the generation, so the id checked
-        // above is still this slot's); read what announcing needs while it is.
+        // Ours until the store below; read what announcing needs while it is.
         let partition = self.partition_of(header);
         let local = header.local.load(Ordering::Relaxed);
         let moved = state.generation().wrapping_add(by) & state::GENERATION_MASK;
@@ -1235,6 +1276,10 @@ impl<C> PoolInner<C> {
             header.baseline.load(Ordering::Relaxed).wrapping_add(by) & state::GENERATION_MASK,
             Ordering::Relaxed,
         );
+        // The last borrow's stamp could name the next borrow's generation after a jump
+        // of k * 2^32 (it keeps 32 bits): make it name the idle generation, which no
+        // borrow has, so a leak scan never takes a half-written borrow for a stamped one.
+        header.restamp_idle(moved);
         header.state.store(
             SlotState::new(moved, Lifecycle::Idle).pack(),
             Ordering::SeqCst,
@@ -1363,17 +1408,20 @@ impl<C> PoolInner<C> {
             users.push(user);
         }
         // Every borrow and every retirement bumps a slot's generation once; modulo 2^48
-        // per slot, which no slot's count reaches.
+        // per slot, which no slot's count reaches. The states are read (Acquire) before
+        // the retirement count (see `retire`), with no generation jump in between.
+        let jumps = lock(&self.generation_jumps);
         let bumps: u64 = self
             .slab
             .iter()
             .map(|(_, h)| {
-                h.load_state(Ordering::Relaxed)
+                h.load_state(Ordering::Acquire)
                     .generation()
                     .wrapping_sub(h.baseline.load(Ordering::Relaxed))
                     & state::GENERATION_MASK
             })
             .sum();
+        drop(jumps);
         // Saturating: a retirement bumps its generation just before it is counted. The
         // running maximum: slots read one by one, a moment apart, must not make the
         // count go backwards between two calls.

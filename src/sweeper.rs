@@ -114,7 +114,8 @@ impl SweepState {
 
 /// The running sweeper thread; `stop` ends and joins it.
 pub(crate) struct SweeperHandle {
-    stop: Sender<()>,
+    /// Dropped to stop the thread (its receiver sees the channel disconnect).
+    stop: Option<Sender<()>>,
     thread: JoinHandle<()>,
 }
 
@@ -138,21 +139,32 @@ impl SweeperHandle {
                         recv(wake) -> _ => {}
                         default(wait) => {}
                     }
+                    if pool.closed() {
+                        return; // Closed while it slept or waited for a pass.
+                    }
                     pool.sweep_pass();
                 }
             })
             .expect("spawning the heliosdb sweeper thread");
-        Some(SweeperHandle { stop, thread })
+        Some(SweeperHandle {
+            stop: Some(stop),
+            thread,
+        })
     }
 
-    /// Stops the thread (interrupting its sleep) and, if `join`, waits for it, unless
-    /// called from the sweeper thread itself (a hook that closes the pool): then it
-    /// ends after the current pass, and joining would wait for itself.
-    pub(crate) fn stop(self, join: bool) {
-        drop(self.stop);
-        if !join || self.thread.thread().id() == std::thread::current().id() {
-            return;
-        }
+    /// Asks the thread to stop: it ends after the pass in progress, if any, or at once
+    /// if it sleeps. Idempotent.
+    pub(crate) fn signal_stop(&mut self) {
+        self.stop = None;
+    }
+
+    /// Whether the calling thread is the sweeper thread itself.
+    pub(crate) fn is_current(&self) -> bool {
+        self.thread.thread().id() == std::thread::current().id()
+    }
+
+    /// Waits for the thread to end (after [`signal_stop`](Self::signal_stop)).
+    pub(crate) fn join(self) {
         if self.thread.join().is_err() {
             log::error!("heliosdb-pool: the sweeper thread panicked");
         }
@@ -525,8 +537,10 @@ impl<C: Send + 'static> PoolInner<C> {
                         .saturating_sub(p.connection_count()),
                 )
         };
-        // Checked first without cloning the list, so a quiet pass allocates nothing.
-        if !self.any_partition(|p| wanted(p) > 0) {
+        // Checked first without cloning the list, so a quiet pass allocates nothing; and
+        // a full pool opens nothing (an add would refuse it: a connection made and
+        // closed at once, every pass, for as long as someone waits).
+        if !self.has_room() || !self.any_partition(|p| wanted(p) > 0) {
             return;
         }
         // Users with callers waiting first: a replacement for an idle user must not
@@ -537,6 +551,13 @@ impl<C: Send + 'static> PoolInner<C> {
             let want = wanted(&partition);
             partition.factory_requests.store(0, Ordering::Relaxed);
             for made in 0..want {
+                if !self.has_room() {
+                    // Keep what is still wanted for the next pass.
+                    partition
+                        .factory_requests
+                        .fetch_add((want - made) as u64, Ordering::Relaxed);
+                    return;
+                }
                 let user = partition.user.clone();
                 let result =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&user)))

@@ -577,3 +577,31 @@ fn sweep_now_from_a_sweeper_callback_is_refused_and_close_from_one_works() {
     drop(held);
     assert_eq!(f.closes(), 2, "the borrowed one on return");
 }
+
+#[test]
+fn a_full_pool_does_not_open_and_throw_away_connections_while_callers_wait() {
+    let f = Fixture::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let maker = f.clone();
+    let pool = EnhancedConnectionPool::builder(quiet(1, 1))
+        .sweep_interval(Duration::from_millis(5))
+        .connection_factory(move |user| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(maker.conn(user))
+        })
+        .build()
+        .unwrap();
+    f.add(&pool, "bob");
+    let held = pool.try_acquire("bob").unwrap();
+    // Alice waits at max_connections through many sweeper passes.
+    let waited = pool.blocking_acquire_timeout("alice", Duration::from_millis(200));
+    assert!(matches!(waited, Err(Error::Timeout { .. })));
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        0,
+        "connections opened for a full pool"
+    );
+    assert_eq!(f.closes(), 0);
+    drop(held);
+}

@@ -6,7 +6,7 @@
 
 use std::ffi::{CStr, c_void};
 use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ::heliosdb_pool::ffi::*;
 use ::heliosdb_pool::{
@@ -157,5 +157,118 @@ fn free_with_a_lease_out_released_from_another_thread() {
             "each connection closed once"
         );
         assert_eq!(FREES.load(Ordering::SeqCst), 1, "the pool reclaimed once");
+    }
+}
+
+// ---- Two releases of one slot in flight at once, while the pool is freed ----
+
+/// Connection values whose `close` blocks until the test opens its gate: 1 and 2.
+static GATE_OPEN: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+static IN_CLOSE: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+static GATED_FREES: AtomicUsize = AtomicUsize::new(0);
+
+unsafe extern "C" fn gated_close(connection: *mut c_void, _user_data: *mut c_void) {
+    // SAFETY: the connections below are `Box<u64>` handed over with `into_raw`.
+    let which = unsafe { *connection.cast::<u64>() } as usize;
+    IN_CLOSE[which].store(true, Ordering::SeqCst);
+    while !GATE_OPEN[which].load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+    // SAFETY: as above; closed exactly once.
+    drop(unsafe { Box::from_raw(connection.cast::<u64>()) });
+}
+
+unsafe extern "C" fn gated_free(_user_data: *mut c_void) {
+    GATED_FREES.fetch_add(1, Ordering::SeqCst);
+}
+
+fn wait_for(flag: &AtomicBool) {
+    while !flag.load(Ordering::SeqCst) {
+        std::thread::yield_now();
+    }
+}
+
+/// A release whose borrow closes runs its `close` callback after the slot is free
+/// again; the slot is refilled, borrowed and released (closing too) by another thread;
+/// then the pool is freed. Free must wait for both releases, not just the first to
+/// leave (the in-flight mark is a count).
+#[test]
+fn free_waits_for_every_release_in_flight_on_one_slot() {
+    // SAFETY: every pointer below is valid for its call; the leases are released once.
+    unsafe {
+        let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
+        let size = size_of::<heliosdb_pool_config>();
+        assert_eq!(
+            heliosdb_pool_config_init(config.as_mut_ptr(), size),
+            Status::Ok
+        );
+        let config = config.assume_init_mut();
+        config.leak_detection_enabled = false;
+        config.idle_timeout_ms = 0;
+        config.max_connection_age_ms = 0;
+        config.health_check_enabled = false;
+        config.close = Some(gated_close);
+        config.user_data_free = Some(gated_free);
+        let mut pool: *mut heliosdb_pool = std::ptr::null_mut();
+        assert_eq!(heliosdb_pool_new(config, &mut pool), Status::Ok);
+        let add = |value: u64| {
+            let mut id = 0u64;
+            let conn = Box::into_raw(Box::new(value)).cast::<c_void>();
+            let status = heliosdb_pool_add_connection(
+                pool,
+                conn,
+                c"alice".as_ptr(),
+                std::ptr::null(),
+                &mut id,
+            );
+            assert_eq!(status, Status::Ok);
+            id
+        };
+        let borrow_and_mark = |id: u64| {
+            let mut lease = MaybeUninit::<heliosdb_lease>::uninit();
+            let status = heliosdb_pool_try_acquire(pool, c"alice".as_ptr(), lease.as_mut_ptr());
+            assert_eq!(status, Status::Ok);
+            let mut deferred = false;
+            assert_eq!(
+                heliosdb_pool_remove_connection(pool, id, &mut deferred),
+                Status::Ok
+            );
+            assert!(deferred, "borrowed: closes on return");
+            Shared(pool, lease.assume_init())
+        };
+        let release = |shared: Shared| {
+            std::thread::spawn(move || {
+                let shared = shared;
+                heliosdb_pool_release(shared.0, &shared.1)
+            })
+        };
+        let first = release(borrow_and_mark(add(1)));
+        wait_for(&IN_CLOSE[1]); // its slot is free again, its release still inside
+        let second = release(borrow_and_mark(add(2)));
+        wait_for(&IN_CLOSE[2]);
+        let freeing = Shared(pool, std::mem::zeroed());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let free = std::thread::spawn(move || {
+            let freeing = freeing;
+            heliosdb_pool_free(freeing.0);
+            tx.send(()).unwrap();
+        });
+        GATE_OPEN[1].store(true, Ordering::SeqCst);
+        assert_eq!(first.join().unwrap(), Status::Ok);
+        // The second release is still in its close callback: free must not return.
+        let pause = std::time::Duration::from_millis(if cfg!(miri) { 5 } else { 100 });
+        assert!(
+            rx.recv_timeout(pause).is_err(),
+            "free returned with a release inside"
+        );
+        assert_eq!(GATED_FREES.load(Ordering::SeqCst), 0);
+        GATE_OPEN[2].store(true, Ordering::SeqCst);
+        assert_eq!(second.join().unwrap(), Status::Ok);
+        free.join().unwrap();
+        assert_eq!(
+            GATED_FREES.load(Ordering::SeqCst),
+            1,
+            "reclaimed once, at the end"
+        );
     }
 }

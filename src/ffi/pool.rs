@@ -94,16 +94,16 @@ impl Drop for CConnection {
 ///
 /// Thread-safety: every function on a pool may be called from any number of threads
 /// at once, except `heliosdb_pool_free`, which must not run concurrently with any
-/// other call on the same pool but `heliosdb_pool_release` (leases still out may be
-/// released while it runs and after it returns, from any thread).
+/// other call on the same pool but `heliosdb_pool_release` of leases that are out (each
+/// released once, while free runs or after it returns, from any thread).
 ///
 /// Freeing with leases out: the pool's memory has owners, `heliosdb_pool_free` and each
 /// lease still out, and the last of them to leave reclaims it, whoever it is. A
-/// release marks its slot "in flight" (SeqCst) before it reads `freed`, and free sets
-/// `freed` (SeqCst) before it waits for every in-flight mark to clear: one of the two
-/// sees the other, so a release either finishes on the normal path before free counts
-/// the leases out, or takes the counted path, waits until free has counted, and leaves
-/// as one of the owners.
+/// release marks its slot "in flight" (a count, SeqCst) before it reads `freed`, and
+/// free sets `freed` (SeqCst) before it waits for every slot's count to reach zero: one
+/// of the two sees the other, so a release either finishes on the normal path before
+/// free counts the leases out, or takes the counted path, waits until free has counted,
+/// and leaves as one of the owners.
 pub struct heliosdb_pool {
     pool: EnhancedConnectionPool<CConnection>,
     callbacks: Arc<Callbacks>,
@@ -570,13 +570,15 @@ const UNKNOWN_SITE: CallSite = CallSite::C(CSite::from_static(
 /// # Safety
 ///
 /// `file` and `function` are NULL or NUL-terminated strings that outlive the pool.
+// Lazy error on purpose: see `boundary::check_ptr` (this runs on every `_at` acquire).
+#[allow(clippy::unnecessary_lazy_evaluations)]
 unsafe fn call_site(file: *const c_char, line: c_int, function: *const c_char) -> Result<CallSite> {
     let line = boundary::line_to_u32(line)?;
     // SAFETY: forwarded contract (string literals live for the whole program). Only the
     // pointers are kept: no `strlen` on the acquire path.
     let site = unsafe { CSite::new(file, line, function) };
     Ok(CallSite::C(
-        site.ok_or(Error::NullArgument { argument: "file" })?,
+        site.ok_or_else(|| Error::NullArgument { argument: "file" })?,
     ))
 }
 
@@ -759,16 +761,18 @@ pub unsafe extern "C" fn heliosdb_pool_try_acquire_at(
 /// reclaimed as a critical leak; the connection is closed now and the lease is ended.
 /// Allocates nothing on success.
 ///
-/// After `heliosdb_pool_free`, the leases that were out are still released here; the
-/// last one reclaims the pool's memory, after which `pool` is dangling.
+/// While `heliosdb_pool_free` runs and after it returns, the leases that were out are
+/// still released here, each once; whichever leaves last (free or a release) reclaims
+/// the pool's memory, after which `pool` is dangling. Only leases that were out may be
+/// released then: a stale or doubled lease may find the memory gone.
 ///
 /// # Safety
 ///
-/// `pool` is NULL or live (or freed with this lease still out); `lease` is NULL or
-/// readable.
+/// `pool` is NULL or live (or being freed, or freed, with this lease still out);
+/// `lease` is NULL or readable.
 ///
-/// Thread-safety: callable from any thread, concurrently with any call but
-/// `heliosdb_pool_free`.
+/// Thread-safety: callable from any thread, concurrently with any call, including
+/// `heliosdb_pool_free` for a lease that is out.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn heliosdb_pool_release(
     pool: *mut heliosdb_pool,
@@ -788,13 +792,13 @@ pub unsafe extern "C" fn heliosdb_pool_release(
             });
         };
         // The release's half of the free handshake (see `heliosdb_pool`).
-        header.enter_release();
+        let in_flight = header.enter_release();
         if !p.freed.load(Ordering::SeqCst) {
             let result = p.pool.release_raw_handle(raw);
-            header.leave_release();
+            drop(in_flight);
             return result;
         }
-        header.leave_release();
+        drop(in_flight);
         // The pool was freed with leases out: this lease is one of its owners once free
         // has counted them.
         let backoff = crossbeam_utils::Backoff::new();

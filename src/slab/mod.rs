@@ -123,28 +123,34 @@ impl SlotHeader {
     }
 
     /// A release that an owner of the pool's memory must wait for (the C ABI's
-    /// `heliosdb_pool_free`) enters: SeqCst, the releaser's half of a Dekker handshake
-    /// with that owner's "freed" flag (the releaser stores this, then loads the flag;
-    /// the owner stores the flag, then waits for this to clear), so one of them sees
-    /// the other. Costs one locked store on a line the releaser owns already.
+    /// `heliosdb_pool_free`) enters; it leaves when the returned guard drops (also on
+    /// unwinding). A count, not a flag: two releases of one slot can be in flight at
+    /// once (the first closes its connection in a `close` callback while the slot is
+    /// refilled, borrowed and released again), and the first to leave must not clear
+    /// the second's mark. SeqCst: the releaser's half of a Dekker handshake with the
+    /// owner's "freed" flag (the releaser marks, then loads the flag; the owner stores
+    /// the flag, then waits for every mark to clear), so one of them sees the other.
+    /// One locked RMW on a line the releaser owns already.
     #[inline]
-    pub(crate) fn enter_release(&self) {
-        self.release_marker.store(1, Ordering::SeqCst);
-    }
-
-    /// The release entered with [`enter_release`](Self::enter_release) is done with the
-    /// pool. Release: whoever sees the marker clear sees everything the release did.
-    #[inline]
-    pub(crate) fn leave_release(&self) {
-        self.release_marker.store(0, Ordering::Release);
+    pub(crate) fn enter_release(&self) -> ReleaseInFlight<'_> {
+        self.release_marker.fetch_add(1, Ordering::SeqCst);
+        ReleaseInFlight(self)
     }
 
     /// Whether a release is inside the pool for this slot now. SeqCst: the owner's half
     /// of the handshake (after its SeqCst store of "freed"); an Acquire load here could
-    /// miss a marker set before that store, and the release would then go the normal
-    /// way while being counted as an owner (Miri found that interleaving).
+    /// miss a mark made before that store, and the release would then go the normal way
+    /// while being counted as an owner (Miri found that interleaving).
     pub(crate) fn release_in_flight(&self) -> bool {
         self.release_marker.load(Ordering::SeqCst) != 0
+    }
+
+    /// Makes the stamp name `generation`, the slot's idle generation after a test-only
+    /// jump (see `EnhancedConnectionPool::testing_advance_generation`): no borrow has
+    /// that generation, so no snapshot accepts the stamp until the next borrow's own.
+    pub(crate) fn restamp_idle(&self, generation: u64) {
+        self.stamp
+            .store(u64::from(generation as u32) << 32, Ordering::Release);
     }
 
     /// When the current borrow began (ms since the epoch), read by its owner.
@@ -190,6 +196,18 @@ impl SlotHeader {
         // SAFETY: the caller owns the borrow; nobody else writes the site meanwhile,
         // and its own stamp (or the granter's, published by the grant) came before.
         unsafe { self.site.load_words().decode() }
+    }
+}
+
+/// A release inside the pool for one slot (see [`SlotHeader::enter_release`]); it
+/// leaves when dropped. Release: whoever then sees the count at zero sees everything the
+/// release did.
+pub(crate) struct ReleaseInFlight<'a>(&'a SlotHeader);
+
+impl Drop for ReleaseInFlight<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.release_marker.fetch_sub(1, Ordering::Release);
     }
 }
 
