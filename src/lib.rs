@@ -23,46 +23,55 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![cfg_attr(loom, allow(dead_code, unused_imports))]
 
-#[cfg(not(loom))]
-mod acquire;
-#[cfg(not(loom))]
-pub mod builder;
-#[cfg(not(loom))]
-mod clock;
-#[cfg(not(loom))]
-pub mod config;
-#[cfg(not(loom))]
-pub mod error;
-#[cfg(not(loom))]
-pub mod ffi;
-#[cfg(not(loom))]
-pub mod guard;
-#[cfg(not(loom))]
-pub mod health;
-#[cfg(not(loom))]
-pub mod leak;
-#[cfg(not(loom))]
-pub mod metadata;
-#[cfg(not(loom))]
-pub mod metrics;
-#[cfg(not(loom))]
-mod partition;
-#[cfg(not(loom))]
-pub mod pool;
-#[cfg(not(loom))]
-mod pool_leaks;
-#[cfg(not(loom))]
-mod slab;
-#[cfg(not(loom))]
-mod sweeper;
 mod sync;
-#[cfg(not(loom))]
-mod thread_tag;
-#[cfg(not(loom))]
-mod wait;
 
-// Under `--cfg loom` only the lock-free core is built, with loom's atomics, and its
-// models run (`.ci/run` does this in release mode).
+/// The full crate. Under `--cfg loom` only the lock-free core (below) is built, with
+/// loom's atomics, and its models run (`.ci/run` does this in release mode): one gate
+/// for every item rather than one per line.
+macro_rules! full_crate {
+    ($($item:item)*) => { $( #[cfg(not(loom))] $item )* };
+}
+
+full_crate! {
+    mod acquire;
+    pub mod builder;
+    mod clock;
+    pub mod config;
+    pub mod error;
+    pub mod ffi;
+    pub mod guard;
+    pub mod health;
+    pub mod leak;
+    pub mod metadata;
+    pub mod metrics;
+    mod partition;
+    pub mod pool;
+    mod pool_leaks;
+    mod slab;
+    mod sweeper;
+    mod thread_tag;
+    mod wait;
+
+    pub use acquire::Acquire;
+    pub use builder::PoolBuilder;
+    pub use config::EnhancedPoolConfig;
+    pub use error::{Error, Result, Status};
+    pub use guard::{PooledConnection, RawHandle};
+    pub use health::{
+        ConnectionHealth, EnhancedHealthMonitor, HealthCheck, HealthMonitorConfig, HealthStatus,
+    };
+    pub use leak::{
+        LeakDetector, LeakDetectorConfig, LeakLevel, LeakReport, ResourceGuard, ResourceId,
+        ResourceInfo, ResourceType,
+    };
+    pub use metadata::{ConnectionId, ConnectionMetadata};
+    pub use metrics::{BorrowInfo, Evictions, LeakStats, PoolStats, SweepStats, UserStats};
+    pub use pool::{EnhancedConnectionPool, Removal};
+    pub use pool_leaks::PoolLeakDetector;
+    pub use slab::{CSite, CallSite};
+}
+
+// The lock-free core alone, under `--cfg loom`.
 #[cfg(loom)]
 mod slab {
     pub(crate) mod idle;
@@ -74,33 +83,3 @@ mod slab {
 mod loom_models;
 #[cfg(loom)]
 mod wait;
-
-#[cfg(not(loom))]
-pub use acquire::Acquire;
-#[cfg(not(loom))]
-pub use builder::PoolBuilder;
-#[cfg(not(loom))]
-pub use config::EnhancedPoolConfig;
-#[cfg(not(loom))]
-pub use error::{Error, Result, Status};
-#[cfg(not(loom))]
-pub use guard::{PooledConnection, RawHandle};
-#[cfg(not(loom))]
-pub use health::{
-    ConnectionHealth, EnhancedHealthMonitor, HealthCheck, HealthMonitorConfig, HealthStatus,
-};
-#[cfg(not(loom))]
-pub use leak::{
-    LeakDetector, LeakDetectorConfig, LeakLevel, LeakReport, ResourceGuard, ResourceId,
-    ResourceInfo, ResourceType,
-};
-#[cfg(not(loom))]
-pub use metadata::{ConnectionId, ConnectionMetadata};
-#[cfg(not(loom))]
-pub use metrics::{BorrowInfo, Evictions, LeakStats, PoolStats, SweepStats, UserStats};
-#[cfg(not(loom))]
-pub use pool::{EnhancedConnectionPool, Removal};
-#[cfg(not(loom))]
-pub use pool_leaks::PoolLeakDetector;
-#[cfg(not(loom))]
-pub use slab::{CSite, CallSite};

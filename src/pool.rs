@@ -274,7 +274,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     pub async fn add_connection(
         &self,
         conn: C,
-        user: String,
+        user: impl Into<Arc<str>>,
         metadata: ConnectionMetadata,
     ) -> Result<ConnectionId> {
         self.add_connection_sync(conn, user, metadata)
@@ -286,9 +286,13 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// This is the one place the pool allocates per connection (the metadata and, for a
     /// new user, the partition).
     ///
+    /// `user` is the one source of truth for whom the connection serves: an empty
+    /// `metadata.user` is filled in with it, and a different one is refused.
+    ///
     /// # Errors
     ///
-    /// [`Error::Closed`], [`Error::UserAtCapacity`], [`Error::PoolFull`]. On error the
+    /// [`Error::Closed`], [`Error::UserAtCapacity`], [`Error::PoolFull`];
+    /// [`Error::InvalidArgument`] if `metadata.user` names another user. On error the
     /// connection is dropped.
     pub fn add_connection_sync(
         &self,
@@ -696,8 +700,19 @@ impl<C> PoolInner<C> {
         &self,
         conn: C,
         user: Arc<str>,
-        metadata: ConnectionMetadata,
+        mut metadata: ConnectionMetadata,
     ) -> Result<ConnectionId> {
+        if metadata.user.is_empty() {
+            metadata.user = user.to_string();
+        } else if *metadata.user != *user {
+            return Err(Error::InvalidArgument {
+                argument: "metadata.user",
+                reason: format!(
+                    "{:?} differs from the user the connection is added for ({user:?})",
+                    metadata.user
+                ),
+            });
+        }
         let partition = self.partition_or_create(&user)?;
         let Some(local) = partition.reserve_local() else {
             return Err(Error::UserAtCapacity {

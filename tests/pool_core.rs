@@ -665,3 +665,34 @@ fn a_guard_is_send_and_shares_its_connection_only_if_the_connection_is_sync() {
     // A `Cell` connection must not be reachable from two threads through `&guard`.
     <heliosdb_pool::PooledConnection<'static, std::cell::Cell<u64>> as AmbiguousIfSync<_>>::check();
 }
+
+#[test]
+fn the_added_user_is_the_one_source_of_truth_for_metadata_user() {
+    let closes = Arc::new(AtomicUsize::new(0));
+    let pool = EnhancedConnectionPool::new(config(4, 2, 10));
+    let conn = |name: &'static str| Conn {
+        name,
+        closes: closes.clone(),
+    };
+    // Empty: filled in with the user the connection is added for.
+    pool.add_connection_sync(conn("a1"), "alice", ConnectionMetadata::default())
+        .unwrap();
+    let borrowed = pool.try_acquire("alice").unwrap();
+    assert_eq!(pool.borrows()[0].metadata.user, "alice");
+    drop(borrowed);
+    // Another user's name: refused, and the connection is closed (dropped).
+    let refused =
+        pool.add_connection_sync(conn("a2"), "alice", ConnectionMetadata::for_user("bob"));
+    assert!(
+        matches!(
+            refused,
+            Err(Error::InvalidArgument {
+                argument: "metadata.user",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(closes.load(Ordering::SeqCst), 1);
+    assert_eq!(pool.stats().total_connections, 1);
+}

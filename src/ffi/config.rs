@@ -44,7 +44,9 @@ pub type heliosdb_health_check_fn =
 /// `*out_connection`, is a failure: the pool then ignores `*out_connection`, counts
 /// the error (`factory_errors`), retries with an exponential backoff (100 ms to 10 s),
 /// and a caller whose acquire times out meanwhile gets `HELIOSDB_ERR_TIMEOUT` with the
-/// failure in `heliosdb_last_error_message()` ("connect callback returned 7").
+/// failure in `heliosdb_last_error_message()` ("the connect callback returned 7"; a
+/// callback that calls `heliosdb_callback_set_error("...")` before it fails has its own
+/// message there: "the connect callback failed (7): ...").
 ///
 /// Called when a caller waits for a user below `max_per_user` (any user name is then
 /// accepted by acquire: its connections are opened on demand), to keep `min_idle` idle
