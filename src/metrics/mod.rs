@@ -60,6 +60,14 @@ pub struct Evictions {
     pub reclaimed: u64,
     /// Removed by `remove_connection` (now or on return).
     pub removed: u64,
+    /// Discarded by their holder (`PooledConnection::discard`, `heliosdb_pool_discard`).
+    pub discarded: u64,
+    /// Taken out of the pool for good by their holder (`PooledConnection::detach`).
+    pub detached: u64,
+    /// Closed on return because the `reset` hook failed or panicked.
+    pub reset_failed: u64,
+    /// Closed by `evict_all` / `evict_user` (idle ones at once, borrowed ones on return).
+    pub failover: u64,
 }
 
 /// The sweeper's progress: a stalled sweeper shows as a growing `completed_ago`.
@@ -140,6 +148,10 @@ pub(crate) struct Counters {
     pub(crate) evicted_health: std::sync::atomic::AtomicU64,
     pub(crate) evicted_reclaimed: std::sync::atomic::AtomicU64,
     pub(crate) evicted_removed: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_discarded: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_detached: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_reset_failed: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_failover: std::sync::atomic::AtomicU64,
     pub(crate) health_checks: std::sync::atomic::AtomicU64,
     pub(crate) health_failures: std::sync::atomic::AtomicU64,
     pub(crate) factory_creates: std::sync::atomic::AtomicU64,
@@ -162,6 +174,10 @@ pub(crate) enum Eviction {
     Health,
     Reclaimed,
     Removed,
+    Discarded,
+    Detached,
+    ResetFailed,
+    Failover,
 }
 
 impl Counters {
@@ -172,6 +188,10 @@ impl Counters {
             Eviction::Health => &self.evicted_health,
             Eviction::Reclaimed => &self.evicted_reclaimed,
             Eviction::Removed => &self.evicted_removed,
+            Eviction::Discarded => &self.evicted_discarded,
+            Eviction::Detached => &self.evicted_detached,
+            Eviction::ResetFailed => &self.evicted_reset_failed,
+            Eviction::Failover => &self.evicted_failover,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -184,6 +204,10 @@ impl Counters {
             health: get(&self.evicted_health),
             reclaimed: get(&self.evicted_reclaimed),
             removed: get(&self.evicted_removed),
+            discarded: get(&self.evicted_discarded),
+            detached: get(&self.evicted_detached),
+            reset_failed: get(&self.evicted_reset_failed),
+            failover: get(&self.evicted_failover),
         }
     }
 }
