@@ -1296,7 +1296,7 @@ impl<C> PoolInner<C> {
             .slab
             .get(handle.slot)
             .ok_or_else(|| self.stale(handle))?;
-        loop {
+        let ended = loop {
             let current = header.load_state(Ordering::Relaxed);
             if current.generation() != handle.generation || current.lifecycle() != Lifecycle::InUse
             {
@@ -1318,9 +1318,17 @@ impl<C> PoolInner<C> {
                 )
                 .is_ok()
             {
-                break;
+                break current;
             }
-        }
+        };
+        // A borrow already marked to close (removed, aged, failed over) was evicted for
+        // that reason first: closed by a discard or a failed reset, it counts as its
+        // release would have. A detach keeps the connection alive: it counts as such.
+        let cause = if ended.closes() && cause != Eviction::Detached {
+            closing_cause(ended)
+        } else {
+            cause
+        };
         let partition = self.partition_of(header);
         let local = header.local.load(Ordering::Relaxed);
         Ok(self

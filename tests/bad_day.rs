@@ -300,8 +300,13 @@ fn evict_user_closes_idle_now_and_borrowed_on_return() {
     pool.add_connection_sync(fx.conn(), "bob", md("bob"))
         .unwrap();
     let held = pool.try_acquire("alice").unwrap();
+    let discarded = pool.try_acquire("alice").unwrap();
     assert_eq!(pool.evict_user("alice").unwrap(), 3);
-    assert_eq!(fx.closes(), 2, "the idle ones, now");
+    assert_eq!(fx.closes(), 1, "the idle one, now");
+    // Failed over first: a discard closes it as its release would, counted there.
+    discarded.discard().unwrap();
+    assert_eq!(fx.closes(), 2);
+    assert_eq!(pool.stats().evictions.discarded, 0);
     assert_eq!(held.session, "clean", "the borrowed one is still usable");
     drop(held);
     assert_eq!(fx.closes(), 3, "the borrowed one, when returned");
