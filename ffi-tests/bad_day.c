@@ -3,8 +3,9 @@
  * heliosdb_pool_free), the reset callback (the next borrower sees the reset state; a
  * failing reset closes the connection), failover (heliosdb_pool_evict_all and
  * heliosdb_pool_evict_user: idle closed now, leased closed on release, a waiter served
- * by connect), and the version-2 config and stats structs next to version 3. */
-#define _POSIX_C_SOURCE 200809L
+ * by connect), the version-2 config and stats structs next to version 3, and a leak
+ * report naming a thread by the name it set with pthread_setname_np. */
+#define _GNU_SOURCE /* pthread_setname_np */
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -12,7 +13,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "heliosdb_pool.h"
@@ -326,7 +329,57 @@ static void version_two_structs(void) {
   CHECK_STATUS(heliosdb_pool_config_validate(&cfg), HELIOSDB_ERR_UNSUPPORTED_VERSION);
 }
 
+typedef struct {
+  heliosdb_pool *pool;
+  atomic_int stage; /* 1: holding a lease; 2: may release */
+  long tid;
+} named_t;
+
+static void *named_worker(void *arg) {
+  named_t *n = (named_t *)arg;
+  CHECK(pthread_setname_np(pthread_self(), "worker-3") == 0); /* before any pool call */
+  n->tid = (long)syscall(SYS_gettid);
+  heliosdb_lease lease;
+  CHECK_OK(HELIOSDB_POOL_ACQUIRE(n->pool, "alice", 0, &lease));
+  atomic_store(&n->stage, 1);
+  while (atomic_load(&n->stage) != 2) sleep_ms(1);
+  CHECK_OK(heliosdb_pool_release(n->pool, &lease));
+  return NULL;
+}
+
+/* A leak report names a C thread by the name it gave itself, with its kernel id. */
+static void thread_names(void) {
+  heliosdb_pool_config config = quiet_config();
+  config.leak_detection_enabled = true;
+  config.leak_detection_threshold_ms = 20;
+  heliosdb_pool *pool = NULL;
+  CHECK_OK(heliosdb_pool_new(&config, &pool));
+  add(pool, "alice");
+  named_t n = {pool, 0, 0};
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, named_worker, &n) == 0);
+  while (atomic_load(&n.stage) != 1) sleep_ms(1);
+  heliosdb_leak_report reports[4];
+  size_t count = 0;
+  for (int i = 0; count == 0; i++) {
+    CHECK(i < 5000);
+    sleep_ms(1);
+    CHECK_OK(heliosdb_pool_leaks(pool, reports, 4, &count));
+  }
+  CHECK(count == 1 && reports[0].thread != NULL);
+  char expected[64];
+  snprintf(expected, sizeof expected, "worker-3 (tid %ld)", n.tid);
+  if (strcmp(reports[0].thread, expected) != 0) {
+    fprintf(stderr, "thread: %s, expected %s\n", reports[0].thread, expected);
+    CHECK(0);
+  }
+  atomic_store(&n.stage, 2);
+  CHECK(pthread_join(t, NULL) == 0);
+  heliosdb_pool_free(pool);
+}
+
 int main(void) {
+  thread_names();
   discard();
   reset();
   failover();

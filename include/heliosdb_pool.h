@@ -358,8 +358,11 @@ typedef struct heliosdb_leak_report {
    */
   const char *function;
   /**
-   * The name (or id) of the thread that took it, or NULL when unknown (a pool only
-   * knows it while that thread lives).
+   * The thread that took it, or NULL when unknown (a pool only knows it while that
+   * thread lives): its name with its id, as "worker-3 (tid 12345)" for a C thread
+   * named with `pthread_setname_np` before its first call into the pool (Linux) or
+   * "report-job (ThreadId(7))" for a named Rust thread; the id alone for a thread
+   * with no name of its own.
    */
   const char *thread;
   /**

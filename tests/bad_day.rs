@@ -1,9 +1,9 @@
 //! A database's bad day: discarding a broken connection, detach counted, the `reset`
 //! hook between borrowers, failover (`evict_all`, `evict_user`), and thread names in
-//! `borrows()`.
+//! `borrows()` and leak reports.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use heliosdb_pool::{
@@ -368,4 +368,34 @@ fn evict_all_serves_a_waiter_from_the_factory_and_refills_min_idle() {
         .idle_connections
         >= 1));
     assert!(fx.opened() > opened, "refilled by the factory");
+}
+
+#[test]
+fn borrows_and_leak_reports_name_the_thread_with_its_id() {
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 60_000,
+        ..quiet(4, 2)
+    });
+    pool.add_connection_sync(0u8, "alice", md("alice")).unwrap();
+    let seen: Arc<Mutex<Option<String>>> = Arc::default();
+    let sink = seen.clone();
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("report-job".into())
+            .spawn_scoped(s, || {
+                let _conn = pool.try_acquire("alice").unwrap();
+                let expected = format!("report-job ({:?})", std::thread::current().id());
+                let thread = pool.borrows()[0].thread.clone().unwrap();
+                assert_eq!(thread, expected);
+                // The leak report, read while the thread lives, names it the same way.
+                pool.testing_advance_clock(Duration::from_secs(61));
+                let leaks = pool.leak_detector.check_leaks();
+                assert_eq!(leaks.len(), 1);
+                assert_eq!(leaks[0].thread.as_deref(), Some(expected.as_str()));
+                *sink.lock().unwrap() = Some(thread);
+            })
+            .unwrap();
+    });
+    assert!(seen.lock().unwrap().is_some());
 }

@@ -132,7 +132,11 @@ pub struct BorrowInfo {
     pub held_for: std::time::Duration,
     /// Where it was borrowed.
     pub call_site: Option<crate::CallSite>,
-    /// The borrowing thread's name (or id), while that thread lives.
+    /// The borrowing thread, while it lives: its name with its id beside it,
+    /// `report-job (ThreadId(7))` for a named Rust thread, `worker-3 (tid 12345)` for a
+    /// thread named by the OS only (a C thread named with `pthread_setname_np`, Linux),
+    /// the id alone for an unnamed thread. The name is read once per thread, when it
+    /// first borrows.
     pub thread: Option<String>,
     /// The connection's metadata, as given when it was added.
     pub metadata: crate::ConnectionMetadata,
