@@ -212,7 +212,8 @@ impl<C: Send + 'static> PoolBuilder<C> {
     /// else can touch it meanwhile; it delays that release by its own duration. Not run
     /// for a [`discard`](crate::PooledConnection::discard) or
     /// [`detach`](crate::PooledConnection::detach), nor for a borrow that closes on
-    /// return anyway (reclaimed, removed, aged, failed over), nor for a grant a waiter
+    /// return anyway (reclaimed, removed, aged, failed over, the pool closed), nor for
+    /// a grant a waiter
     /// gave back unused. It may use the pool (stats, acquire of another user), but
     /// should not wait for this pool's connections: its own is not idle yet.
     pub fn reset(

@@ -1181,7 +1181,7 @@ impl<C> PoolInner<C> {
     /// Runs the `reset` hook on the connection of the borrow `handle` while its holder
     /// still owns it, then ends the borrow; a failed or panicking reset discards the
     /// connection instead. Not run for a stale handle, nor for a borrow that will close
-    /// anyway (reclaimed, removed, aged, failed over).
+    /// anyway (reclaimed, removed, aged, failed over, the pool closed).
     #[inline(never)]
     fn reset_then_end(&self, handle: Handle, reset: &crate::builder::ResetFn<C>) -> Result<()> {
         let header = self
@@ -1192,9 +1192,11 @@ impl<C> PoolInner<C> {
         // accesses. A flag set after this load (a reclaim, a removal) only makes the end
         // below close the connection; the sweeper never touches an `InUse` value.
         let seen = header.load_state(Ordering::Acquire);
+        // A closed pool closes the connection once it is idle: nothing to reset for.
         if seen.generation() != handle.generation
             || seen.lifecycle() != Lifecycle::InUse
             || seen.closes()
+            || self.closed()
         {
             return self.end(handle);
         }
@@ -1219,6 +1221,7 @@ impl<C> PoolInner<C> {
     /// Ends the borrow `handle`: one CAS validates it and changes the state; the
     /// connection goes idle, or is closed if it was marked to be. The slot becomes
     /// this thread's affinity candidate for its next borrow.
+    #[inline]
     pub(crate) fn end(&self, handle: Handle) -> Result<()> {
         let Handle { slot, generation } = handle;
         let header = self.slab.get(slot).ok_or_else(|| self.stale(handle))?;

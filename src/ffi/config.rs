@@ -95,8 +95,8 @@ pub type heliosdb_leak_fn =
 /// destructor), inside that call and before it returns, while that thread still owns
 /// the connection: no other thread can use it meanwhile. It delays the release by its
 /// own duration. Not called by `heliosdb_pool_discard`, nor for a lease that closes on
-/// release anyway (reclaimed, removed, aged, evicted by a failover), nor for a stale or
-/// foreign lease.
+/// release anyway (reclaimed, removed, aged, evicted by a failover, the pool closed or
+/// freed), nor for a stale or foreign lease.
 ///
 /// Re-entrancy: it may call any function on the same pool but `heliosdb_pool_free`
 /// (the lease being released is not its to release or discard again). It should not
