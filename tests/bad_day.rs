@@ -153,6 +153,53 @@ fn a_discarded_raw_handle_is_checked_like_a_release() {
 }
 
 #[test]
+fn discarding_a_reclaimed_borrow_closes_it_once_as_reclaimed() {
+    let fx = Fixture::default();
+    let resets = Arc::new(AtomicUsize::new(0));
+    let counted = resets.clone();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 1_000,
+        auto_cleanup_enabled: true,
+        cleanup_interval_ms: 1_000,
+        ..quiet(4, 2)
+    })
+    .leak_critical_threshold(Duration::from_secs(2))
+    .reset(move |_: &mut Conn| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    })
+    .build()
+    .unwrap();
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let held = pool.try_acquire("alice").unwrap();
+    pool.testing_advance_clock(Duration::from_secs(3));
+    pool.sweep_now().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || pool
+        .stats()
+        .leak_stats
+        .criticals
+        == 1));
+    assert_eq!(fx.closes(), 0, "never closed under its holder");
+    assert_eq!(
+        held.discard(),
+        Err(Error::Reclaimed {
+            connection_id: id.raw()
+        })
+    );
+    assert_eq!(fx.closes(), 1);
+    let evictions = pool.stats().evictions;
+    assert_eq!((evictions.reclaimed, evictions.discarded), (1, 0));
+    assert_eq!(
+        resets.load(Ordering::SeqCst),
+        0,
+        "no reset for a reclaimed borrow"
+    );
+}
+
+#[test]
 fn detach_is_counted_as_an_eviction() {
     let fx = Fixture::default();
     let pool = EnhancedConnectionPool::new(quiet(4, 2));
