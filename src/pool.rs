@@ -465,9 +465,9 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     ///
     /// Returns how many connections were evicted (closed now or marked to close).
     /// A connection added while it runs may or may not be evicted. May be called from
-    /// any thread,
-    /// concurrently with anything, and from the pool's hooks (not from a `reset` hook
-    /// for that hook's own connection: it is not idle yet and closes on return).
+    /// any thread, concurrently with anything, and from the pool's hooks (from a
+    /// `reset` hook it also marks the connection being reset, which then closes instead
+    /// of going idle).
     pub fn evict_all(&self) -> usize {
         self.inner
             .all_partitions()
