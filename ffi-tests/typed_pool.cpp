@@ -470,6 +470,87 @@ void untyped_still_deduced() {
   CHECK(closed.load() == 1);
 }
 
+// Discard, the reset hook and failover through the typed wrapper: each connection is
+// destroyed exactly once (Db's destructor checks), when the test says.
+void bad_day() {
+  const int before = alive();
+  std::atomic<int> resets{0};
+  {
+    heliosdb::Hooks<Db> hooks;
+    hooks.reset = [&resets](Db &db) {
+      resets++;
+      if (db.number < 0) {
+        throw std::runtime_error("cannot roll back");
+      }
+      if (db.number == 13) {
+        return false;
+      }
+      db.number = 0;
+      return true;
+    };
+    heliosdb::Pool<Db> pool(small_config(8, 2), std::move(hooks));
+    pool.add_connection(std::make_unique<Db>("alice"), "alice");
+    {
+      heliosdb::Lease<Db> db = pool.acquire("alice", 1s);
+      db->number = 7;  // session state left behind
+    }
+    CHECK(resets.load() == 1);
+    {
+      heliosdb::Lease<Db> db = pool.acquire("alice", 1s);
+      CHECK(db->number == 0);  // the next borrower sees the reset state
+      const int was = alive();
+      db.discard();
+      CHECK(!db && alive() == was - 1);
+      db.discard();  // empty: nothing
+    }
+    CHECK(resets.load() == 1);  // not run on discard
+    // A reset that fails, or throws, destroys the connection instead.
+    for (int bad : {13, -1}) {
+      pool.add_connection(std::make_unique<Db>("alice"), "alice");
+      const int was = alive();
+      {
+        heliosdb::Lease<Db> db = pool.acquire("alice", 1s);
+        db->number = bad;
+      }
+      CHECK(alive() == was - 1);
+    }
+    heliosdb::PoolStats s = pool.stats();
+    CHECK(s.evicted_discarded == 1 && s.evicted_reset_failed == 2 && s.total_connections == 0);
+
+    // Failover: idle destroyed now, leased when released.
+    pool.add_connection(std::make_unique<Db>("alice"), "alice");
+    pool.add_connection(std::make_unique<Db>("bob"), "bob");
+    heliosdb::Lease<Db> held = pool.acquire("bob", 1s);
+    const int was = alive();
+    CHECK(pool.evict_user("alice") == 1);
+    CHECK(alive() == was - 1);
+    CHECK(pool.evict_all() == 1);
+    CHECK(alive() == was - 1 && held->user == "bob");
+    held.release();
+    CHECK(alive() == was - 2);
+    CHECK(pool.stats().evicted_failover == 2);
+    CHECK(error_of([&] { pool.evict_user("nobody"); }) == heliosdb::errc::unknown_user);
+  }
+  CHECK(alive() == before);
+
+  // The untyped pool's reset callback, on void*.
+  static std::atomic<int> untyped_resets{0};
+  heliosdb::Config config = small_config(4, 1);
+  config.callbacks.close = [](void *c) { delete static_cast<int *>(c); };
+  config.callbacks.reset = [](void *c) {
+    untyped_resets++;
+    return *static_cast<int *>(c) == 0;
+  };
+  heliosdb::Pool untyped(config);
+  untyped.add_connection(new int(0), "alice");
+  { heliosdb::Lease<> lease = untyped.acquire("alice", 1s); }
+  {
+    heliosdb::Lease<> lease = untyped.acquire("alice", 1s);
+    *lease.as<int>() = 1;
+  }
+  CHECK(untyped_resets.load() == 2 && untyped.stats().evicted_reset_failed == 1);
+}
+
 }  // namespace
 
 int main() {
@@ -480,6 +561,7 @@ int main() {
   shutdown_with_leases_out();
   no_allocation_per_acquire();
   untyped_still_deduced();
+  bad_day();
   CHECK(alive() == 0);
   std::printf("typed_pool (call sites: %s): ok\n",
               HELIOSDB_CPP_LOCATION == 2   ? "std::source_location"

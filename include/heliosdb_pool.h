@@ -226,8 +226,9 @@ typedef struct heliosdb_leak_detector heliosdb_leak_detector;
  *
  * Thread-safety: every function on a pool may be called from any number of threads
  * at once, except `heliosdb_pool_free`, which must not run concurrently with any
- * other call on the same pool but `heliosdb_pool_release` of leases that are out (each
- * released once, while free runs or after it returns, from any thread).
+ * other call on the same pool but `heliosdb_pool_release` or `heliosdb_pool_discard`
+ * of leases that are out (each ended once, while free runs or after it returns, from
+ * any thread).
  *
  * Freeing with leases out: the pool's memory has owners, `heliosdb_pool_free` and each
  * lease still out, and the last of them to leave reclaims it, whoever it is. A
@@ -359,8 +360,11 @@ typedef struct heliosdb_leak_report {
    */
   const char *function;
   /**
-   * The name (or id) of the thread that took it, or NULL when unknown (a pool only
-   * knows it while that thread lives).
+   * The thread that took it, or NULL when unknown (a pool only knows it while that
+   * thread lives): its name with its id, as "worker-3 (tid 12345)" for a C thread
+   * named with `pthread_setname_np` before its first call into the pool (Linux) or
+   * "report-job (ThreadId(7))" for a named Rust thread; the id alone for a thread
+   * with no name of its own.
    */
   const char *thread;
   /**
@@ -405,6 +409,27 @@ typedef void (*heliosdb_leak_fn)(const struct heliosdb_leak_report *report, void
  * caller then still owns `user_data`.
  */
 typedef void (*heliosdb_user_data_free_fn)(void *user_data);
+
+/**
+ * Resets a connection its holder gives back, before the next borrower can have it
+ * (roll back an open transaction, `DISCARD ALL`, clear session state): return true if
+ * it is ready for reuse, false to have the pool close it instead (through `close`,
+ * counted as `evicted_reset_failed`; with a `connect` callback, a caller waiting for
+ * that user gets a new connection).
+ *
+ * Runs on the thread that calls `heliosdb_pool_release` (or the C++ Lease's release or
+ * destructor), inside that call and before it returns, while that thread still owns
+ * the connection: no other thread can use it meanwhile. It delays the release by its
+ * own duration. Not called by `heliosdb_pool_discard`, nor for a lease that closes on
+ * release anyway (reclaimed, removed, aged, evicted by a failover, the pool closed or
+ * freed), nor for a stale or foreign lease.
+ *
+ * Re-entrancy: it may call any function on the same pool but `heliosdb_pool_free`
+ * (the lease being released is not its to release or discard again). It should not
+ * wait in `heliosdb_pool_acquire` for the same user: the connection being reset is
+ * not idle yet. Must not unwind (no C++ exception or `longjmp` may leave it).
+ */
+typedef bool (*heliosdb_reset_fn)(void *connection, void *user_data);
 
 /**
  * Settings of a pool, and its callbacks.
@@ -527,6 +552,11 @@ typedef struct heliosdb_pool_config {
    * "default". NUL-terminated UTF-8, copied by `heliosdb_pool_new`.
    */
   const char *name;
+  /**
+   * Resets each connection when it is released, before it becomes idle (nullable:
+   * no reset, and release pays nothing for it). See `heliosdb_reset_fn`.
+   */
+  heliosdb_reset_fn reset;
 } heliosdb_pool_config;
 
 /**
@@ -722,6 +752,23 @@ typedef struct heliosdb_pool_stats {
    * Sweeper passes completed (background or `heliosdb_pool_sweep_now`).
    */
   uint64_t sweep_passes;
+  /**
+   * Connections closed by `heliosdb_pool_discard`.
+   */
+  uint64_t evicted_discarded;
+  /**
+   * Connections taken out of the pool for good by their holder (Rust's `detach`).
+   */
+  uint64_t evicted_detached;
+  /**
+   * Connections closed on release because the `reset` callback returned false.
+   */
+  uint64_t evicted_reset_failed;
+  /**
+   * Connections closed by `heliosdb_pool_evict_all` / `heliosdb_pool_evict_user`
+   * (idle ones at once, leased ones on release).
+   */
+  uint64_t evicted_failover;
 } heliosdb_pool_stats;
 
 #ifdef __cplusplus
@@ -1125,8 +1172,9 @@ heliosdb_status heliosdb_pool_new(const struct heliosdb_pool_config *config,
  * # Safety
  *
  * `pool` is NULL or a live pool that is not freed twice. No other call on this pool
- * but `heliosdb_pool_release` may run concurrently with this one; after it returns
- * only `heliosdb_pool_release` of leases that were out may be called on it, once each.
+ * but `heliosdb_pool_release` and `heliosdb_pool_discard` may run concurrently with
+ * this one; after it returns only those two, on leases that were out, may be called
+ * on it, once per lease.
  *
  * Thread-safety: see above.
  */
@@ -1247,6 +1295,10 @@ heliosdb_status heliosdb_pool_try_acquire_at(struct heliosdb_pool *pool,
  * reclaimed as a critical leak; the connection is closed now and the lease is ended.
  * Allocates nothing on success.
  *
+ * With a `reset` callback, it runs here first, on this thread (see
+ * `heliosdb_reset_fn`); if it returns false the connection is closed instead, counted
+ * as `evicted_reset_failed`, and the release still succeeds.
+ *
  * While `heliosdb_pool_free` runs and after it returns, the leases that were out are
  * still released here, each once; whichever leaves last (free or a release) reclaims
  * the pool's memory, after which `pool` is dangling. Only leases that were out may be
@@ -1262,6 +1314,70 @@ heliosdb_status heliosdb_pool_try_acquire_at(struct heliosdb_pool *pool,
  */
 heliosdb_status heliosdb_pool_release(struct heliosdb_pool *pool,
                                       const struct heliosdb_lease *lease);
+
+/**
+ * Ends a lease by closing its connection instead of returning it: for a connection
+ * the caller knows is broken (a protocol error, a lost session, a transaction in an
+ * unknown state). The connection is closed through `close` exactly once, on this
+ * thread, before the call returns; it counts as `evicted_discarded` (Prometheus
+ * `cause="discarded"`); its place is freed, and with a `connect` callback a caller
+ * waiting for that user gets a new connection. The `reset` callback is not called.
+ *
+ * The lease is checked as by `heliosdb_pool_release`, with the same errors, each of
+ * which changes nothing: `HELIOSDB_ERR_FOREIGN_HANDLE`, `HELIOSDB_ERR_STALE_HANDLE`
+ * (already released or discarded), `HELIOSDB_ERR_NULL_ARGUMENT`.
+ * `HELIOSDB_ERR_RECLAIMED`: the borrow had been reclaimed as a critical leak; the
+ * connection is closed now (counted as reclaimed) and the lease is ended. After
+ * `heliosdb_pool_free`, leases that were out may be discarded instead of released,
+ * with the same ownership rules.
+ *
+ * # Safety
+ *
+ * As `heliosdb_pool_release`.
+ *
+ * Thread-safety: as `heliosdb_pool_release`; callable from the pool's callbacks for
+ * another lease (the `close` callback excepted).
+ */
+heliosdb_status heliosdb_pool_discard(struct heliosdb_pool *pool,
+                                      const struct heliosdb_lease *lease);
+
+/**
+ * Failover: takes every connection of the pool out of service, as after the database
+ * failed over. Idle connections are closed now (through `close`, on this thread),
+ * leased ones when they are released or discarded (their holders keep using them
+ * meanwhile; nothing is closed under them); each counts as `evicted_failover`
+ * (Prometheus `cause="failover"`). With a `connect` callback, callers waiting are
+ * served by new connections, and `min_idle` is restored by the next sweeper pass.
+ * `*out_count` (which may be NULL) is the number of connections evicted, closed now
+ * or marked to close. A connection added while this runs may or may not be evicted.
+ *
+ * Errors: `HELIOSDB_ERR_NULL_ARGUMENT` (`pool`).
+ *
+ * # Safety
+ *
+ * `pool` is NULL or live; `out_count` NULL or writable.
+ *
+ * Thread-safety: callable concurrently with any call but `heliosdb_pool_free`, and
+ * from the pool's callbacks (but `close`).
+ */
+heliosdb_status heliosdb_pool_evict_all(struct heliosdb_pool *pool, size_t *out_count);
+
+/**
+ * `heliosdb_pool_evict_all` for the connections of one `user` only.
+ *
+ * Errors: `HELIOSDB_ERR_UNKNOWN_USER` (the pool never had a connection of `user`),
+ * `HELIOSDB_ERR_NULL_ARGUMENT`, `HELIOSDB_ERR_INVALID_UTF8`; `*out_count` is written
+ * on success only.
+ *
+ * # Safety
+ *
+ * `pool` is NULL or live; `user` NULL or NUL-terminated; `out_count` NULL or writable.
+ *
+ * Thread-safety: as `heliosdb_pool_evict_all`.
+ */
+heliosdb_status heliosdb_pool_evict_user(struct heliosdb_pool *pool,
+                                         const char *user,
+                                         size_t *out_count);
 
 /**
  * Removes a connection by id. An idle one is closed now; a borrowed one is closed

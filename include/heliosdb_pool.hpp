@@ -46,11 +46,13 @@
 // passed to the C library as user_data and deleted when the pool's memory is
 // reclaimed. They run on the threads described in heliosdb_pool.h (a connection's
 // destructor / close: the releasing, removing or closing thread, or the sweeper;
-// health_check, connect, on_leak, on_reclaim: the sweeper thread or the caller of
-// Pool::sweep_now), concurrently with the pool's users. An exception escaping one is
-// caught at the boundary: swallowed (destructor, close, on_leak, on_reclaim), counted as
-// "unhealthy" (health_check), or a failed connect whose what() reaches the waiter's
-// timeout error; it never crosses into the C library. From inside a hook,
+// reset: the releasing thread, inside Lease::release or ~Lease; health_check, connect,
+// on_leak, on_reclaim: the sweeper thread or the caller of Pool::sweep_now),
+// concurrently with the pool's users. An exception escaping one is caught at the
+// boundary: swallowed (destructor, close, on_leak, on_reclaim), counted as "unhealthy"
+// (health_check) or as a failed reset (the connection is then closed), or a failed
+// connect whose what() reaches the waiter's timeout error; it never crosses into the C
+// library. From inside a hook,
 // Pool::stats/prometheus/leaks/try_acquire and Lease::release are fine; destroying or
 // closing the Pool, or Pool::sweep_now, is not.
 //
@@ -617,6 +619,10 @@ struct PoolStats {
   std::uint64_t factory_creates = 0;
   std::uint64_t factory_errors = 0;
   std::uint64_t sweep_passes = 0;
+  std::uint64_t evicted_discarded = 0;
+  std::uint64_t evicted_detached = 0;
+  std::uint64_t evicted_reset_failed = 0;
+  std::uint64_t evicted_failover = 0;
 
   /// From the C struct.
   static PoolStats from(const heliosdb_pool_stats &s) noexcept {
@@ -641,6 +647,10 @@ struct PoolStats {
     out.factory_creates = s.factory_creates;
     out.factory_errors = s.factory_errors;
     out.sweep_passes = s.sweep_passes;
+    out.evicted_discarded = s.evicted_discarded;
+    out.evicted_detached = s.evicted_detached;
+    out.evicted_reset_failed = s.evicted_reset_failed;
+    out.evicted_failover = s.evicted_failover;
     return out;
   }
 };
@@ -713,10 +723,13 @@ struct Callbacks {
   std::function<void(const LeakReportView &report)> on_leak;
   /// Told when a critically leaked borrow is reclaimed (auto_cleanup_enabled).
   std::function<void(const LeakReportView &report)> on_reclaim;
+  /// Resets a released connection before its next borrower (see heliosdb_reset_fn):
+  /// true to keep it, false (or an exception) to have it closed instead.
+  std::function<bool(void *connection)> reset;
 
   /// Whether no callback is set.
   bool empty() const noexcept {
-    return !close && !health_check && !connect && !on_leak && !on_reclaim;
+    return !close && !health_check && !connect && !on_leak && !on_reclaim && !reset;
   }
 };
 
@@ -736,6 +749,12 @@ struct Hooks {
   std::function<void(const LeakReportView &report)> on_leak;
   /// Told when a critically leaked borrow is reclaimed (auto_cleanup_enabled).
   std::function<void(const LeakReportView &report)> on_reclaim;
+  /// Resets a connection when its Lease is released, on the releasing thread, before
+  /// the next borrower can have it (roll back, clear session state): true keeps it;
+  /// false, or an exception (caught), destroys it instead, counted as
+  /// evicted_reset_failed. Not run by Lease::discard. See heliosdb_reset_fn for what
+  /// it may call.
+  std::function<bool(T &connection)> reset;
 };
 
 /// The untyped pool has no hooks: its callbacks live in Config::callbacks.
@@ -744,7 +763,7 @@ struct Hooks<void> {};
 
 /// Settings (the C struct, initialized by a preset) plus the untyped pool's callbacks.
 /// The C callback fields of `settings` (close, health_check, connect, on_leak,
-/// on_reclaim, user_data, user_data_free) are replaced by the Pool constructor: use
+/// on_reclaim, reset, user_data, user_data_free) are replaced by the Pool constructor: use
 /// `callbacks` (Pool<void>) or Hooks<T> (Pool<T>). `settings.name` is copied by the
 /// constructor. Plain data: copy it freely, share it read-only.
 struct Config {
@@ -856,6 +875,21 @@ class Lease {
     }
   }
 
+  /// Ends the borrow by destroying (closing) the connection instead of returning it:
+  /// for a connection known to be broken. Counted as evicted_discarded; a caller
+  /// waiting for that user is served by the connect hook, if any; the reset hook does
+  /// not run. Throws Error if the library refuses (errc::reclaimed: the borrow was
+  /// reclaimed as a critical leak; the connection is destroyed now all the same). The
+  /// lease is empty afterwards either way; discarding an empty lease does nothing.
+  void discard() {
+    if (pool_ != nullptr) {
+      heliosdb_pool *pool = std::exchange(pool_, nullptr);
+      const heliosdb_status status = heliosdb_pool_discard(pool, &lease_);
+      lease_ = heliosdb_lease{};
+      detail::check(status);
+    }
+  }
+
   /// Gives up ownership: the caller must pass the returned lease (whole) to
   /// heliosdb_pool_release itself. The Lease is empty afterwards.
   heliosdb_lease detach() noexcept {
@@ -916,6 +950,7 @@ class Pool {
     settings.connect = nullptr;
     settings.on_leak = nullptr;
     settings.on_reclaim = nullptr;
+    settings.reset = nullptr;
     if constexpr (std::is_void_v<T>) {
       (void)hooks;
       box_ = std::make_shared<UntypedBox>(UntypedBox{config.callbacks});
@@ -1048,6 +1083,23 @@ class Pool {
     bool deferred = false;
     detail::check(heliosdb_pool_remove_connection(pool_, connection_id, &deferred));
     return deferred;
+  }
+
+  /// Failover (see heliosdb_pool_evict_all): idle connections are destroyed now,
+  /// leased ones when their Lease is released; counted as evicted_failover. Returns how
+  /// many were evicted. Callable from hooks (but a connection's destructor).
+  std::size_t evict_all() {
+    std::size_t evicted = 0;
+    detail::check(heliosdb_pool_evict_all(pool_, &evicted));
+    return evicted;
+  }
+
+  /// evict_all for one user's connections. Throws errc::unknown_user.
+  std::size_t evict_user(UserRef user) {
+    std::size_t evicted = 0;
+    detail::check(user.with_c_str(
+        [&](const char *name) { return heliosdb_pool_evict_user(pool_, name, &evicted); }));
+    return evicted;
   }
 
   /// Closes the pool (see heliosdb_pool_close): acquires fail with errc::closed, idle
@@ -1183,6 +1235,15 @@ class Pool {
         deliver(untyped(user_data)->callbacks.on_reclaim, report);
       };
     }
+    if (cb.reset) {
+      s.reset = [](void *connection, void *user_data) -> bool {
+        try {
+          return untyped(user_data)->callbacks.reset(connection);
+        } catch (...) {
+          return false;  // a reset that threw left the connection in an unknown state
+        }
+      };
+    }
   }
 
   static void install_typed(heliosdb_pool_config &s, Hooks<T> *hooks) {
@@ -1231,6 +1292,15 @@ class Pool {
     if (hooks->on_reclaim) {
       s.on_reclaim = [](const heliosdb_leak_report *report, void *user_data) {
         deliver(typed(user_data)->on_reclaim, report);
+      };
+    }
+    if (hooks->reset) {
+      s.reset = [](void *connection, void *user_data) -> bool {
+        try {
+          return typed(user_data)->reset(*static_cast<T *>(connection));
+        } catch (...) {
+          return false;  // a reset that threw left the connection in an unknown state
+        }
       };
     }
   }

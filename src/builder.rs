@@ -29,13 +29,20 @@ use crate::pool::EnhancedConnectionPool;
 pub type HealthCheckFn<C> = Box<dyn Fn(&C) -> std::result::Result<(), String> + Send + Sync>;
 /// A connection factory: opens a connection for a user. Runs on the sweeper thread.
 pub type FactoryFn<C> = Box<dyn Fn(&str) -> std::result::Result<C, String> + Send + Sync>;
+/// A reset: makes a returned connection ready for its next borrower (roll back an open
+/// transaction, `DISCARD ALL`, clear session state); `Err` if it cannot. Runs on the
+/// releasing thread, before the connection becomes idle; see
+/// [`PoolBuilder::reset`].
+pub type ResetFn<C> = Box<dyn Fn(&mut C) -> std::result::Result<(), String> + Send + Sync>;
 /// A leak or reclaim callback. Runs on the sweeper thread; a panic is caught and logged.
 pub type ReportFn = Box<dyn Fn(&LeakReport) + Send + Sync>;
 
-/// The user's hooks. All optional; all run on the sweeper thread, concurrently with the
-/// pool's users, never on the acquire/release path.
+/// The user's hooks. All optional; all but `reset` run on the sweeper thread,
+/// concurrently with the pool's users, never on the acquire/release path. `reset` runs
+/// on the releasing thread (one branch on release when it is not set).
 pub(crate) struct Hooks<C> {
     pub(crate) health_check: Option<HealthCheckFn<C>>,
+    pub(crate) reset: Option<ResetFn<C>>,
     pub(crate) factory: Option<FactoryFn<C>>,
     pub(crate) on_leak: Option<ReportFn>,
     pub(crate) on_reclaim: Option<ReportFn>,
@@ -134,6 +141,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
             name: "default".to_string(),
             hooks: Hooks {
                 health_check: None,
+                reset: None,
                 factory: None,
                 on_leak: None,
                 on_reclaim: None,
@@ -191,6 +199,28 @@ impl<C: Send + 'static> PoolBuilder<C> {
         check: impl Fn(&C) -> std::result::Result<(), String> + Send + Sync + 'static,
     ) -> Self {
         self.hooks.health_check = Some(Box::new(check));
+        self
+    }
+
+    /// Resets each connection its holder gives back, before the next borrower can have
+    /// it: `Ok` keeps it, `Err(reason)` (or a panic, caught) closes it instead, counted
+    /// as `evictions.reset_failed` (Prometheus `cause="reset_failed"`), and a caller
+    /// waiting for that user is served by the factory if there is one.
+    ///
+    /// Runs on the releasing thread (the guard's drop, [`PooledConnection::release`](crate::PooledConnection::release),
+    /// a raw-handle release) while the releaser still owns the connection, so nobody
+    /// else can touch it meanwhile; it delays that release by its own duration. Not run
+    /// for a [`discard`](crate::PooledConnection::discard) or
+    /// [`detach`](crate::PooledConnection::detach), nor for a borrow that closes on
+    /// return anyway (reclaimed, removed, aged, failed over, the pool closed), nor for
+    /// a grant a waiter
+    /// gave back unused. It may use the pool (stats, acquire of another user), but
+    /// should not wait for this pool's connections: its own is not idle yet.
+    pub fn reset(
+        mut self,
+        reset: impl Fn(&mut C) -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.reset = Some(Box::new(reset));
         self
     }
 

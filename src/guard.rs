@@ -87,8 +87,29 @@ impl<'a, C> PooledConnection<'a, C> {
         pool.release(handle)
     }
 
+    /// Ends the borrow by closing the connection instead of returning it: for a
+    /// connection the holder knows is broken (a protocol error, a lost session, a
+    /// transaction in an unknown state). The connection is dropped (closed) exactly
+    /// once, on this thread, before this returns; it counts as an eviction with cause
+    /// `discarded` (`stats().evictions.discarded`, Prometheus `cause="discarded"`); its
+    /// place is freed, and a caller waiting for that user is served by the factory if
+    /// there is one. The `reset` hook does not run.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Reclaimed`](crate::Error::Reclaimed) if the sweeper reclaimed the borrow
+    /// as a critical leak: the connection is closed now all the same (counted as
+    /// reclaimed).
+    pub fn discard(self) -> Result<()> {
+        let (pool, handle) = (self.pool, self.handle);
+        std::mem::forget(self);
+        pool.discard(handle)
+    }
+
     /// Takes the connection out of the pool for good; its slot and the user's capacity
-    /// are freed (and a caller waiting for that capacity is served by the factory).
+    /// are freed (and a caller waiting for that capacity is served by the factory). It
+    /// counts as an eviction with cause `detached` (`stats().evictions.detached`); the
+    /// `reset` hook does not run.
     ///
     /// # Errors
     ///

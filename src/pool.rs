@@ -54,7 +54,7 @@ pub enum Removal {
 /// The pool owns every connection added to it. A borrow ([`PooledConnection`]) gives
 /// its holder exclusive access until the guard drops; the connection then returns to
 /// the pool. A connection leaves the pool (and is dropped, which is its close) when it
-/// is removed, evicted, detached, or when the pool closes.
+/// is removed, evicted (failover included), discarded, detached, or when the pool closes.
 ///
 /// # Threading
 ///
@@ -391,7 +391,20 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// [`Error::StaleHandle`]; [`Error::Reclaimed`] if the borrow had been reclaimed as
     /// a critical leak (the connection is closed now).
     pub fn release_raw_handle(&self, raw: RawHandle) -> Result<()> {
-        self.inner.release_raw(raw)
+        self.inner.end_raw(raw, PoolInner::release)
+    }
+
+    /// Ends a borrow given by its raw handle by closing its connection instead of
+    /// returning it (see [`PooledConnection::discard`]); the handle is checked as by
+    /// [`release_raw_handle`](Self::release_raw_handle), and a rejected one changes
+    /// nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleHandle`]; [`Error::Reclaimed`] if the borrow had been reclaimed as
+    /// a critical leak (the connection is closed now, counted as reclaimed).
+    pub fn discard_raw_handle(&self, raw: RawHandle) -> Result<()> {
+        self.inner.end_raw(raw, PoolInner::discard)
     }
 
     /// Runs `f` on the connection of a live raw handle.
@@ -448,6 +461,39 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// [`Error::UnknownConnection`] if no connection has this id.
     pub fn remove_connection(&self, id: ConnectionId) -> Result<Removal> {
         self.inner.remove(id)
+    }
+
+    /// Failover: takes every connection of the pool out of service, as after the
+    /// database failed over and every session to the old primary is useless. Idle
+    /// connections are closed now, borrowed ones (and ones being health-checked) when
+    /// their holder gives them back; each counts as an eviction with cause `failover`
+    /// (`evictions.failover`). With a factory, callers waiting are served by new
+    /// connections at once, and `min_idle` is restored by the next sweeper pass.
+    ///
+    /// Returns how many connections were evicted (closed now or marked to close).
+    /// A connection added while it runs may or may not be evicted. May be called from
+    /// any thread, concurrently with anything, and from the pool's hooks (from a
+    /// `reset` hook it also marks the connection being reset, which then closes instead
+    /// of going idle).
+    pub fn evict_all(&self) -> usize {
+        self.inner
+            .all_partitions()
+            .iter()
+            .map(|p| self.inner.evict_partition(p))
+            .sum()
+    }
+
+    /// [`evict_all`](Self::evict_all) for one user's connections only.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnknownUser`] if the pool has never had a connection of `user`.
+    pub fn evict_user(&self, user: &str) -> Result<usize> {
+        let users = self.inner.users.load();
+        let partition = users.get(user).ok_or_else(|| Error::UnknownUser {
+            user: user.to_owned(),
+        })?;
+        Ok(self.inner.evict_partition(partition))
     }
 
     /// Closes the pool: new acquires and adds fail with [`Error::Closed`], waiters wake
@@ -952,7 +998,8 @@ impl<C> PoolInner<C> {
     #[cold]
     #[inline(never)]
     fn give_back_foreign(&self, handle: Handle) {
-        if let Err(e) = self.release(handle) {
+        // `end`, not `release`: nobody used the connection, so there is nothing to reset.
+        if let Err(e) = self.end(handle) {
             log::error!("heliosdb-pool: returning a slot claimed by a stale affinity entry: {e}");
         }
     }
@@ -1077,7 +1124,8 @@ impl<C> PoolInner<C> {
     /// Gives back a borrow granted to a waiter that stopped waiting.
     pub(crate) fn return_grant(&self, outcome: Outcome) {
         if let Outcome::Granted { slot, generation } = outcome {
-            if let Err(e) = self.release(Handle::new(slot, generation)) {
+            // Unused: nothing to reset.
+            if let Err(e) = self.end(Handle::new(slot, generation)) {
                 log::warn!("heliosdb-pool: returning an unused grant: {e}");
             }
         }
@@ -1137,40 +1185,89 @@ impl<C> PoolInner<C> {
         Ok(slot)
     }
 
-    /// Ends the borrow a raw handle names, checking that it also names the connection in
+    /// Ends the borrow a raw handle names with `end` ([`release`](Self::release) or
+    /// [`discard`](Self::discard)), after checking that it also names the connection in
     /// its slot (a C lease carries the id). A reclaimed borrow is still ended (and its
-    /// connection closed) by its holder's release.
+    /// connection closed) by its holder's release or discard.
     #[inline]
-    pub(crate) fn release_raw(&self, raw: RawHandle) -> Result<()> {
+    pub(crate) fn end_raw(
+        &self,
+        raw: RawHandle,
+        end: impl FnOnce(&Self, Handle) -> Result<()>,
+    ) -> Result<()> {
         let id = raw.connection_id();
-        self.release_checked(Handle::new(id.slot(), raw.generation()), Some(id.raw()))
+        let handle = Handle::new(id.slot(), raw.generation());
+        let header = self.slab.get(handle.slot).ok_or_else(|| self.stale(handle))?;
+        // The state first (Acquire: the id read after it is at least as new as the
+        // borrow it shows), then the id. If `end`'s CAS then succeeds at this generation,
+        // no retire came between (a retire bumps it), so the id read was the borrowed
+        // connection's.
+        if header.load_state(Ordering::Acquire).generation() != handle.generation
+            || header.conn_id.load(Ordering::Relaxed) != id.raw()
+        {
+            return Err(self.stale(handle));
+        }
+        end(self, handle)
+    }
+
+    /// Ends the borrow `handle` as its holder gives it back: the `reset` hook first, if
+    /// there is one (the only cost of the hook on this path when it is not set is this
+    /// branch), then [`end`](Self::end).
+    #[inline]
+    pub(crate) fn release(&self, handle: Handle) -> Result<()> {
+        if let Some(reset) = &self.hooks.reset {
+            return self.reset_then_end(handle, reset);
+        }
+        self.end(handle)
+    }
+
+    /// Runs the `reset` hook on the connection of the borrow `handle` while its holder
+    /// still owns it, then ends the borrow; a failed or panicking reset discards the
+    /// connection instead. Not run for a stale handle, nor for a borrow that will close
+    /// anyway (reclaimed, removed, aged, failed over, the pool closed).
+    #[inline(never)]
+    fn reset_then_end(&self, handle: Handle, reset: &crate::builder::ResetFn<C>) -> Result<()> {
+        let header = self
+            .slab
+            .get(handle.slot)
+            .ok_or_else(|| self.stale(handle))?;
+        // Acquire: pairs with the claim that began this borrow, like the holder's own
+        // accesses. A flag set after this load (a reclaim, a removal) only makes the end
+        // below close the connection; the sweeper never touches an `InUse` value.
+        let seen = header.load_state(Ordering::Acquire);
+        // A closed pool closes the connection once it is idle: nothing to reset for.
+        if seen.generation() != handle.generation
+            || seen.lifecycle() != Lifecycle::InUse
+            || seen.closes()
+            || self.closed()
+        {
+            return self.end(handle);
+        }
+        // SAFETY: the state is this handle's borrow, so the caller (its holder, by the
+        // release contract) owns the slot until the end CAS, and no guard or C lease of
+        // it is in use while it is being given back.
+        let conn = unsafe { self.value_mut(handle.slot) };
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reset(conn)))
+            .unwrap_or_else(|_| Err(String::from("the reset hook panicked")));
+        match outcome {
+            Ok(()) => self.end(handle),
+            Err(reason) => {
+                log::warn!(
+                    "heliosdb-pool: closing connection {}: reset failed: {reason}",
+                    header.conn_id.load(Ordering::Relaxed)
+                );
+                self.take_back(handle, Eviction::ResetFailed).map(drop)
+            }
+        }
     }
 
     /// Ends the borrow `handle`: one CAS validates it and changes the state; the
     /// connection goes idle, or is closed if it was marked to be. The slot becomes
     /// this thread's affinity candidate for its next borrow.
     #[inline]
-    pub(crate) fn release(&self, handle: Handle) -> Result<()> {
-        self.release_checked(handle, None)
-    }
-
-    /// [`release`](Self::release), and with `expected` the connection id the handle
-    /// must name too.
-    #[inline]
-    fn release_checked(&self, handle: Handle, expected: Option<u64>) -> Result<()> {
+    pub(crate) fn end(&self, handle: Handle) -> Result<()> {
         let Handle { slot, generation } = handle;
         let header = self.slab.get(slot).ok_or_else(|| self.stale(handle))?;
-        if let Some(expected) = expected {
-            // The state first (Acquire: the id read after it is at least as new as the
-            // borrow it shows), then the id. If the end CAS below then succeeds at this
-            // generation, no retire came between (a retire bumps it), so the id read
-            // was the borrowed connection's.
-            if header.load_state(Ordering::Acquire).generation() != generation
-                || header.conn_id.load(Ordering::Relaxed) != expected
-            {
-                return Err(self.stale(handle));
-            }
-        }
         // Read everything about the slot while the borrow (if the handle is current)
         // still owns it: once the CAS below makes it idle, another thread may claim and
         // even empty it at once. For a stale handle these reads are meaningless, and the
@@ -1226,8 +1323,26 @@ impl<C> PoolInner<C> {
 
     /// Takes a borrowed connection out of the pool for good.
     pub(crate) fn detach(&self, handle: Handle) -> Result<C> {
-        let header = self.header(handle.slot);
-        loop {
+        self.take_back(handle, Eviction::Detached)
+    }
+
+    /// Ends a borrow by closing its connection instead of returning it.
+    pub(crate) fn discard(&self, handle: Handle) -> Result<()> {
+        // Dropped here, outside any lock: the close.
+        self.take_back(handle, Eviction::Discarded).map(drop)
+    }
+
+    /// Ends the borrow `handle` by taking its connection out of the pool (detach,
+    /// discard, a failed reset): one CAS from `InUse` at the handle's generation to
+    /// `Reserved`, then `retire`, which counts `cause` and asks the factory for anyone
+    /// waiting. A reclaimed borrow is ended as its release would (closed, counted as
+    /// reclaimed) and reported as [`Error::Reclaimed`].
+    fn take_back(&self, handle: Handle, cause: Eviction) -> Result<C> {
+        let header = self
+            .slab
+            .get(handle.slot)
+            .ok_or_else(|| self.stale(handle))?;
+        let ended = loop {
             let current = header.load_state(Ordering::Relaxed);
             if current.generation() != handle.generation || current.lifecycle() != Lifecycle::InUse
             {
@@ -1236,7 +1351,7 @@ impl<C> PoolInner<C> {
             if current.has(flags::RECLAIMED) {
                 // Reclaimed: the holder's handle is stale; close it as release would.
                 let stale = self.stale(handle);
-                return self.release(handle).and(Err(stale));
+                return self.end(handle).and(Err(stale));
             }
             let next = current.without_flags().with_lifecycle(Lifecycle::Reserved);
             if header
@@ -1249,13 +1364,21 @@ impl<C> PoolInner<C> {
                 )
                 .is_ok()
             {
-                break;
+                break current;
             }
-        }
+        };
+        // A borrow already marked to close (removed, aged, failed over) was evicted for
+        // that reason first: closed by a discard or a failed reset, it counts as its
+        // release would have. A detach keeps the connection alive: it counts as such.
+        let cause = if ended.closes() && cause != Eviction::Detached {
+            closing_cause(ended)
+        } else {
+            cause
+        };
         let partition = self.partition_of(header);
         let local = header.local.load(Ordering::Relaxed);
         Ok(self
-            .retire(partition, local, handle.slot, true, None)
+            .retire(partition, local, handle.slot, true, Some(cause))
             .expect("a borrowed slot holds a connection"))
     }
 
@@ -1333,6 +1456,42 @@ impl<C> PoolInner<C> {
                 TakeOut::Changed => {}
             }
         }
+    }
+
+    /// Takes every connection of `partition` out of service (failover): idle ones
+    /// closed now, borrowed or checked ones marked `FAILOVER`, by the CAS protocol
+    /// `remove` uses. Returns how many it evicted.
+    fn evict_partition(&self, partition: &Partition) -> usize {
+        let mut evicted = 0;
+        for local in 0..partition.capacity() {
+            loop {
+                let slot = partition.slot_of(local);
+                let Some(header) = self.slab.get(slot) else {
+                    break;
+                };
+                // The state first, then the owner: as in `remove`, a CAS on this exact
+                // state acts on the connection the owner check saw, or fails.
+                let seen = header.load_state(Ordering::Acquire);
+                if !partition.owns(header, local) {
+                    break;
+                }
+                match state::take_out_of_service_as(&header.state, seen, flags::FAILOVER) {
+                    TakeOut::Claimed => {
+                        drop(self.retire(partition, local, slot, true, Some(Eviction::Failover)));
+                        evicted += 1;
+                        break;
+                    }
+                    TakeOut::Marked => {
+                        evicted += 1;
+                        break;
+                    }
+                    TakeOut::Empty => break,
+                    TakeOut::Busy => std::thread::yield_now(),
+                    TakeOut::Changed => {}
+                }
+            }
+        }
+        evicted
     }
 
     fn close(&self) {
@@ -1489,10 +1648,13 @@ impl<C> PoolInner<C> {
     }
 }
 
-/// Why a connection closed on return, from the flags of the borrow that ended.
-fn closing_cause(ended: crate::slab::state::SlotState) -> Eviction {
+/// Why a connection closed on return (or after a health check), from the flags of the
+/// borrow or check that ended.
+pub(crate) fn closing_cause(ended: SlotState) -> Eviction {
     if ended.has(flags::RECLAIMED) {
         Eviction::Reclaimed
+    } else if ended.has(flags::FAILOVER) {
+        Eviction::Failover
     } else if ended.has(flags::AGED) {
         Eviction::Age
     } else {

@@ -454,7 +454,7 @@ impl<C: Send + 'static> PoolInner<C> {
             let cause = if evict {
                 Eviction::Health
             } else {
-                Eviction::Removed
+                crate::pool::closing_cause(ended)
             };
             log::warn!(
                 "heliosdb-pool: closing connection {} ({cause:?})",

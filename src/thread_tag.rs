@@ -4,6 +4,11 @@
 //!
 //! Each thread gets a small number on first use and registers its name once (the only
 //! allocation, outside the steady state); the hot path reads a thread-local `Cell`.
+//!
+//! The name says which thread, with its id beside it: `report-job (ThreadId(7))` for a
+//! named Rust thread; `worker-3 (tid 12345)` for a thread named by the OS only (a C
+//! thread named with `pthread_setname_np`, read once here with `pthread_getname_np`,
+//! Linux only); `ThreadId(7)` for a thread with no name of its own.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -34,15 +39,69 @@ thread_local! {
 fn register() -> u64 {
     // Relaxed: the tag only needs to be unique.
     let tag = NEXT_TAG.fetch_add(1, Ordering::Relaxed);
-    let thread = std::thread::current();
-    let name = match thread.name() {
-        Some(name) => name.to_owned(),
-        None => format!("{:?}", thread.id()),
-    };
+    let name = describe(&std::thread::current());
     if let Ok(mut names) = NAMES.lock() {
         names.get_or_insert_with(HashMap::new).insert(tag, name);
     }
     tag
+}
+
+/// The registered name of the calling thread `thread` (see the module docs).
+fn describe(thread: &std::thread::Thread) -> String {
+    if let Some(name) = thread.name() {
+        return format!("{name} ({:?})", thread.id());
+    }
+    if let Some((name, tid)) = os_thread_name() {
+        return format!("{name} (tid {tid})");
+    }
+    format!("{:?}", thread.id())
+}
+
+/// The calling thread's OS name and kernel thread id, if it has a name of its own: a new
+/// thread inherits its creator's name, which is the program's own (`comm`) unless
+/// something renamed it, so the program's name counts as none.
+#[cfg(target_os = "linux")]
+fn os_thread_name() -> Option<(String, i64)> {
+    // Linux thread names are at most 15 bytes plus the NUL.
+    let mut buf = [0 as std::ffi::c_char; 16];
+    // SAFETY: `buf` is writable for its length, which is passed; `pthread_self` is the
+    // calling thread, alive for the call.
+    let rc = unsafe { libc::pthread_getname_np(libc::pthread_self(), buf.as_mut_ptr(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: on success the name is NUL-terminated within `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+        .to_str()
+        .ok()?;
+    if name.is_empty() || program_name().as_deref() == Some(name) {
+        return None;
+    }
+    // SAFETY: `gettid` takes no arguments and cannot fail.
+    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+    Some((name.to_owned(), tid))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn os_thread_name() -> Option<(String, i64)> {
+    None
+}
+
+/// The name Linux gives the program's threads by default: the executable's file name,
+/// cut to 15 bytes (`comm`). Read once.
+#[cfg(target_os = "linux")]
+fn program_name() -> Option<String> {
+    static NAME: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        let exe = std::env::current_exe().ok()?;
+        let name = exe.file_name()?.to_str()?;
+        let mut end = name.len().min(15);
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        Some(name[..end].to_owned())
+    })
+    .clone()
 }
 
 /// This thread's tag (non-zero).
@@ -79,7 +138,11 @@ mod tests {
             .join()
             .unwrap();
         assert_ne!(here, other);
-        assert_eq!(name.as_deref(), Some("tagged-worker"));
+        let name = name.unwrap();
+        assert!(
+            name.starts_with("tagged-worker (ThreadId(") && name.ends_with("))"),
+            "{name}"
+        );
         assert_eq!(
             super::name_of(other),
             None,

@@ -646,3 +646,9 @@ fn every_export_runs_inside_the_panic_boundary() {
         "exports outside the panic boundary: {missing:#?}"
     );
 }
+
+#[test]
+fn c_bad_day_discard_reset_failover_thread_names() {
+    let out = run(&compile("bad_day.c", "bad_day", Lang::C11, Link::Static));
+    assert!(out.contains("bad_day: ok"), "{out}");
+}

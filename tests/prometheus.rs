@@ -406,6 +406,10 @@ fn full_stats() -> PoolStats {
             health: 33,
             reclaimed: 34,
             removed: 35,
+            discarded: 36,
+            detached: 37,
+            reset_failed: 38,
+            failover: 39,
         },
         health_checks: 501,
         health_failures: 23,
@@ -532,6 +536,10 @@ fn every_field_is_rendered_and_parses_back() {
         ("health", 33.0),
         ("reclaimed", 34.0),
         ("removed", 35.0),
+        ("discarded", 36.0),
+        ("detached", 37.0),
+        ("reset_failed", 38.0),
+        ("failover", 39.0),
     ] {
         assert_eq!(
             value(&e, "heliosdb_pool_evictions_total", &[("cause", cause)]),

@@ -87,6 +87,26 @@ pub type heliosdb_connect_fn = Option<
 pub type heliosdb_leak_fn =
     Option<unsafe extern "C" fn(report: *const heliosdb_leak_report, user_data: *mut c_void)>;
 
+/// Resets a connection its holder gives back, before the next borrower can have it
+/// (roll back an open transaction, `DISCARD ALL`, clear session state): return true if
+/// it is ready for reuse, false to have the pool close it instead (through `close`,
+/// counted as `evicted_reset_failed`; with a `connect` callback, a caller waiting for
+/// that user gets a new connection).
+///
+/// Runs on the thread that calls `heliosdb_pool_release` (or the C++ Lease's release or
+/// destructor), inside that call and before it returns, while that thread still owns
+/// the connection: no other thread can use it meanwhile. It delays the release by its
+/// own duration. Not called by `heliosdb_pool_discard`, nor for a lease that closes on
+/// release anyway (reclaimed, removed, aged, evicted by a failover, the pool closed or
+/// freed), nor for a stale or foreign lease.
+///
+/// Re-entrancy: it may call any function on the same pool but `heliosdb_pool_free`
+/// (the lease being released is not its to release or discard again). It should not
+/// wait in `heliosdb_pool_acquire` for the same user: the connection being reset is
+/// not idle yet. Must not unwind (no C++ exception or `longjmp` may leave it).
+pub type heliosdb_reset_fn =
+    Option<unsafe extern "C" fn(connection: *mut c_void, user_data: *mut c_void) -> bool>;
+
 /// Frees `user_data`: called exactly once, after the last callback, when the pool's
 /// memory is reclaimed (by `heliosdb_pool_free`, or by the release of the last lease
 /// outstanding when it was called). Not called if `heliosdb_pool_new` fails: the
@@ -173,14 +193,25 @@ pub struct heliosdb_pool_config {
     /// The pool's name: the `pool` label of its Prometheus metrics. NULL (the default):
     /// "default". NUL-terminated UTF-8, copied by `heliosdb_pool_new`.
     pub name: *const c_char,
+    // ---- version 3 (fields appended; older callers get the defaults) ----
+    /// Resets each connection when it is released, before it becomes idle (nullable:
+    /// no reset, and release pays nothing for it). See `heliosdb_reset_fn`.
+    pub reset: heliosdb_reset_fn,
 }
 
 /// The size of version 1 of `heliosdb_pool_config` (before `leak_critical_threshold_ms`).
 pub(crate) const CONFIG_V1_SIZE: usize =
     offset_of!(heliosdb_pool_config, leak_critical_threshold_ms);
 
+/// The size of version 2 of `heliosdb_pool_config` (before `reset`).
+pub(crate) const CONFIG_V2_SIZE: usize = offset_of!(heliosdb_pool_config, reset);
+
 /// The sizes of every released version of `heliosdb_pool_config`, oldest first.
-const KNOWN_SIZES: [usize; 2] = [CONFIG_V1_SIZE, size_of::<heliosdb_pool_config>()];
+const KNOWN_SIZES: [usize; 3] = [
+    CONFIG_V1_SIZE,
+    CONFIG_V2_SIZE,
+    size_of::<heliosdb_pool_config>(),
+];
 
 impl heliosdb_pool_config {
     /// A config holding `settings` and no callbacks.
@@ -210,6 +241,7 @@ impl heliosdb_pool_config {
             sweep_interval_ms: 0,
             unhealthy_after_failures: HealthMonitorConfig::default().unhealthy_after_failures,
             name: std::ptr::null(),
+            reset: None,
         }
     }
 

@@ -70,8 +70,11 @@ pub struct heliosdb_leak_report {
     pub file: *const c_char,
     /// The function of the call site (the caller's `__func__` pointer), or NULL.
     pub function: *const c_char,
-    /// The name (or id) of the thread that took it, or NULL when unknown (a pool only
-    /// knows it while that thread lives).
+    /// The thread that took it, or NULL when unknown (a pool only knows it while that
+    /// thread lives): its name with its id, as "worker-3 (tid 12345)" for a C thread
+    /// named with `pthread_setname_np` before its first call into the pool (Linux) or
+    /// "report-job (ThreadId(7))" for a named Rust thread; the id alone for a thread
+    /// with no name of its own.
     pub thread: *const c_char,
     /// `metadata_count` key/value pairs: a pool connection's database, protocol,
     /// remote_addr and tags (each only when set); a detector resource's metadata.

@@ -94,8 +94,9 @@ impl Drop for CConnection {
 ///
 /// Thread-safety: every function on a pool may be called from any number of threads
 /// at once, except `heliosdb_pool_free`, which must not run concurrently with any
-/// other call on the same pool but `heliosdb_pool_release` of leases that are out (each
-/// released once, while free runs or after it returns, from any thread).
+/// other call on the same pool but `heliosdb_pool_release` or `heliosdb_pool_discard`
+/// of leases that are out (each ended once, while free runs or after it returns, from
+/// any thread).
 ///
 /// Freeing with leases out: the pool's memory has owners, `heliosdb_pool_free` and each
 /// lease still out, and the last of them to leave reclaims it, whoever it is. A
@@ -215,10 +216,22 @@ pub struct heliosdb_pool_stats {
     pub factory_errors: u64,
     /// Sweeper passes completed (background or `heliosdb_pool_sweep_now`).
     pub sweep_passes: u64,
+    // ---- version 3 (fields appended; older callers get the fields above) ----
+    /// Connections closed by `heliosdb_pool_discard`.
+    pub evicted_discarded: u64,
+    /// Connections taken out of the pool for good by their holder (Rust's `detach`).
+    pub evicted_detached: u64,
+    /// Connections closed on release because the `reset` callback returned false.
+    pub evicted_reset_failed: u64,
+    /// Connections closed by `heliosdb_pool_evict_all` / `heliosdb_pool_evict_user`
+    /// (idle ones at once, leased ones on release).
+    pub evicted_failover: u64,
 }
 
 /// The size of version 1 of `heliosdb_pool_stats` (before `evicted_idle`).
 const STATS_V1_SIZE: usize = offset_of!(heliosdb_pool_stats, evicted_idle);
+/// The size of version 2 of `heliosdb_pool_stats` (before `evicted_discarded`).
+const STATS_V2_SIZE: usize = offset_of!(heliosdb_pool_stats, evicted_discarded);
 
 /// The pool behind a non-NULL handle.
 ///
@@ -309,6 +322,18 @@ fn build(
             }
         });
     }
+    if let Some(reset) = config.reset {
+        let cb = callbacks.clone();
+        builder = builder.reset(move |conn: &mut CConnection| {
+            // SAFETY: the config's contract: `reset(connection, user_data)` is callable
+            // on any thread; the releasing thread still owns `conn` during the call.
+            if unsafe { reset(conn.raw, cb.user_data) } {
+                Ok(())
+            } else {
+                Err(String::from("the reset callback returned false"))
+            }
+        });
+    }
     if let Some(connect) = config.connect {
         let cb = callbacks.clone();
         builder = builder.connection_factory(move |user: &str| {
@@ -380,8 +405,9 @@ fn deliver(
 /// # Safety
 ///
 /// `pool` is NULL or a live pool that is not freed twice. No other call on this pool
-/// but `heliosdb_pool_release` may run concurrently with this one; after it returns
-/// only `heliosdb_pool_release` of leases that were out may be called on it, once each.
+/// but `heliosdb_pool_release` and `heliosdb_pool_discard` may run concurrently with
+/// this one; after it returns only those two, on leases that were out, may be called
+/// on it, once per lease.
 ///
 /// Thread-safety: see above.
 #[unsafe(no_mangle)]
@@ -761,6 +787,10 @@ pub unsafe extern "C" fn heliosdb_pool_try_acquire_at(
 /// reclaimed as a critical leak; the connection is closed now and the lease is ended.
 /// Allocates nothing on success.
 ///
+/// With a `reset` callback, it runs here first, on this thread (see
+/// `heliosdb_reset_fn`); if it returns false the connection is closed instead, counted
+/// as `evicted_reset_failed`, and the release still succeeds.
+///
 /// While `heliosdb_pool_free` runs and after it returns, the leases that were out are
 /// still released here, each once; whichever leaves last (free or a release) reclaims
 /// the pool's memory, after which `pool` is dangling. Only leases that were out may be
@@ -778,40 +808,151 @@ pub unsafe extern "C" fn heliosdb_pool_release(
     pool: *mut heliosdb_pool,
     lease: *const heliosdb_lease,
 ) -> Status {
-    boundary::call(|| {
-        // SAFETY: the export's contract on `pool` and `lease`.
-        let (p, lease) = unsafe { (pool_ref(pool)?, check_ptr(lease, "lease")?) };
-        if !ptr::eq(lease.pool, pool) {
-            return Err(Error::ForeignHandle);
-        }
-        let raw = RawHandle::from_parts(ConnectionId::from_raw(lease.connection_id), lease.handle);
-        let Some(header) = p.pool.inner.slab.get(raw.connection_id().slot()) else {
-            return Err(Error::StaleHandle {
-                connection_id: lease.connection_id,
-                generation: lease.handle,
-            });
-        };
-        // The release's half of the free handshake (see `heliosdb_pool`).
-        let in_flight = header.enter_release();
-        if !p.freed.load(Ordering::SeqCst) {
-            let result = p.pool.release_raw_handle(raw);
-            drop(in_flight);
-            return result;
-        }
+    // SAFETY: the export's contract, which `end_lease` shares.
+    boundary::call(|| unsafe { end_lease(pool, lease, EnhancedConnectionPool::release_raw_handle) })
+}
+
+/// Ends a lease by closing its connection instead of returning it: for a connection
+/// the caller knows is broken (a protocol error, a lost session, a transaction in an
+/// unknown state). The connection is closed through `close` exactly once, on this
+/// thread, before the call returns; it counts as `evicted_discarded` (Prometheus
+/// `cause="discarded"`); its place is freed, and with a `connect` callback a caller
+/// waiting for that user gets a new connection. The `reset` callback is not called.
+///
+/// The lease is checked as by `heliosdb_pool_release`, with the same errors, each of
+/// which changes nothing: `HELIOSDB_ERR_FOREIGN_HANDLE`, `HELIOSDB_ERR_STALE_HANDLE`
+/// (already released or discarded), `HELIOSDB_ERR_NULL_ARGUMENT`.
+/// `HELIOSDB_ERR_RECLAIMED`: the borrow had been reclaimed as a critical leak; the
+/// connection is closed now (counted as reclaimed) and the lease is ended. After
+/// `heliosdb_pool_free`, leases that were out may be discarded instead of released,
+/// with the same ownership rules.
+///
+/// # Safety
+///
+/// As `heliosdb_pool_release`.
+///
+/// Thread-safety: as `heliosdb_pool_release`; callable from the pool's callbacks for
+/// another lease (the `close` callback excepted).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_discard(
+    pool: *mut heliosdb_pool,
+    lease: *const heliosdb_lease,
+) -> Status {
+    // SAFETY: the export's contract, which `end_lease` shares.
+    boundary::call(|| unsafe { end_lease(pool, lease, EnhancedConnectionPool::discard_raw_handle) })
+}
+
+/// The body of `heliosdb_pool_release` and `heliosdb_pool_discard`: checks the lease,
+/// ends it with `end`, and takes part in the free handshake (see [`heliosdb_pool`]).
+///
+/// # Safety
+///
+/// The two exports' contract on `pool` and `lease`.
+#[inline]
+unsafe fn end_lease(
+    pool: *mut heliosdb_pool,
+    lease: *const heliosdb_lease,
+    end: fn(&EnhancedConnectionPool<CConnection>, RawHandle) -> Result<()>,
+) -> Result<()> {
+    // SAFETY: forwarded contract.
+    let (p, lease) = unsafe { (pool_ref(pool)?, check_ptr(lease, "lease")?) };
+    if !ptr::eq(lease.pool, pool) {
+        return Err(Error::ForeignHandle);
+    }
+    let raw = RawHandle::from_parts(ConnectionId::from_raw(lease.connection_id), lease.handle);
+    let Some(header) = p.pool.inner.slab.get(raw.connection_id().slot()) else {
+        return Err(Error::StaleHandle {
+            connection_id: lease.connection_id,
+            generation: lease.handle,
+        });
+    };
+    // The release's half of the free handshake (see `heliosdb_pool`).
+    let in_flight = header.enter_release();
+    if !p.freed.load(Ordering::SeqCst) {
+        let result = end(&p.pool, raw);
         drop(in_flight);
-        // The pool was freed with leases out: this lease is one of its owners once free
-        // has counted them.
-        let backoff = crossbeam_utils::Backoff::new();
-        while !p.counted.load(Ordering::Acquire) {
-            backoff.snooze();
+        return result;
+    }
+    drop(in_flight);
+    // The pool was freed with leases out: this lease is one of its owners once free
+    // has counted them.
+    let backoff = crossbeam_utils::Backoff::new();
+    while !p.counted.load(Ordering::Acquire) {
+        backoff.snooze();
+    }
+    let result = end(&p.pool, raw);
+    if matches!(result, Ok(()) | Err(Error::Reclaimed { .. })) {
+        // SAFETY: this lease was out when free counted its owners (it was `InUse`
+        // until the end just above), and this is its only end.
+        unsafe { leave(pool) };
+    }
+    result
+}
+
+/// Failover: takes every connection of the pool out of service, as after the database
+/// failed over. Idle connections are closed now (through `close`, on this thread),
+/// leased ones when they are released or discarded (their holders keep using them
+/// meanwhile; nothing is closed under them); each counts as `evicted_failover`
+/// (Prometheus `cause="failover"`). With a `connect` callback, callers waiting are
+/// served by new connections, and `min_idle` is restored by the next sweeper pass.
+/// `*out_count` (which may be NULL) is the number of connections evicted, closed now
+/// or marked to close. A connection added while this runs may or may not be evicted.
+///
+/// Errors: `HELIOSDB_ERR_NULL_ARGUMENT` (`pool`).
+///
+/// # Safety
+///
+/// `pool` is NULL or live; `out_count` NULL or writable.
+///
+/// Thread-safety: callable concurrently with any call but `heliosdb_pool_free`, and
+/// from the pool's callbacks (but `close`).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_evict_all(
+    pool: *mut heliosdb_pool,
+    out_count: *mut usize,
+) -> Status {
+    boundary::call(|| {
+        // SAFETY: the export's contract.
+        let (p, out) = unsafe { (pool_ref(pool)?, opt_out(out_count)) };
+        let evicted = p.pool.evict_all();
+        if let Some(out) = out {
+            out.write(evicted);
         }
-        let result = p.pool.release_raw_handle(raw);
-        if matches!(result, Ok(()) | Err(Error::Reclaimed { .. })) {
-            // SAFETY: this lease was out when free counted its owners (it was `InUse`
-            // until the release just above), and this is its only release.
-            unsafe { leave(pool) };
+        Ok(())
+    })
+}
+
+/// `heliosdb_pool_evict_all` for the connections of one `user` only.
+///
+/// Errors: `HELIOSDB_ERR_UNKNOWN_USER` (the pool never had a connection of `user`),
+/// `HELIOSDB_ERR_NULL_ARGUMENT`, `HELIOSDB_ERR_INVALID_UTF8`; `*out_count` is written
+/// on success only.
+///
+/// # Safety
+///
+/// `pool` is NULL or live; `user` NULL or NUL-terminated; `out_count` NULL or writable.
+///
+/// Thread-safety: as `heliosdb_pool_evict_all`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_evict_user(
+    pool: *mut heliosdb_pool,
+    user: *const c_char,
+    out_count: *mut usize,
+) -> Status {
+    boundary::call(|| {
+        // SAFETY: the export's contract.
+        let (p, user, out) = unsafe {
+            (
+                pool_ref(pool)?,
+                check_str(user, "user")?,
+                opt_out(out_count),
+            )
+        };
+        let evicted = p.pool.evict_user(user)?;
+        if let Some(out) = out {
+            out.write(evicted);
         }
-        result
+        Ok(())
     })
 }
 
@@ -931,7 +1072,13 @@ pub unsafe extern "C" fn heliosdb_pool_get_stats(
         let (p, out) = unsafe { (pool_ref(pool)?, check_out(out_stats, "out_stats")?) };
         // SAFETY: non-NULL (checked) and, by contract, `struct_size` is set.
         let struct_size = unsafe { out_stats.cast::<usize>().read() };
-        if struct_size != size_of::<heliosdb_pool_stats>() && struct_size != STATS_V1_SIZE {
+        if ![
+            STATS_V1_SIZE,
+            STATS_V2_SIZE,
+            size_of::<heliosdb_pool_stats>(),
+        ]
+        .contains(&struct_size)
+        {
             return Err(Error::UnsupportedVersion {
                 what: "heliosdb_pool_stats.struct_size",
                 found: boundary::usize_to_u64(struct_size),
@@ -961,6 +1108,10 @@ pub unsafe extern "C" fn heliosdb_pool_get_stats(
             factory_creates: s.factory_creates,
             factory_errors: s.factory_errors,
             sweep_passes: s.sweep.passes,
+            evicted_discarded: e.discarded,
+            evicted_detached: e.detached,
+            evicted_reset_failed: e.reset_failed,
+            evicted_failover: e.failover,
         };
         out.write_prefix(value, struct_size);
         Ok(())

@@ -60,6 +60,14 @@ pub struct Evictions {
     pub reclaimed: u64,
     /// Removed by `remove_connection` (now or on return).
     pub removed: u64,
+    /// Discarded by their holder (`PooledConnection::discard`, `heliosdb_pool_discard`).
+    pub discarded: u64,
+    /// Taken out of the pool for good by their holder (`PooledConnection::detach`).
+    pub detached: u64,
+    /// Closed on return because the `reset` hook failed or panicked.
+    pub reset_failed: u64,
+    /// Closed by `evict_all` / `evict_user` (idle ones at once, borrowed ones on return).
+    pub failover: u64,
 }
 
 /// The sweeper's progress: a stalled sweeper shows as a growing `completed_ago`.
@@ -124,7 +132,11 @@ pub struct BorrowInfo {
     pub held_for: std::time::Duration,
     /// Where it was borrowed.
     pub call_site: Option<crate::CallSite>,
-    /// The borrowing thread's name (or id), while that thread lives.
+    /// The borrowing thread, while it lives: its name with its id beside it,
+    /// `report-job (ThreadId(7))` for a named Rust thread, `worker-3 (tid 12345)` for a
+    /// thread named by the OS only (a C thread named with `pthread_setname_np`, Linux),
+    /// the id alone for an unnamed thread. The name is read once per thread, when it
+    /// first borrows.
     pub thread: Option<String>,
     /// The connection's metadata, as given when it was added.
     pub metadata: crate::ConnectionMetadata,
@@ -140,6 +152,10 @@ pub(crate) struct Counters {
     pub(crate) evicted_health: std::sync::atomic::AtomicU64,
     pub(crate) evicted_reclaimed: std::sync::atomic::AtomicU64,
     pub(crate) evicted_removed: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_discarded: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_detached: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_reset_failed: std::sync::atomic::AtomicU64,
+    pub(crate) evicted_failover: std::sync::atomic::AtomicU64,
     pub(crate) health_checks: std::sync::atomic::AtomicU64,
     pub(crate) health_failures: std::sync::atomic::AtomicU64,
     pub(crate) factory_creates: std::sync::atomic::AtomicU64,
@@ -162,6 +178,10 @@ pub(crate) enum Eviction {
     Health,
     Reclaimed,
     Removed,
+    Discarded,
+    Detached,
+    ResetFailed,
+    Failover,
 }
 
 impl Counters {
@@ -172,6 +192,10 @@ impl Counters {
             Eviction::Health => &self.evicted_health,
             Eviction::Reclaimed => &self.evicted_reclaimed,
             Eviction::Removed => &self.evicted_removed,
+            Eviction::Discarded => &self.evicted_discarded,
+            Eviction::Detached => &self.evicted_detached,
+            Eviction::ResetFailed => &self.evicted_reset_failed,
+            Eviction::Failover => &self.evicted_failover,
         };
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -184,6 +208,10 @@ impl Counters {
             health: get(&self.evicted_health),
             reclaimed: get(&self.evicted_reclaimed),
             removed: get(&self.evicted_removed),
+            discarded: get(&self.evicted_discarded),
+            detached: get(&self.evicted_detached),
+            reset_failed: get(&self.evicted_reset_failed),
+            failover: get(&self.evicted_failover),
         }
     }
 }

@@ -24,7 +24,7 @@
 //! | `heliosdb_pool_tracked_borrows` | gauge | | `leak_stats.current_tracked` |
 //! | `heliosdb_pool_leak_reports_total` | counter | `level` (`alert`, `critical`) | `leak_stats.alerts`, `.criticals` |
 //! | `heliosdb_pool_leaks_returned_total` | counter | | `leak_stats.returned_after_leak` |
-//! | `heliosdb_pool_evictions_total` | counter | `cause` (`idle`, `age`, `health`, `reclaimed`, `removed`) | `evictions` |
+//! | `heliosdb_pool_evictions_total` | counter | `cause` (`idle`, `age`, `health`, `reclaimed`, `removed`, `discarded`, `detached`, `reset_failed`, `failover`) | `evictions` |
 //! | `heliosdb_pool_health_checks_total` | counter | | `health_checks` |
 //! | `heliosdb_pool_health_check_failures_total` | counter | | `health_failures` |
 //! | `heliosdb_pool_factory_creates_total` | counter | | `factory_creates` |
@@ -211,6 +211,10 @@ pub fn render_into(pool_name: &str, stats: &PoolStats, out: &mut String) {
             ("health", ev.health),
             ("reclaimed", ev.reclaimed),
             ("removed", ev.removed),
+            ("discarded", ev.discarded),
+            ("detached", ev.detached),
+            ("reset_failed", ev.reset_failed),
+            ("failover", ev.failover),
         ],
     );
 

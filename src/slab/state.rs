@@ -63,8 +63,11 @@ pub(crate) mod flags {
     pub(crate) const RECLAIMED: u64 = 1 << 11;
     /// Close the connection when the borrow ends: it outlived `max_connection_age_ms`.
     pub(crate) const AGED: u64 = 1 << 12;
+    /// Close the connection when the borrow or check ends: evicted by a failover
+    /// (`evict_all`, `evict_user`), counted under that cause.
+    pub(crate) const FAILOVER: u64 = 1 << 13;
     /// Any of the flags that close the connection when its owner gives it back.
-    pub(crate) const CLOSING: u64 = CLOSE_ON_RETURN | RECLAIMED | AGED;
+    pub(crate) const CLOSING: u64 = CLOSE_ON_RETURN | RECLAIMED | AGED | FAILOVER;
     /// All flag bits.
     pub(crate) const ALL: u64 = 0xff00;
     /// The leak-report flags.
@@ -299,10 +302,17 @@ pub(crate) enum TakeOut {
 /// borrowed or checked one is marked `CLOSE_ON_RETURN`. Both are CAS on the exact
 /// state seen, so a concurrent borrow, check, release or retire wins or loses cleanly.
 pub(crate) fn take_out_of_service(word: &AtomicU64, seen: SlotState) -> TakeOut {
+    take_out_of_service_as(word, seen, flags::CLOSE_ON_RETURN)
+}
+
+/// [`take_out_of_service`] marking a borrowed or checked connection with `mark` (one
+/// of the closing flags, which says what its close is counted as).
+pub(crate) fn take_out_of_service_as(word: &AtomicU64, seen: SlotState, mark: u64) -> TakeOut {
+    debug_assert!(mark & flags::CLOSING == mark && mark != 0);
     let done = match seen.lifecycle() {
         Lifecycle::Idle => try_claim(word, seen.generation(), Claim::Exclusive).is_ok(),
         Lifecycle::InUse | Lifecycle::Checking => {
-            if try_flag(word, seen, flags::CLOSE_ON_RETURN) {
+            if try_flag(word, seen, mark) {
                 return TakeOut::Marked;
             }
             false

@@ -1,0 +1,448 @@
+//! A database's bad day: discarding a broken connection, detach counted, the `reset`
+//! hook between borrowers, failover (`evict_all`, `evict_user`), and thread names in
+//! `borrows()` and leak reports.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use heliosdb_pool::{
+    ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Error, RawHandle,
+};
+
+/// A connection that counts its closes (drops) and carries session state that a
+/// borrower can dirty and `reset` can clean.
+#[derive(Debug)]
+struct Conn {
+    closes: Arc<AtomicUsize>,
+    session: String,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.closes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Clone, Default)]
+struct Fixture {
+    closes: Arc<AtomicUsize>,
+    opened: Arc<AtomicUsize>,
+}
+
+impl Fixture {
+    fn conn(&self) -> Conn {
+        self.opened.fetch_add(1, Ordering::SeqCst);
+        Conn {
+            closes: self.closes.clone(),
+            session: String::from("clean"),
+        }
+    }
+    fn closes(&self) -> usize {
+        self.closes.load(Ordering::SeqCst)
+    }
+    fn opened(&self) -> usize {
+        self.opened.load(Ordering::SeqCst)
+    }
+}
+
+/// Every background feature off; a test adds what it needs.
+fn quiet(max_connections: usize, max_per_user: usize) -> EnhancedPoolConfig {
+    EnhancedPoolConfig {
+        max_connections,
+        max_per_user,
+        acquire_timeout_ms: 5_000,
+        idle_timeout_ms: 0,
+        max_connection_age_ms: 0,
+        health_check_enabled: false,
+        health_check_interval_ms: 0,
+        leak_detection_enabled: false,
+        leak_detection_threshold_ms: 0,
+        auto_cleanup_enabled: false,
+        cleanup_interval_ms: 0,
+    }
+}
+
+fn md(user: &str) -> ConnectionMetadata {
+    ConnectionMetadata::for_user(user)
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    done()
+}
+
+/// The value of one `heliosdb_pool_evictions_total` sample.
+fn prometheus_eviction(text: &str, cause: &str) -> Option<u64> {
+    let label = format!("cause=\"{cause}\"");
+    text.lines()
+        .filter(|l| l.starts_with("heliosdb_pool_evictions_total{") && l.contains(&label))
+        .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn discard_closes_once_counts_and_a_waiter_gets_a_replacement() {
+    let fx = Fixture::default();
+    let factory_fx = fx.clone();
+    let pool = EnhancedConnectionPool::builder(quiet(4, 1))
+        .connection_factory(move |_user: &str| Ok(factory_fx.conn()))
+        .build()
+        .unwrap();
+    let first = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let held = pool.try_acquire("alice").unwrap();
+    std::thread::scope(|s| {
+        // At max_per_user: this waiter can only be served by a replacement.
+        let waiter = s.spawn(|| {
+            let conn = pool
+                .blocking_acquire_timeout("alice", Duration::from_secs(10))
+                .unwrap();
+            conn.connection_id()
+        });
+        assert!(wait_until(Duration::from_secs(5), || pool.stats().waiting == 1));
+        held.discard().unwrap();
+        assert_eq!(fx.closes(), 1, "closed before discard returns");
+        let served = waiter.join().unwrap();
+        assert_ne!(served, first, "a new connection from the factory");
+    });
+    let stats = pool.stats();
+    assert_eq!(stats.evictions.discarded, 1);
+    assert_eq!(stats.evictions.removed, 0);
+    assert_eq!(stats.total_connections, 1);
+    assert_eq!(
+        prometheus_eviction(&pool.prometheus(), "discarded"),
+        Some(1)
+    );
+    drop(pool);
+    assert_eq!(fx.closes(), 2, "each connection closed exactly once");
+}
+
+#[test]
+fn a_discarded_raw_handle_is_checked_like_a_release() {
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::new(quiet(4, 2));
+    pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let raw = pool.try_acquire("alice").unwrap().into_raw_handle();
+    let forged = RawHandle::from_parts(raw.connection_id(), raw.generation() ^ 1);
+    assert!(matches!(
+        pool.discard_raw_handle(forged),
+        Err(Error::StaleHandle { .. })
+    ));
+    assert_eq!(fx.closes(), 0, "a rejected discard changes nothing");
+    pool.discard_raw_handle(raw).unwrap();
+    assert_eq!(fx.closes(), 1);
+    assert!(matches!(
+        pool.discard_raw_handle(raw),
+        Err(Error::StaleHandle { .. })
+    ));
+    assert!(matches!(
+        pool.release_raw_handle(raw),
+        Err(Error::StaleHandle { .. })
+    ));
+    assert_eq!(fx.closes(), 1, "closed exactly once");
+    assert_eq!(pool.stats().evictions.discarded, 1);
+    assert_eq!(pool.stats().total_connections, 0);
+}
+
+#[test]
+fn discarding_a_reclaimed_borrow_closes_it_once_as_reclaimed() {
+    let fx = Fixture::default();
+    let resets = Arc::new(AtomicUsize::new(0));
+    let counted = resets.clone();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 1_000,
+        auto_cleanup_enabled: true,
+        cleanup_interval_ms: 1_000,
+        ..quiet(4, 2)
+    })
+    .leak_critical_threshold(Duration::from_secs(2))
+    .reset(move |_: &mut Conn| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    })
+    .build()
+    .unwrap();
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let held = pool.try_acquire("alice").unwrap();
+    pool.testing_advance_clock(Duration::from_secs(3));
+    pool.sweep_now().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || pool
+        .stats()
+        .leak_stats
+        .criticals
+        == 1));
+    assert_eq!(fx.closes(), 0, "never closed under its holder");
+    assert_eq!(
+        held.discard(),
+        Err(Error::Reclaimed {
+            connection_id: id.raw()
+        })
+    );
+    assert_eq!(fx.closes(), 1);
+    let evictions = pool.stats().evictions;
+    assert_eq!((evictions.reclaimed, evictions.discarded), (1, 0));
+    assert_eq!(
+        resets.load(Ordering::SeqCst),
+        0,
+        "no reset for a reclaimed borrow"
+    );
+}
+
+#[test]
+fn detach_is_counted_as_an_eviction() {
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::new(quiet(4, 2));
+    pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let conn = pool.try_acquire("alice").unwrap().detach().unwrap();
+    assert_eq!(fx.closes(), 0, "the caller owns it now");
+    let stats = pool.stats();
+    assert_eq!(stats.evictions.detached, 1);
+    assert_eq!(stats.evictions.discarded, 0);
+    assert_eq!(stats.total_connections, 0);
+    assert_eq!(prometheus_eviction(&pool.prometheus(), "detached"), Some(1));
+    drop(conn);
+    assert_eq!(fx.closes(), 1);
+}
+
+#[test]
+fn reset_cleans_a_connection_before_its_next_borrower() {
+    let fx = Fixture::default();
+    let resets = Arc::new(AtomicUsize::new(0));
+    let counted = resets.clone();
+    let pool = EnhancedConnectionPool::builder(quiet(4, 2))
+        .reset(move |conn: &mut Conn| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            match conn.session.as_str() {
+                "broken" => Err(String::from("cannot roll back")),
+                "poison" => panic!("the reset hook panics"),
+                _ => {
+                    conn.session = String::from("clean");
+                    Ok(())
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+
+    let mut conn = pool.try_acquire("alice").unwrap();
+    conn.session = String::from("in a transaction");
+    drop(conn);
+    assert_eq!(resets.load(Ordering::SeqCst), 1);
+    let conn = pool.try_acquire("alice").unwrap();
+    assert_eq!(conn.connection_id(), id);
+    assert_eq!(
+        conn.session, "clean",
+        "the next borrower sees the reset state"
+    );
+    conn.release().unwrap();
+
+    // Not run on discard or detach.
+    pool.try_acquire("alice").unwrap().discard().unwrap();
+    pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    drop(pool.try_acquire("alice").unwrap().detach().unwrap());
+    assert_eq!(resets.load(Ordering::SeqCst), 2, "one more for the release");
+    assert_eq!(fx.closes(), 2);
+
+    // A failing reset closes the connection instead, counted as reset_failed.
+    for state in ["broken", "poison"] {
+        pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+            .unwrap();
+        let closes = fx.closes();
+        let mut conn = pool.try_acquire("alice").unwrap();
+        conn.session = String::from(state);
+        drop(conn);
+        assert_eq!(fx.closes(), closes + 1, "{state}: closed on return");
+        assert_eq!(pool.stats().total_connections, 0, "{state}");
+        assert!(matches!(
+            pool.try_acquire("alice"),
+            Err(Error::NoIdleConnection { .. })
+        ));
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.evictions.reset_failed, 2);
+    assert_eq!(stats.evictions.discarded, 1);
+    assert_eq!(stats.evictions.detached, 1);
+    assert_eq!(
+        prometheus_eviction(&pool.prometheus(), "reset_failed"),
+        Some(2)
+    );
+
+    // Not run for a borrow that closes on return anyway, nor for a stale release.
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let raw = pool.try_acquire("alice").unwrap().into_raw_handle();
+    pool.remove_connection(id).unwrap();
+    let before = resets.load(Ordering::SeqCst);
+    pool.release_raw_handle(raw).unwrap();
+    assert!(matches!(
+        pool.release_raw_handle(raw),
+        Err(Error::StaleHandle { .. })
+    ));
+    assert_eq!(resets.load(Ordering::SeqCst), before);
+    assert_eq!(pool.stats().evictions.removed, 1);
+}
+
+#[test]
+fn a_failed_reset_is_replaced_for_a_waiter() {
+    let fx = Fixture::default();
+    let factory_fx = fx.clone();
+    let pool = EnhancedConnectionPool::builder(quiet(4, 1))
+        .reset(|conn: &mut Conn| {
+            if conn.session == "broken" {
+                Err(String::from("broken"))
+            } else {
+                Ok(())
+            }
+        })
+        .connection_factory(move |_user: &str| Ok(factory_fx.conn()))
+        .build()
+        .unwrap();
+    let first = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let mut held = pool.try_acquire("alice").unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            let conn = pool
+                .blocking_acquire_timeout("alice", Duration::from_secs(10))
+                .unwrap();
+            (conn.connection_id(), conn.session.clone())
+        });
+        assert!(wait_until(Duration::from_secs(5), || pool.stats().waiting == 1));
+        held.session = String::from("broken");
+        drop(held);
+        let (served, session) = waiter.join().unwrap();
+        assert_ne!(served, first, "never the broken connection");
+        assert_eq!(session, "clean");
+    });
+    assert_eq!(pool.stats().evictions.reset_failed, 1);
+    assert_eq!(fx.closes(), 1);
+}
+
+#[test]
+fn evict_user_closes_idle_now_and_borrowed_on_return() {
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::new(quiet(8, 4));
+    for _ in 0..3 {
+        pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+            .unwrap();
+    }
+    pool.add_connection_sync(fx.conn(), "bob", md("bob"))
+        .unwrap();
+    let held = pool.try_acquire("alice").unwrap();
+    let discarded = pool.try_acquire("alice").unwrap();
+    assert_eq!(pool.evict_user("alice").unwrap(), 3);
+    assert_eq!(fx.closes(), 1, "the idle one, now");
+    // Failed over first: a discard closes it as its release would, counted there.
+    discarded.discard().unwrap();
+    assert_eq!(fx.closes(), 2);
+    assert_eq!(pool.stats().evictions.discarded, 0);
+    assert_eq!(held.session, "clean", "the borrowed one is still usable");
+    drop(held);
+    assert_eq!(fx.closes(), 3, "the borrowed one, when returned");
+    let stats = pool.stats();
+    assert_eq!(stats.evictions.failover, 3);
+    assert_eq!(stats.evictions.removed, 0);
+    assert_eq!(stats.total_connections, 1, "bob's is untouched");
+    assert!(pool.try_acquire("bob").is_ok());
+    assert!(matches!(
+        pool.evict_user("carol"),
+        Err(Error::UnknownUser { .. })
+    ));
+    assert_eq!(pool.evict_user("alice").unwrap(), 0);
+    assert_eq!(prometheus_eviction(&pool.prometheus(), "failover"), Some(3));
+}
+
+#[test]
+fn evict_all_serves_a_waiter_from_the_factory_and_refills_min_idle() {
+    let fx = Fixture::default();
+    let factory_fx = fx.clone();
+    let pool = EnhancedConnectionPool::builder(quiet(8, 2))
+        .min_idle(1)
+        .connection_factory(move |_user: &str| Ok(factory_fx.conn()))
+        .build()
+        .unwrap();
+    let old: Vec<_> = (0..2)
+        .map(|_| {
+            pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+                .unwrap()
+        })
+        .collect();
+    let a = pool.try_acquire("alice").unwrap();
+    let b = pool.try_acquire("alice").unwrap();
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| {
+            pool.blocking_acquire_timeout("alice", Duration::from_secs(10))
+                .unwrap()
+                .connection_id()
+        });
+        assert!(wait_until(Duration::from_secs(5), || pool.stats().waiting == 1));
+        assert_eq!(pool.evict_all(), 2);
+        assert_eq!(fx.closes(), 0, "nothing closed under its holder");
+        drop(a);
+        let served = waiter.join().unwrap();
+        assert!(!old.contains(&served), "the waiter got a new connection");
+    });
+    drop(b);
+    assert_eq!(fx.closes(), 2);
+    assert_eq!(pool.stats().evictions.failover, 2);
+
+    // Idle connections are closed at once, and min_idle comes back on the next sweep.
+    let opened = fx.opened();
+    let evicted = pool.evict_all();
+    assert!(evicted >= 1);
+    assert_eq!(pool.stats().idle_connections, 0);
+    pool.sweep_now().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || pool
+        .stats()
+        .idle_connections
+        >= 1));
+    assert!(fx.opened() > opened, "refilled by the factory");
+}
+
+#[test]
+fn borrows_and_leak_reports_name_the_thread_with_its_id() {
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 60_000,
+        ..quiet(4, 2)
+    });
+    pool.add_connection_sync(0u8, "alice", md("alice")).unwrap();
+    let seen: Arc<Mutex<Option<String>>> = Arc::default();
+    let sink = seen.clone();
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("report-job".into())
+            .spawn_scoped(s, || {
+                let _conn = pool.try_acquire("alice").unwrap();
+                let expected = format!("report-job ({:?})", std::thread::current().id());
+                let thread = pool.borrows()[0].thread.clone().unwrap();
+                assert_eq!(thread, expected);
+                // The leak report, read while the thread lives, names it the same way.
+                pool.testing_advance_clock(Duration::from_secs(61));
+                let leaks = pool.leak_detector.check_leaks();
+                assert_eq!(leaks.len(), 1);
+                assert_eq!(leaks[0].thread.as_deref(), Some(expected.as_str()));
+                *sink.lock().unwrap() = Some(thread);
+            })
+            .unwrap();
+    });
+    assert!(seen.lock().unwrap().is_some());
+}
