@@ -337,6 +337,58 @@ fn main() {
         pool.stats().health_failures
     );
 
+    // ---- 4b. Discard -------------------------------------------------------------
+    section("4b. A query fails on a broken connection: the caller discards it");
+    let (broken_id, broken_pid) = {
+        let conn = pool.try_acquire("app").unwrap();
+        let ids = (conn.connection_id(), conn.pid);
+        // Not returned for the next borrower: closed now, exactly once.
+        conn.discard().unwrap();
+        ids
+    };
+    println!("  connection {broken_id} (backend pid {broken_pid}): discard()");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let Some(event) = next_event(&events, deadline) else {
+            problems.push("the discarded connection was not closed".into());
+            break;
+        };
+        print_event(&event, resolution);
+        if matches!(event, Event::Closed { pid, .. } if pid == broken_pid) {
+            break;
+        }
+    }
+    println!(
+        "  stats().evictions.discarded = {}; app is down to {} connections",
+        pool.stats().evictions.discarded,
+        user_stats(&pool, "app").total_connections
+    );
+    // Its place is free: the next caller who has to wait is served by the factory.
+    let mut busy: Vec<PooledConnection<'_, DemoConnection>> = Vec::new();
+    while let Ok(conn) = pool.try_acquire("app") {
+        busy.push(conn);
+    }
+    let (asked, first_new_pid) = (Instant::now(), NEXT_PID.load(Ordering::Relaxed));
+    match pool.blocking_acquire_timeout("app", Duration::from_secs(2)) {
+        Ok(conn) if conn.pid >= first_new_pid => {
+            drain(&events, resolution);
+            println!(
+                "  with app's {} connections busy, the next caller waited {} and got backend pid {}, opened for it by the factory",
+                busy.len(),
+                duration(asked.elapsed(), resolution),
+                conn.pid
+            );
+        }
+        Ok(conn) => problems.push(format!(
+            "the waiter got an old connection (pid {}) with every connection busy",
+            conn.pid
+        )),
+        Err(e) => problems.push(format!(
+            "the factory did not replace the discarded connection: {e}"
+        )),
+    }
+    drop(busy);
+
     // ---- 5. Waiting -------------------------------------------------------------
     section("5. The waiting path: app's 4 connections are all borrowed");
     let mut held: Vec<PooledConnection<'_, DemoConnection>> =
