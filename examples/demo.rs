@@ -329,6 +329,12 @@ fn main() {
         }
         print_event(&event, resolution);
     }
+    // The factory reports a connection when it opens it, a moment before the pool has
+    // it: let the replacement land before counting.
+    let settle = Instant::now() + Duration::from_secs(2);
+    while user_stats(&pool, "app").total_connections < 4 && Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let app = user_stats(&pool, "app");
     println!(
         "  app has {} connections again; {} health checks so far, {} failed",
