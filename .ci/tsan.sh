@@ -18,7 +18,7 @@ export CARGO_TARGET_DIR="$PWD/target/tsan"
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1"
 tsan_test() { cargo +nightly test -Zbuild-std --target "$target" "$@"; }
 
-tsan_test --test stress --test edges --test unsafe_paths
+tsan_test --test stress --test chaos --test edges --test unsafe_paths
 
 # The C side. gcc's own libtsan is older than the LLVM runtime the Rust side was built
 # for, so the C objects are linked with Rust's runtime (one runtime for the process).
