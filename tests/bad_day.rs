@@ -10,6 +10,10 @@ use heliosdb_pool::{
     ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Error, RawHandle,
 };
 
+#[path = "support/quiet.rs"]
+mod support_quiet;
+use support_quiet::quiet;
+
 /// A connection that counts its closes (drops) and carries session state that a
 /// borrower can dirty and `reset` can clean.
 #[derive(Debug)]
@@ -43,23 +47,6 @@ impl Fixture {
     }
     fn opened(&self) -> usize {
         self.opened.load(Ordering::SeqCst)
-    }
-}
-
-/// Every background feature off; a test adds what it needs.
-fn quiet(max_connections: usize, max_per_user: usize) -> EnhancedPoolConfig {
-    EnhancedPoolConfig {
-        max_connections,
-        max_per_user,
-        acquire_timeout_ms: 5_000,
-        idle_timeout_ms: 0,
-        max_connection_age_ms: 0,
-        health_check_enabled: false,
-        health_check_interval_ms: 0,
-        leak_detection_enabled: false,
-        leak_detection_threshold_ms: 0,
-        auto_cleanup_enabled: false,
-        cleanup_interval_ms: 0,
     }
 }
 

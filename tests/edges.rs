@@ -17,6 +17,10 @@ use heliosdb_pool::{
     HealthMonitorConfig, LeakReport, PoolBuilder, RawHandle, Removal,
 };
 
+#[path = "support/quiet.rs"]
+mod support_quiet;
+use support_quiet::quiet;
+
 /// A connection that knows its user and counts its closes (drops).
 #[derive(Debug)]
 struct Conn {
@@ -63,23 +67,6 @@ impl Fixture {
         EnhancedConnectionPool::builder(config)
             .age_jitter(0.0)
             .connection_factory(move |user| Ok(me.conn(user)))
-    }
-}
-
-/// Every background feature off unless a test turns it on.
-fn quiet(max_connections: usize, max_per_user: usize) -> EnhancedPoolConfig {
-    EnhancedPoolConfig {
-        max_connections,
-        max_per_user,
-        acquire_timeout_ms: 5_000,
-        idle_timeout_ms: 0,
-        max_connection_age_ms: 0,
-        health_check_enabled: false,
-        health_check_interval_ms: 0,
-        leak_detection_enabled: false,
-        leak_detection_threshold_ms: 0,
-        auto_cleanup_enabled: false,
-        cleanup_interval_ms: 0,
     }
 }
 

@@ -10,6 +10,10 @@ use heliosdb_pool::{
     HealthStatus, LeakLevel, LeakReport,
 };
 
+#[path = "support/quiet.rs"]
+mod support_quiet;
+use support_quiet::quiet;
+
 /// A connection that counts its closes and can be told to fail its health check.
 #[derive(Debug)]
 struct Conn {
@@ -43,23 +47,6 @@ impl Fixture {
     }
     fn closes(&self) -> usize {
         self.closes.load(Ordering::SeqCst)
-    }
-}
-
-/// A config with every background feature off unless a test turns it on.
-fn quiet(max_connections: usize, max_per_user: usize) -> EnhancedPoolConfig {
-    EnhancedPoolConfig {
-        max_connections,
-        max_per_user,
-        acquire_timeout_ms: 1_000,
-        idle_timeout_ms: 0,
-        max_connection_age_ms: 0,
-        health_check_enabled: false,
-        health_check_interval_ms: 0,
-        leak_detection_enabled: false,
-        leak_detection_threshold_ms: 0,
-        auto_cleanup_enabled: false,
-        cleanup_interval_ms: 0,
     }
 }
 

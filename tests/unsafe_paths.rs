@@ -10,29 +10,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use ::heliosdb_pool::ffi::*;
 use ::heliosdb_pool::{
-    CSite, CallSite, ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Error,
-    RawHandle, Status,
+    CSite, CallSite, ConnectionMetadata, EnhancedConnectionPool, Error, RawHandle, Status,
 };
 
-fn quiet() -> EnhancedPoolConfig {
-    EnhancedPoolConfig {
-        max_connections: 4,
-        max_per_user: 2,
-        acquire_timeout_ms: 1_000,
-        idle_timeout_ms: 0,
-        max_connection_age_ms: 0,
-        health_check_enabled: false,
-        health_check_interval_ms: 0,
-        leak_detection_enabled: false,
-        leak_detection_threshold_ms: 0,
-        auto_cleanup_enabled: false,
-        cleanup_interval_ms: 0,
-    }
-}
+#[path = "support/quiet.rs"]
+mod support_quiet;
+use support_quiet::quiet;
 
 #[test]
 fn guards_raw_handles_and_c_call_sites() {
-    let pool = EnhancedConnectionPool::new(quiet());
+    let pool = EnhancedConnectionPool::new(quiet(4, 2));
     pool.add_connection_sync(vec![1u8], "alice", ConnectionMetadata::for_user("alice"))
         .unwrap();
     pool.add_connection_sync(vec![2u8], "alice", ConnectionMetadata::for_user("alice"))
@@ -66,6 +53,33 @@ fn guards_raw_handles_and_c_call_sites() {
     assert_eq!(pool.stats().total_connections, 1);
 }
 
+/// A C pool with no background feature, closing through `close` and freeing its user
+/// data through `free`.
+fn c_pool(
+    close: unsafe extern "C" fn(*mut c_void, *mut c_void),
+    free: unsafe extern "C" fn(*mut c_void),
+) -> *mut heliosdb_pool {
+    let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
+    let mut pool: *mut heliosdb_pool = std::ptr::null_mut();
+    // SAFETY: valid pointers for each call; the config is initialised before use.
+    unsafe {
+        let size = size_of::<heliosdb_pool_config>();
+        assert_eq!(
+            heliosdb_pool_config_init(config.as_mut_ptr(), size),
+            Status::Ok
+        );
+        let config = config.assume_init_mut();
+        config.leak_detection_enabled = false;
+        config.idle_timeout_ms = 0;
+        config.max_connection_age_ms = 0;
+        config.health_check_enabled = false;
+        config.close = Some(close);
+        config.user_data_free = Some(free);
+        assert_eq!(heliosdb_pool_new(config, &mut pool), Status::Ok);
+    }
+    pool
+}
+
 static CLOSES: AtomicUsize = AtomicUsize::new(0);
 static FREES: AtomicUsize = AtomicUsize::new(0);
 
@@ -91,24 +105,10 @@ fn free_with_a_lease_out_released_from_another_thread() {
     for round in 0..rounds {
         CLOSES.store(0, Ordering::SeqCst);
         FREES.store(0, Ordering::SeqCst);
-        let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
-        let mut pool: *mut heliosdb_pool = std::ptr::null_mut();
+        let pool = c_pool(close_box, free_user_data);
         let mut lease = MaybeUninit::<heliosdb_lease>::uninit();
         // SAFETY: every pointer below is valid for the call; strings are literals.
         unsafe {
-            let size = size_of::<heliosdb_pool_config>();
-            assert_eq!(
-                heliosdb_pool_config_init(config.as_mut_ptr(), size),
-                Status::Ok
-            );
-            let config = config.assume_init_mut();
-            config.leak_detection_enabled = false;
-            config.idle_timeout_ms = 0;
-            config.max_connection_age_ms = 0;
-            config.health_check_enabled = false;
-            config.close = Some(close_box);
-            config.user_data_free = Some(free_user_data);
-            assert_eq!(heliosdb_pool_new(config, &mut pool), Status::Ok);
             for i in 0..2u64 {
                 let conn = Box::into_raw(Box::new(i)).cast::<c_void>();
                 let status = heliosdb_pool_add_connection(
@@ -196,21 +196,7 @@ fn wait_for(flag: &AtomicBool) {
 fn free_waits_for_every_release_in_flight_on_one_slot() {
     // SAFETY: every pointer below is valid for its call; the leases are released once.
     unsafe {
-        let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
-        let size = size_of::<heliosdb_pool_config>();
-        assert_eq!(
-            heliosdb_pool_config_init(config.as_mut_ptr(), size),
-            Status::Ok
-        );
-        let config = config.assume_init_mut();
-        config.leak_detection_enabled = false;
-        config.idle_timeout_ms = 0;
-        config.max_connection_age_ms = 0;
-        config.health_check_enabled = false;
-        config.close = Some(gated_close);
-        config.user_data_free = Some(gated_free);
-        let mut pool: *mut heliosdb_pool = std::ptr::null_mut();
-        assert_eq!(heliosdb_pool_new(config, &mut pool), Status::Ok);
+        let pool = c_pool(gated_close, gated_free);
         let add = |value: u64| {
             let mut id = 0u64;
             let conn = Box::into_raw(Box::new(value)).cast::<c_void>();
