@@ -4,15 +4,15 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use heliosdb_pool::{
     ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig, Error, RawHandle,
 };
 
-#[path = "support/quiet.rs"]
-mod support_quiet;
-use support_quiet::quiet;
+#[path = "support/common.rs"]
+mod common;
+use common::{quiet, wait_until};
 
 /// A connection that counts its closes (drops) and carries session state that a
 /// borrower can dirty and `reset` can clean.
@@ -52,17 +52,6 @@ impl Fixture {
 
 fn md(user: &str) -> ConnectionMetadata {
     ConnectionMetadata::for_user(user)
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    done()
 }
 
 /// The value of one `heliosdb_pool_evictions_total` sample.

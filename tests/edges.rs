@@ -17,9 +17,9 @@ use heliosdb_pool::{
     HealthMonitorConfig, LeakReport, PoolBuilder, RawHandle, Removal,
 };
 
-#[path = "support/quiet.rs"]
-mod support_quiet;
-use support_quiet::quiet;
+#[path = "support/common.rs"]
+mod common;
+use common::{quiet, wait_until};
 
 /// A connection that knows its user and counts its closes (drops).
 #[derive(Debug)]
@@ -72,17 +72,6 @@ impl Fixture {
 
 fn slot_of(id: ConnectionId) -> u64 {
     id.raw() & ((1 << 24) - 1)
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    done()
 }
 
 const WRAP: u64 = 1 << 48;

@@ -10,9 +10,9 @@ use heliosdb_pool::{
     HealthStatus, LeakLevel, LeakReport,
 };
 
-#[path = "support/quiet.rs"]
-mod support_quiet;
-use support_quiet::quiet;
+#[path = "support/common.rs"]
+mod common;
+use common::{quiet, wait_until};
 
 /// A connection that counts its closes and can be told to fail its health check.
 #[derive(Debug)]
@@ -58,17 +58,6 @@ fn metadata(user: &str) -> ConnectionMetadata {
         remote_addr: Some("127.0.0.1:5432".into()),
         tags: vec!["primary".into()],
     }
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    done()
 }
 
 #[test]

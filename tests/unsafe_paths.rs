@@ -13,9 +13,9 @@ use ::heliosdb_pool::{
     CSite, CallSite, ConnectionMetadata, EnhancedConnectionPool, Error, RawHandle, Status,
 };
 
-#[path = "support/quiet.rs"]
-mod support_quiet;
-use support_quiet::quiet;
+#[path = "support/common.rs"]
+mod common;
+use common::quiet;
 
 #[test]
 fn guards_raw_handles_and_c_call_sites() {
