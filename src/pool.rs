@@ -390,6 +390,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     ///
     /// [`Error::StaleHandle`]; [`Error::Reclaimed`] if the borrow had been reclaimed as
     /// a critical leak (the connection is closed now).
+    #[inline]
     pub fn release_raw_handle(&self, raw: RawHandle) -> Result<()> {
         self.inner.end_raw(raw, PoolInner::release)
     }

@@ -852,7 +852,7 @@ pub unsafe extern "C" fn heliosdb_pool_discard(
 unsafe fn end_lease(
     pool: *mut heliosdb_pool,
     lease: *const heliosdb_lease,
-    end: fn(&EnhancedConnectionPool<CConnection>, RawHandle) -> Result<()>,
+    end: impl Fn(&EnhancedConnectionPool<CConnection>, RawHandle) -> Result<()>,
 ) -> Result<()> {
     // SAFETY: forwarded contract.
     let (p, lease) = unsafe { (pool_ref(pool)?, check_ptr(lease, "lease")?) };
