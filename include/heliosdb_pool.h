@@ -778,8 +778,8 @@ extern "C" {
 /**
  * Sets the reason a callback is about to fail with, on the calling thread: the pool
  * puts it in the error it records for the failure. Only `connect` uses it today: when
- * `connect` then returns non-zero, the failure reads "the connect callback failed
- * (<code>): <message>", and a caller whose acquire times out meanwhile sees that in
+ * `connect` then returns non-zero, the failure reads `the connect callback failed
+ * (CODE): MESSAGE`, and a caller whose acquire times out meanwhile sees that in
  * `heliosdb_last_error_message()`. The C++ wrapper calls it with the `what()` of an
  * exception thrown by a connect lambda.
  *
