@@ -378,7 +378,42 @@ static void thread_names(void) {
   heliosdb_pool_free(pool);
 }
 
+/* A lease that declared a long hold is not reported within it; withdrawn, it is. The
+ * lease is checked like a release. */
+static void expect_hold(void) {
+  heliosdb_pool_config config = quiet_config();
+  config.leak_detection_enabled = true;
+  config.leak_detection_threshold_ms = 20;
+  heliosdb_pool *pool = NULL;
+  CHECK_OK(heliosdb_pool_new(&config, &pool));
+  add(pool, "alice");
+  heliosdb_lease lease;
+  CHECK_OK(HELIOSDB_POOL_ACQUIRE(pool, "alice", 0, &lease));
+  CHECK_OK(heliosdb_pool_expect_hold(pool, &lease, 3600u * 1000u));
+  sleep_ms(60);
+  heliosdb_leak_report reports[4];
+  size_t count = 9;
+  CHECK_OK(heliosdb_pool_leaks(pool, reports, 4, &count));
+  CHECK(count == 0);
+  CHECK_OK(heliosdb_pool_expect_hold(pool, &lease, 0)); /* withdrawn */
+  CHECK_OK(heliosdb_pool_leaks(pool, reports, 4, &count));
+  CHECK(count == 1 && reports[0].connection_id == lease.connection_id);
+
+  heliosdb_lease forged = lease;
+  forged.handle += 7;
+  CHECK(heliosdb_pool_expect_hold(pool, &forged, 1000) == HELIOSDB_ERR_STALE_HANDLE);
+  forged = lease;
+  forged.pool = NULL;
+  CHECK(heliosdb_pool_expect_hold(pool, &forged, 1000) == HELIOSDB_ERR_FOREIGN_HANDLE);
+  CHECK(heliosdb_pool_expect_hold(pool, NULL, 1000) == HELIOSDB_ERR_NULL_ARGUMENT);
+  CHECK(heliosdb_pool_expect_hold(NULL, &lease, 1000) == HELIOSDB_ERR_NULL_ARGUMENT);
+  CHECK_OK(heliosdb_pool_release(pool, &lease));
+  CHECK(heliosdb_pool_expect_hold(pool, &lease, 1000) == HELIOSDB_ERR_STALE_HANDLE);
+  heliosdb_pool_free(pool);
+}
+
 int main(void) {
+  expect_hold();
   thread_names();
   discard();
   reset();

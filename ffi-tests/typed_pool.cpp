@@ -531,6 +531,16 @@ void bad_day() {
     CHECK(pool.stats().evicted_failover == 2);
     CHECK(error_of([&] { pool.evict_user("nobody"); }) == heliosdb::errc::unknown_user);
   }
+  {
+    // A long operation declares its hold; an ended lease cannot.
+    heliosdb::Pool<Db> pool(small_config(8, 2));
+    pool.add_connection(std::make_unique<Db>("alice"), "alice");
+    heliosdb::Lease<Db> held = pool.acquire("alice", 1s);
+    held.expect_hold(std::chrono::hours(1));
+    held.expect_hold(std::chrono::duration<double>(0.5));
+    held.release();
+    CHECK(error_of([&] { held.expect_hold(1s); }) == heliosdb::errc::stale_handle);
+  }
   CHECK(alive() == before);
 
   // The untyped pool's reset callback, on void*.

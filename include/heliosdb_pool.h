@@ -1342,6 +1342,33 @@ heliosdb_status heliosdb_pool_discard(struct heliosdb_pool *pool,
                                       const struct heliosdb_lease *lease);
 
 /**
+ * Declares that the borrow `lease` is expected to be held for `ms` milliseconds (a
+ * long-running operation): its leak alert, critical and reclaim points all move `ms`
+ * later, so it is neither reported nor reclaimed while within its declared time, and
+ * is reported as usual once past it. A later call replaces the declaration (0
+ * withdraws it); the next borrow of the connection starts with none. Values above
+ * `UINT32_MAX` are capped there (about 49 days). Leak reports still show the real age.
+ * Allocates nothing.
+ *
+ * Errors (each changes nothing): `HELIOSDB_ERR_FOREIGN_HANDLE` for a lease of another
+ * pool, `HELIOSDB_ERR_STALE_HANDLE` for a lease released already,
+ * `HELIOSDB_ERR_RECLAIMED` for a borrow reclaimed already, `HELIOSDB_ERR_NULL_ARGUMENT`.
+ *
+ * # Safety
+ *
+ * `pool` is NULL or live, or freed with this lease still out (as for
+ * `heliosdb_pool_release`); `lease` is NULL or readable, and the caller holds it: only
+ * the lease's holder may call this (a call racing the lease's release could mark the
+ * connection's next borrow).
+ *
+ * Thread-safety: callable from any thread that holds the lease, concurrently with any
+ * call.
+ */
+heliosdb_status heliosdb_pool_expect_hold(const struct heliosdb_pool *pool,
+                                          const struct heliosdb_lease *lease,
+                                          uint64_t ms);
+
+/**
  * Failover: takes every connection of the pool out of service, as after the database
  * failed over. Idle connections are closed now (through `close`, on this thread),
  * leased ones when they are released or discarded (their holders keep using them

@@ -890,6 +890,18 @@ class Lease {
     }
   }
 
+  /// Declares that this borrow is expected to be held for `d` (a long-running
+  /// operation): its leak alert, critical and reclaim points move `d` later, so it is
+  /// neither reported nor reclaimed within its declared time (heliosdb_pool_expect_hold).
+  /// A later call replaces the declaration. Throws Error (errc::reclaimed: reclaimed
+  /// already; errc::stale_handle: the lease is empty or ended).
+  void expect_hold(Duration d) {
+    if (pool_ == nullptr) {
+      detail::throw_error(errc::stale_handle, "expect_hold on an empty lease");
+    }
+    detail::check(heliosdb_pool_expect_hold(pool_, &lease_, d.milliseconds()));
+  }
+
   /// Gives up ownership: the caller must pass the returned lease (whole) to
   /// heliosdb_pool_release itself. The Lease is empty afterwards.
   heliosdb_lease detach() noexcept {

@@ -68,6 +68,26 @@ impl<'a, C> PooledConnection<'a, C> {
         crate::slab::Slab::since(started, self.pool.slab.now_ms())
     }
 
+    /// Declares that this borrow is expected to be held for `d` (a migration, a long
+    /// report): its leak Alert, Critical and reclaim points all move `d` later (the
+    /// sweeper compares the borrow's age less `d` with the thresholds), so a long
+    /// operation is neither reported nor reclaimed while within its declared time, and
+    /// is reported as usual once past it. This is the design guide's "mark long-running
+    /// operations explicitly" (Pattern 4), without a separate tracker.
+    ///
+    /// A later call replaces the declaration (it is not added to it); `Duration::ZERO`
+    /// withdraws it. It applies to this borrow only: the next borrow of the connection
+    /// starts with none. Reports and [`held_for`](Self::held_for) still show the real
+    /// age. Durations beyond `u32::MAX` ms (about 49 days) are capped there. A level
+    /// already reported stays reported.
+    ///
+    /// Ownership and threading: the holder's own call, through the guard (any thread
+    /// the guard is on); one relaxed store on the slot's header after a fence, no
+    /// lock, no allocation.
+    pub fn expect_hold(&self, d: Duration) {
+        self.pool.set_hold_extension(self.handle.slot, d);
+    }
+
     /// Where in the source this borrow was taken.
     pub fn call_site(&self) -> CallSite {
         self.header()

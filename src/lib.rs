@@ -61,8 +61,8 @@ full_crate! {
         ConnectionHealth, EnhancedHealthMonitor, HealthCheck, HealthMonitorConfig, HealthStatus,
     };
     pub use leak::{
-        LeakDetector, LeakDetectorConfig, LeakLevel, LeakReport, ResourceGuard, ResourceId,
-        ResourceInfo, ResourceType,
+        LeakDetector, LeakDetectorConfig, LeakLevel, LeakReport, LeakView, ResourceGuard,
+        ResourceId, ResourceInfo, ResourceType,
     };
     pub use metadata::{ConnectionId, ConnectionMetadata};
     pub use metrics::{BorrowInfo, Evictions, LeakStats, PoolStats, SweepStats, UserStats};

@@ -408,6 +408,23 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
         self.inner.end_raw(raw, PoolInner::discard)
     }
 
+    /// [`PooledConnection::expect_hold`] for a borrow held as a [`RawHandle`] (the C
+    /// ABI's `heliosdb_pool_expect_hold`): the borrow's leak levels and reclaim move `d`
+    /// later. Changes nothing on error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleHandle`] if the handle is not the current borrow of its slot;
+    /// [`Error::Reclaimed`] if the borrow was reclaimed already (too late to declare).
+    ///
+    /// Only the handle's holder may call it (from any thread): the check and the store
+    /// are two steps, so a call racing the borrow's release could mark the next borrow.
+    pub fn expect_hold_raw_handle(&self, raw: RawHandle, d: Duration) -> Result<()> {
+        let slot = self.inner.check_raw(raw)?;
+        self.inner.set_hold_extension(slot, d);
+        Ok(())
+    }
+
     /// Runs `f` on the connection of a live raw handle.
     ///
     /// # Errors
@@ -1003,6 +1020,12 @@ impl<C> PoolInner<C> {
         if let Err(e) = self.end(handle) {
             log::error!("heliosdb-pool: returning a slot claimed by a stale affinity entry: {e}");
         }
+    }
+
+    /// Records the hold the current borrow of `slot` declared; the holder's call.
+    pub(crate) fn set_hold_extension(&self, slot: u32, d: Duration) {
+        let ms = u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        self.header(slot).set_hold_extension(ms);
     }
 
     /// Stamps a borrow the caller has just claimed and wraps it in a guard.

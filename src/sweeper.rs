@@ -331,8 +331,8 @@ impl<C: Send + 'static> PoolInner<C> {
         let Some(borrow) = header.borrow_snapshot() else {
             return;
         };
-        let age = Slab::since(borrow.started_ms, now);
-        let Some(level) = self.tuning.leak_thresholds.level(age) else {
+        let age = borrow.age(now);
+        let Some(level) = self.tuning.leak_thresholds.level(borrow.leak_age(now)) else {
             return;
         };
         let flag = match level {
@@ -644,17 +644,44 @@ impl<C: Send + 'static> PoolInner<C> {
 
     /// Every current borrow at or past the alert threshold, as reports (no side
     /// effects: nothing is flagged or counted).
+    /// With `leak_detection_enabled: false`, none.
     pub(crate) fn current_leaks(&self) -> Vec<LeakReport> {
+        if !self.config.leak_detection_enabled {
+            return Vec::new();
+        }
         let now = self.slab.now_ms();
         self.slab
             .iter()
             .filter_map(|(_, header)| {
                 let borrow = header.borrow_snapshot()?;
-                let age = Slab::since(borrow.started_ms, now);
-                let level = self.tuning.leak_thresholds.level(age)?;
-                self.leak_report(header, &borrow, age, level)
+                let level = self.tuning.leak_thresholds.level(borrow.leak_age(now))?;
+                self.leak_report(header, &borrow, borrow.age(now), level)
             })
             .collect()
+    }
+
+    /// Whether the connection `id` is borrowed now and held past its alert threshold
+    /// (moved by any declared hold); always false with `leak_detection_enabled: false`.
+    /// One slot read, no allocation.
+    pub(crate) fn is_leaked(&self, id: ConnectionId) -> bool {
+        if !self.config.leak_detection_enabled {
+            return false;
+        }
+        let Some(header) = self.slab.get(id.slot()) else {
+            return false;
+        };
+        let Some(borrow) = header.borrow_snapshot() else {
+            return false;
+        };
+        // The id after the snapshot, then the state again: the borrow validated above
+        // is still the slot's, so the id read in between was its connection's.
+        let same = header.conn_id.load(Ordering::Acquire) == id.raw()
+            && header.load_state(Ordering::Acquire).generation() == borrow.state.generation();
+        same && self
+            .tuning
+            .leak_thresholds
+            .level(borrow.leak_age(self.slab.now_ms()))
+            .is_some()
     }
 
     /// Health of every connection checked so far and still in the pool.

@@ -422,3 +422,186 @@ fn borrows_and_leak_reports_name_the_thread_with_its_id() {
     });
     assert!(seen.lock().unwrap().is_some());
 }
+
+/// Issue #9, item 8 (the guide's long-running operations): a borrow that declared its
+/// hold is neither reported nor reclaimed within it, and is reported once past it; the
+/// connection's next borrow starts without the declaration.
+#[test]
+fn a_declared_hold_moves_the_leak_levels_and_the_reclaim() {
+    let fx = Fixture::default();
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 1_000,
+        auto_cleanup_enabled: true,
+        cleanup_interval_ms: 1_000,
+        ..quiet(4, 2)
+    })
+    .leak_critical_threshold(Duration::from_secs(2))
+    .on_leak(move |report| seen.lock().unwrap().push(report.level))
+    .build()
+    .unwrap();
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+
+    // A declaration applies to its own borrow only.
+    let held = pool.try_acquire("alice").unwrap();
+    held.expect_hold(Duration::from_secs(3_600));
+    drop(held);
+    let held = pool.try_acquire("alice").unwrap();
+    pool.testing_advance_clock(Duration::from_millis(1_500));
+    assert_eq!(
+        pool.leak_detector.check_leaks().len(),
+        1,
+        "no carried-over hold"
+    );
+    assert!(pool.leak_detector.is_leaked(id));
+    drop(held);
+
+    let held = pool.try_acquire("alice").unwrap();
+    held.expect_hold(Duration::from_secs(60));
+    pool.testing_advance_clock(Duration::from_secs(59));
+    pool.sweep_now().unwrap();
+    assert!(
+        pool.leak_detector.check_leaks().is_empty(),
+        "within its declared time"
+    );
+    assert!(!pool.leak_detector.is_leaked(id));
+    assert_eq!(pool.stats().leak_stats.leaks_detected, 0);
+    assert!(reports.lock().unwrap().is_empty());
+
+    // Past the declared time plus the alert threshold: reported once, not reclaimed.
+    pool.testing_advance_clock(Duration::from_millis(2_500)); // 61.5 s: 1.5 s over
+    pool.sweep_now().unwrap();
+    pool.sweep_now().unwrap();
+    let leaks = pool.leak_detector.check_leaks();
+    assert_eq!(leaks.len(), 1);
+    assert!(
+        leaks[0].age >= Duration::from_millis(61_500),
+        "the real age is reported"
+    );
+    assert!(pool.leak_detector.is_leaked(id));
+    assert_eq!(*reports.lock().unwrap(), [heliosdb_pool::LeakLevel::Alert]);
+    assert_eq!(pool.stats().evictions.reclaimed, 0);
+
+    // Past the declared time plus the critical threshold: reclaimed.
+    pool.testing_advance_clock(Duration::from_secs(1));
+    pool.sweep_now().unwrap();
+    assert_eq!(
+        *reports.lock().unwrap(),
+        [
+            heliosdb_pool::LeakLevel::Alert,
+            heliosdb_pool::LeakLevel::Critical
+        ]
+    );
+    assert_eq!(
+        held.release(),
+        Err(Error::Reclaimed {
+            connection_id: id.raw()
+        })
+    );
+    assert_eq!(fx.closes(), 1);
+}
+
+/// A declaration through a raw handle (the C form) is checked like a release.
+#[test]
+fn a_declared_hold_through_a_raw_handle_is_checked() {
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 1_000,
+        ..quiet(4, 2)
+    })
+    .build()
+    .unwrap();
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let raw = pool.try_acquire("alice").unwrap().into_raw_handle();
+    pool.expect_hold_raw_handle(raw, Duration::from_secs(10))
+        .unwrap();
+    pool.testing_advance_clock(Duration::from_secs(5));
+    assert!(pool.leak_detector.check_leaks().is_empty());
+    pool.release_raw_handle(raw).unwrap();
+    assert!(matches!(
+        pool.expect_hold_raw_handle(raw, Duration::from_secs(10)),
+        Err(Error::StaleHandle { .. })
+    ));
+    let forged = RawHandle::from_parts(id, raw.generation() + 7);
+    assert!(matches!(
+        pool.expect_hold_raw_handle(forged, Duration::from_secs(10)),
+        Err(Error::StaleHandle { .. })
+    ));
+}
+
+/// With leak detection off, the pool's leak view reports nothing, however long a
+/// borrow is held.
+#[test]
+fn with_leak_detection_off_the_leak_view_reports_nothing() {
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig {
+        leak_detection_enabled: false,
+        leak_detection_threshold_ms: 1_000,
+        ..quiet(4, 2)
+    });
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let held = pool.try_acquire("alice").unwrap();
+    pool.testing_advance_clock(Duration::from_secs(3_600));
+    assert!(pool.leak_detector.check_leaks().is_empty());
+    assert!(!pool.leak_detector.is_leaked(id));
+    assert_eq!(pool.stats().leak_stats.leaks_detected, 0);
+    drop(held);
+}
+
+/// The pool's leak view given to `EnhancedHealthMonitor` as the guide gives it a
+/// `LeakDetector`: a pool connection held past its threshold is `is_leaked`.
+#[tokio::test]
+async fn a_health_monitor_sees_the_pools_leaks() {
+    struct Checkable;
+    impl heliosdb_pool::HealthCheck for Checkable {
+        fn health_check(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 1_000,
+        ..quiet(4, 2)
+    });
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let monitor = heliosdb_pool::EnhancedHealthMonitor::new(
+        heliosdb_pool::HealthMonitorConfig::default(),
+        Arc::new(pool.leak_detector.clone()),
+    );
+    monitor
+        .monitor_connection(id.to_string(), Arc::new(Checkable))
+        .await;
+    monitor
+        .monitor_connection("not-a-pool-id".to_string(), Arc::new(Checkable))
+        .await;
+    let leaked = |monitor: &heliosdb_pool::EnhancedHealthMonitor| {
+        monitor
+            .get_all_health()
+            .into_iter()
+            .filter(|h| h.is_leaked)
+            .map(|h| h.connection_id)
+            .collect::<Vec<_>>()
+    };
+    assert!(leaked(&monitor).is_empty(), "idle: not leaked");
+    let held = pool.try_acquire("alice").unwrap();
+    assert!(leaked(&monitor).is_empty(), "held briefly: not leaked");
+    pool.testing_advance_clock(Duration::from_millis(1_500));
+    assert_eq!(leaked(&monitor), [id.to_string()]);
+    let health = monitor.check_connection(&id.to_string()).await.unwrap();
+    assert!(health.is_leaked);
+    assert_eq!(monitor.get_unhealthy_connections().len(), 1);
+    drop(held);
+    assert!(leaked(&monitor).is_empty(), "returned: not leaked");
+}

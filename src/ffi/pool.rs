@@ -842,6 +842,45 @@ pub unsafe extern "C" fn heliosdb_pool_discard(
     boundary::call(|| unsafe { end_lease(pool, lease, EnhancedConnectionPool::discard_raw_handle) })
 }
 
+/// Declares that the borrow `lease` is expected to be held for `ms` milliseconds (a
+/// long-running operation): its leak alert, critical and reclaim points all move `ms`
+/// later, so it is neither reported nor reclaimed while within its declared time, and
+/// is reported as usual once past it. A later call replaces the declaration (0
+/// withdraws it); the next borrow of the connection starts with none. Values above
+/// `UINT32_MAX` are capped there (about 49 days). Leak reports still show the real age.
+/// Allocates nothing.
+///
+/// Errors (each changes nothing): `HELIOSDB_ERR_FOREIGN_HANDLE` for a lease of another
+/// pool, `HELIOSDB_ERR_STALE_HANDLE` for a lease released already,
+/// `HELIOSDB_ERR_RECLAIMED` for a borrow reclaimed already, `HELIOSDB_ERR_NULL_ARGUMENT`.
+///
+/// # Safety
+///
+/// `pool` is NULL or live, or freed with this lease still out (as for
+/// `heliosdb_pool_release`); `lease` is NULL or readable, and the caller holds it: only
+/// the lease's holder may call this (a call racing the lease's release could mark the
+/// connection's next borrow).
+///
+/// Thread-safety: callable from any thread that holds the lease, concurrently with any
+/// call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_expect_hold(
+    pool: *const heliosdb_pool,
+    lease: *const heliosdb_lease,
+    ms: u64,
+) -> Status {
+    boundary::call(|| {
+        // SAFETY: the export's contract: `pool` stays allocated while this lease is out.
+        let (p, lease) = unsafe { (pool_ref(pool)?, check_ptr(lease, "lease")?) };
+        if !ptr::eq(lease.pool, pool) {
+            return Err(Error::ForeignHandle);
+        }
+        let raw = RawHandle::from_parts(ConnectionId::from_raw(lease.connection_id), lease.handle);
+        p.pool
+            .expect_hold_raw_handle(raw, Duration::from_millis(ms))
+    })
+}
+
 /// The body of `heliosdb_pool_release` and `heliosdb_pool_discard`: checks the lease,
 /// ends it with `end`, and takes part in the free handshake (see [`heliosdb_pool`]).
 ///
