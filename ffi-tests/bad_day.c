@@ -325,7 +325,7 @@ static void version_two_structs(void) {
   CHECK(stats.evicted_discarded == 1 && stats.evicted_detached == 0);
   heliosdb_pool_free(pool);
 
-  cfg.struct_size = cfg_v2 + 4; /* (cfg_v2 + 8 is version 3) */
+  cfg.struct_size = cfg_v2 + 4; /* (cfg_v2 + 8 is version 3, + 16 version 4) */
   CHECK_STATUS(heliosdb_pool_config_validate(&cfg), HELIOSDB_ERR_UNSUPPORTED_VERSION);
 }
 
@@ -412,7 +412,66 @@ static void expect_hold(void) {
   heliosdb_pool_free(pool);
 }
 
+static atomic_int evictions;
+static uint64_t evicted_id;
+static heliosdb_pool *evicting_pool;
+
+static void on_evict(uint64_t connection_id, const char *user, const char *cause,
+                     void *user_data) {
+  (void)user_data;
+  CHECK(strcmp(user, "alice") == 0 && strcmp(cause, "idle") == 0);
+  CHECK(atomic_load(&closes) == atomic_load(&evictions) + 1); /* closed first */
+  evicted_id = connection_id;
+  add(evicting_pool, "alice"); /* the service's replacement */
+  atomic_fetch_add(&evictions, 1);
+}
+
+/* Without connect or on_evict, idle eviction closes nothing (nothing could replace the
+ * connection); with on_evict it does, and tells the callback, which adds a new one. A
+ * version-3 config (before on_evict) still works. */
+static void on_evict_and_idle_eviction(void) {
+  for (int with_hook = 0; with_hook < 2; with_hook++) {
+    atomic_store(&closes, 0);
+    heliosdb_pool_config config = quiet_config();
+    config.idle_timeout_ms = 20;
+    if (with_hook) config.on_evict = on_evict;
+    heliosdb_pool *pool = NULL;
+    CHECK_OK(heliosdb_pool_new(&config, &pool));
+    evicting_pool = pool;
+    uint64_t first = add(pool, "alice");
+    CHECK_OK(heliosdb_pool_sweep_now(pool)); /* seen idle from now */
+    sleep_ms(40);
+    CHECK_OK(heliosdb_pool_sweep_now(pool));
+    heliosdb_pool_stats s = stats_of(pool);
+    if (with_hook) {
+      CHECK(atomic_load(&evictions) == 1 && evicted_id == first);
+      CHECK(atomic_load(&closes) == 1 && s.evicted_idle == 1 && s.total_connections == 1);
+    } else {
+      CHECK(atomic_load(&closes) == 0 && s.evicted_idle == 0 && s.total_connections == 1);
+    }
+    heliosdb_pool_free(pool);
+  }
+
+  const size_t cfg_v3 = offsetof(heliosdb_pool_config, on_evict);
+  heliosdb_pool_config cfg;
+  memset(&cfg, 0x5a, sizeof cfg);
+  CHECK_OK(heliosdb_pool_config_init(&cfg, cfg_v3));
+  CHECK(cfg.struct_size == cfg_v3 && cfg.reset == NULL);
+  uintptr_t bits;
+  memcpy(&bits, (const char *)&cfg + cfg_v3, sizeof bits);
+  CHECK(bits == (uintptr_t)0x5a5a5a5a5a5a5a5aULL); /* nothing past version 3 */
+  cfg.close = close_conn;
+  cfg.user_data_free = NULL;
+  heliosdb_pool *pool = NULL;
+  CHECK_OK(heliosdb_pool_new(&cfg, &pool)); /* the garbage `on_evict` is never read */
+  add(pool, "alice");
+  heliosdb_pool_free(pool);
+  cfg.struct_size = cfg_v3 + 4;
+  CHECK_STATUS(heliosdb_pool_config_validate(&cfg), HELIOSDB_ERR_UNSUPPORTED_VERSION);
+}
+
 int main(void) {
+  on_evict_and_idle_eviction();
   expect_hold();
   thread_names();
   discard();

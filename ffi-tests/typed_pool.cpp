@@ -541,6 +541,23 @@ void bad_day() {
     held.release();
     CHECK(error_of([&] { held.expect_hold(1s); }) == heliosdb::errc::stale_handle);
   }
+  {
+    // Without connect, idle eviction happens only with on_evict, which is told.
+    std::vector<std::string> told;
+    heliosdb::Hooks<Db> hooks;
+    hooks.on_evict = [&told](const heliosdb::Evicted &e) {
+      told.push_back(std::string(e.user) + ":" + std::string(e.cause));
+    };
+    heliosdb::Config config = small_config(8, 2);
+    config.settings.idle_timeout_ms = 20;
+    heliosdb::Pool<Db> pool(config, std::move(hooks));
+    const int was = alive();
+    pool.add_connection(std::make_unique<Db>("alice"), "alice");
+    pool.sweep_now();  // seen idle from now
+    std::this_thread::sleep_for(40ms);
+    pool.sweep_now();
+    CHECK(alive() == was && told.size() == 1 && told[0] == "alice:idle");
+  }
   CHECK(alive() == before);
 
   // The untyped pool's reset callback, on void*.

@@ -432,6 +432,27 @@ typedef void (*heliosdb_user_data_free_fn)(void *user_data);
 typedef bool (*heliosdb_reset_fn)(void *connection, void *user_data);
 
 /**
+ * Told of a connection the pool closed by itself (after its `close`): for its idle
+ * time (`cause` "idle"), its age ("age") or failed health checks ("health"), so the
+ * service can add a fresh one (`heliosdb_pool_add_connection` may be called from it).
+ * `connection_id` is the id `heliosdb_pool_add_connection` returned; `user` and
+ * `cause` are NUL-terminated and valid during the call.
+ *
+ * Setting it also lets the pool shrink by itself without `connect`: idle timeout and
+ * max age close a connection only when the pool has a `connect` callback or an
+ * `on_evict` callback. Without either, nothing could replace it, so nothing is closed
+ * for idle time or age (an idle connection past its age is logged once and kept).
+ *
+ * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), or, for a
+ * leased connection past its age, on the thread that releases it. Re-entrancy: as
+ * `heliosdb_leak_fn`. Must not unwind.
+ */
+typedef void (*heliosdb_evict_fn)(uint64_t connection_id,
+                                  const char *user,
+                                  const char *cause,
+                                  void *user_data);
+
+/**
  * Settings of a pool, and its callbacks.
  *
  * Always initialize it with `heliosdb_pool_config_init` (defaults) or a preset
@@ -557,6 +578,11 @@ typedef struct heliosdb_pool_config {
    * no reset, and release pays nothing for it). See `heliosdb_reset_fn`.
    */
   heliosdb_reset_fn reset;
+  /**
+   * Told of each connection the pool closed by itself (nullable); with it, idle and
+   * age eviction happen without `connect` too. See `heliosdb_evict_fn`.
+   */
+  heliosdb_evict_fn on_evict;
 } heliosdb_pool_config;
 
 /**

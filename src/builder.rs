@@ -22,6 +22,8 @@ use crate::config::EnhancedPoolConfig;
 use crate::error::{Error, Result};
 use crate::health::HealthMonitorConfig;
 use crate::leak::{LeakReport, LeakThresholds};
+use crate::metadata::{ConnectionId, ConnectionMetadata};
+use crate::metrics::Eviction;
 use crate::pool::EnhancedConnectionPool;
 
 /// A health check: `Ok` if the connection is usable. Runs on the sweeper thread, on an
@@ -37,6 +39,24 @@ pub type ResetFn<C> = Box<dyn Fn(&mut C) -> std::result::Result<(), String> + Se
 /// A leak or reclaim callback. Runs on the sweeper thread; a panic is caught and logged.
 pub type ReportFn = Box<dyn Fn(&LeakReport) + Send + Sync>;
 
+/// An eviction hook; see [`PoolBuilder::on_evict`].
+pub type EvictFn = Box<dyn Fn(&Evicted<'_>) + Send + Sync>;
+
+/// What [`PoolBuilder::on_evict`] is told about a connection the pool closed by itself:
+/// which one, whose, why, and its metadata, so the service can open a replacement.
+/// Borrowed for the call: copy what you keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Evicted<'a> {
+    /// The connection (its id is never reused).
+    pub connection_id: ConnectionId,
+    /// The user it belonged to.
+    pub user: &'a str,
+    /// Why it was closed: [`Eviction::Idle`], [`Eviction::Age`] or [`Eviction::Health`].
+    pub cause: Eviction,
+    /// The metadata it was added with.
+    pub metadata: &'a ConnectionMetadata,
+}
+
 /// The user's hooks. All optional; all but `reset` run on the sweeper thread,
 /// concurrently with the pool's users, never on the acquire/release path. `reset` runs
 /// on the releasing thread (one branch on release when it is not set).
@@ -46,6 +66,7 @@ pub(crate) struct Hooks<C> {
     pub(crate) factory: Option<FactoryFn<C>>,
     pub(crate) on_leak: Option<ReportFn>,
     pub(crate) on_reclaim: Option<ReportFn>,
+    pub(crate) on_evict: Option<EvictFn>,
 }
 
 /// Settings beyond [`EnhancedPoolConfig`], with their defaults.
@@ -145,6 +166,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
                 factory: None,
                 on_leak: None,
                 on_reclaim: None,
+                on_evict: None,
             },
         }
     }
@@ -233,6 +255,28 @@ impl<C: Send + 'static> PoolBuilder<C> {
         factory: impl Fn(&str) -> std::result::Result<C, String> + Send + Sync + 'static,
     ) -> Self {
         self.hooks.factory = Some(Box::new(factory));
+        self
+    }
+
+    /// Told of every connection the pool closes by itself for its idle time, its age or
+    /// its health ([`Evicted`]: connection id, user, cause, metadata), after the
+    /// connection is closed and its place freed, so the service can add a fresh one
+    /// (`add_connection` works from inside the hook).
+    ///
+    /// Setting it also lets the pool shrink by itself without a factory. **The rule:**
+    /// idle timeout and max age close a connection only when the pool can refill it (a
+    /// [`connection_factory`](Self::connection_factory)) or tell someone who can (this
+    /// hook). Without either, nothing could replace it, so an idle connection past
+    /// `idle_timeout_ms` stays, one past `max_connection_age_ms` stays too and is logged
+    /// once (warn), and a borrowed one past its age is not closed on return: a pool fed
+    /// only by `add_connection` keeps serving with the default config. Health evictions
+    /// happen either way (a dead connection serves no one).
+    ///
+    /// Threading: runs on the sweeper thread (or the caller of `sweep_now`), or, for a
+    /// borrowed connection past its age, on the thread that returns it; concurrently
+    /// with the pool's users. A panic is caught and logged. It should be quick.
+    pub fn on_evict(mut self, callback: impl Fn(&Evicted<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.on_evict = Some(Box::new(callback));
         self
     }
 

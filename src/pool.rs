@@ -933,6 +933,16 @@ impl<C> PoolInner<C> {
         cause: Option<Eviction>,
     ) -> Option<C> {
         let header = self.header(slot);
+        // What `on_evict` is told, read before the slot is emptied.
+        let evicted = match (cause, &self.hooks.on_evict) {
+            (Some(cause @ (Eviction::Idle | Eviction::Age | Eviction::Health)), Some(_)) => {
+                header
+                    .info
+                    .load_full()
+                    .map(|info| (cause, info, header.conn_id.load(Ordering::Relaxed)))
+            }
+            _ => None,
+        };
         // SAFETY: the slot is `Reserved` by the caller, who owns it.
         let conn = unsafe { (*self.value_ptr(slot)).take() };
         header.info.store(None);
@@ -954,7 +964,37 @@ impl<C> PoolInner<C> {
             self.counters.evicted(cause);
         }
         self.capacity_freed(partition);
+        if let Some((cause, info, id)) = evicted {
+            // Closed first, then reported: the hook may add its replacement.
+            drop(conn);
+            self.report_eviction(cause, &info, id);
+            return None;
+        }
         conn
+    }
+
+    /// Runs `on_evict` for a connection the pool closed by itself; a panic is caught.
+    #[cold]
+    fn report_eviction(&self, cause: Eviction, info: &SlotInfo, connection_id: u64) {
+        let Some(hook) = &self.hooks.on_evict else {
+            return;
+        };
+        let evicted = crate::builder::Evicted {
+            connection_id: ConnectionId::from_raw(connection_id),
+            user: &info.user,
+            cause,
+            metadata: &info.metadata,
+        };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&evicted))).is_err() {
+            log::error!("heliosdb-pool: the on_evict callback panicked; the pool goes on");
+        }
+    }
+
+    /// Whether the pool may close connections by itself for idle time or age: only if
+    /// it can refill them (a factory) or tell someone who can (`on_evict`). See
+    /// [`PoolBuilder::on_evict`].
+    pub(crate) fn may_shrink(&self) -> bool {
+        self.hooks.factory.is_some() || self.hooks.on_evict.is_some()
     }
 
     /// A place was freed (in the user's partition, the pool, or both): callers waiting

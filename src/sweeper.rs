@@ -10,7 +10,9 @@
 //!    closed only when the holder returns it (or at pool drop), never under its feet.
 //! 3. **Lifetime.** An idle connection past `max_connection_age_ms` (less its jitter) or
 //!    idle past `idle_timeout_ms` (above `min_idle`) is claimed like a borrow and closed;
-//!    a borrowed one past its age is marked to close on return.
+//!    a borrowed one past its age is marked to close on return. Only when the pool can
+//!    refill (a factory) or tell someone who can (`on_evict`); otherwise nothing is
+//!    closed for idle time or age (an expired idle connection is logged once).
 //! 4. **Health.** An idle connection not checked for `health_check_interval_ms` is
 //!    claimed (state `Checking`), checked outside any lock, then returned or evicted.
 //! 5. **Refill.** With a factory: connections waiters asked for, `min_idle`, and
@@ -55,6 +57,8 @@ struct SlotTrack {
     /// While idle at `seen_generation`, nothing is due before this (ms since the slab
     /// epoch): most idle slots cost a pass one comparison.
     due_ms: u32,
+    /// Past its age but kept (the pool cannot shrink by itself), and said so once.
+    kept_past_age: bool,
 }
 
 /// Whether wrapping time `at` has come by `now` (times within 2^31 ms of each other).
@@ -288,6 +292,7 @@ impl<C: Send + 'static> PoolInner<C> {
             checked_ms: now,
             expires_ms,
             due_ms: now,
+            kept_past_age: false,
         };
         track.due_ms = self.next_due(&track, now);
         track
@@ -304,8 +309,9 @@ impl<C: Send + 'static> PoolInner<C> {
         let c = &self.config;
         let after = |since: u32, ms: u64| since.wrapping_add(ms.min(FAR) as u32);
         let candidates = [
-            track.expires_ms,
-            (c.idle_timeout_ms > 0).then(|| after(track.idle_since_ms, c.idle_timeout_ms)),
+            track.expires_ms.filter(|_| !track.kept_past_age),
+            (c.idle_timeout_ms > 0 && self.may_shrink())
+                .then(|| after(track.idle_since_ms, c.idle_timeout_ms)),
             (c.health_check_enabled && self.hooks.health_check.is_some())
                 .then(|| after(track.checked_ms, c.health_check_interval_ms)),
         ];
@@ -320,7 +326,7 @@ impl<C: Send + 'static> PoolInner<C> {
 
     /// A borrowed slot: leak levels, reclaim, age.
     fn tend_borrow(&self, header: &SlotHeader, state: SlotState, track: &SlotTrack, now: u32) {
-        if Self::expired(track, now) && !state.has(flags::AGED) {
+        if Self::expired(track, now) && !state.has(flags::AGED) && self.may_shrink() {
             // Never taken from its holder: closed when returned. Losing the race to a
             // release or a leak flag is fine: the next pass looks again.
             let _ = state::try_flag(&header.state, state, flags::AGED);
@@ -410,11 +416,24 @@ impl<C: Send + 'static> PoolInner<C> {
             return;
         };
         if Self::expired(track, now) {
-            self.evict_idle(slot, header, state, partition, Eviction::Age);
-            return;
+            if self.may_shrink() {
+                self.evict_idle(slot, header, state, partition, Eviction::Age);
+                return;
+            }
+            if !track.kept_past_age {
+                track.kept_past_age = true;
+                track.due_ms = self.next_due(track, now);
+                log::warn!(
+                    "heliosdb-pool: connection {} of {:?} is past max_connection_age_ms but kept: \
+                     without a connection factory or an on_evict hook nothing could replace it",
+                    track.conn_id,
+                    partition.user
+                );
+            }
         }
         let idle_timeout = self.config.idle_timeout_ms;
         if idle_timeout > 0
+            && self.may_shrink()
             && u64::from(now.wrapping_sub(track.idle_since_ms)) >= idle_timeout
             && partition.idle_count(&self.slab) > self.tuning.min_idle
         {

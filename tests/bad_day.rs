@@ -605,3 +605,110 @@ async fn a_health_monitor_sees_the_pools_leaks() {
     drop(held);
     assert!(leaked(&monitor).is_empty(), "returned: not leaked");
 }
+
+/// Issue #9, item 7: a pool fed only by `add_connection`, with the default config,
+/// keeps serving after its idle timeout and max age have passed: without a factory or
+/// an `on_evict` hook nothing could replace a closed connection, so none is closed.
+#[test]
+fn a_pool_without_a_factory_or_hook_never_shrinks_by_idle_time_or_age() {
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
+    for _ in 0..2 {
+        pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+            .unwrap();
+    }
+    pool.sweep_now().unwrap(); // the sweeper sees them idle from now
+    let held = pool.try_acquire("alice").unwrap();
+    // Past idle_timeout_ms (10 min) and max_connection_age_ms (30 min), several passes.
+    for _ in 0..4 {
+        pool.testing_advance_clock(Duration::from_secs(30 * 60));
+        pool.sweep_now().unwrap();
+    }
+    held.release().unwrap(); // not closed on return either
+    pool.sweep_now().unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.total_connections, stats.idle_connections), (2, 2));
+    assert_eq!((stats.evictions.idle, stats.evictions.age), (0, 0));
+    assert_eq!(fx.closes(), 0);
+    let (a, b) = (
+        pool.try_acquire("alice").unwrap(),
+        pool.try_acquire("alice").unwrap(),
+    );
+    assert_ne!(a.connection_id(), b.connection_id());
+}
+
+/// With an `on_evict` hook (and no factory), idle and age evictions happen and are
+/// reported after the close, with id, user, cause and metadata; the hook can add the
+/// replacement itself. A borrowed connection past its age is reported when returned.
+#[test]
+fn on_evict_reports_idle_and_age_evictions_and_can_add_a_replacement() {
+    let fx = Fixture::default();
+    type Pool = EnhancedConnectionPool<Conn>;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let this: Arc<Mutex<std::sync::Weak<Pool>>> = Arc::default();
+    let (hook_seen, hook_this, hook_fx) = (seen.clone(), this.clone(), fx.clone());
+    let pool: Arc<Pool> = Arc::new(
+        EnhancedConnectionPool::builder(EnhancedPoolConfig::default())
+            .age_jitter(0.0)
+            .on_evict(move |e: &heliosdb_pool::Evicted<'_>| {
+                assert_eq!(
+                    hook_fx.closes(),
+                    hook_seen.lock().unwrap().len() + 1,
+                    "closed first"
+                );
+                hook_seen.lock().unwrap().push((
+                    e.connection_id,
+                    e.user.to_owned(),
+                    e.cause,
+                    e.metadata.database.clone(),
+                ));
+                if e.cause == heliosdb_pool::Eviction::Idle {
+                    let pool = hook_this.lock().unwrap().upgrade().unwrap();
+                    let metadata = e.metadata.clone();
+                    pool.add_connection_sync(hook_fx.conn(), e.user, metadata)
+                        .unwrap();
+                }
+            })
+            .build()
+            .unwrap(),
+    );
+    *this.lock().unwrap() = Arc::downgrade(&pool);
+    let orders = ConnectionMetadata {
+        database: Some("orders".into()),
+        ..md("alice")
+    };
+    let first = pool
+        .add_connection_sync(fx.conn(), "alice", orders.clone())
+        .unwrap();
+    pool.sweep_now().unwrap(); // the sweeper sees it idle from now
+    pool.testing_advance_clock(Duration::from_secs(11 * 60)); // past the idle timeout
+    pool.sweep_now().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(
+            first,
+            "alice".to_owned(),
+            heliosdb_pool::Eviction::Idle,
+            Some("orders".to_owned())
+        )]
+    );
+    assert_eq!(heliosdb_pool::Eviction::Idle.as_str(), "idle");
+    // The hook's replacement serves; held past its age, it closes on return.
+    let held = pool.try_acquire("alice").unwrap();
+    let second = held.connection_id();
+    assert_ne!(second, first);
+    pool.testing_advance_clock(Duration::from_secs(31 * 60));
+    pool.sweep_now().unwrap();
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "never closed under its holder"
+    );
+    held.release().unwrap();
+    assert_eq!(seen.lock().unwrap()[1].0, second);
+    assert_eq!(seen.lock().unwrap()[1].2, heliosdb_pool::Eviction::Age);
+    assert_eq!(fx.closes(), 2);
+    let stats = pool.stats();
+    assert_eq!((stats.evictions.idle, stats.evictions.age), (1, 1));
+    assert_eq!(stats.total_connections, 0);
+}

@@ -334,6 +334,26 @@ fn build(
             }
         });
     }
+    if let Some(on_evict) = config.on_evict {
+        let cb = callbacks.clone();
+        builder = builder.on_evict(move |evicted: &crate::Evicted<'_>| {
+            // A Rust user name cannot hold a NUL: it came from a C string.
+            let Ok(user) = CString::new(evicted.user) else {
+                return;
+            };
+            // SAFETY: the config's contract: `on_evict(id, user, cause, user_data)` is
+            // callable on any thread; both strings are NUL-terminated and outlive the
+            // call.
+            unsafe {
+                on_evict(
+                    evicted.connection_id.raw(),
+                    user.as_ptr(),
+                    evicted.cause.c_name().as_ptr(),
+                    cb.user_data,
+                )
+            };
+        });
+    }
     if let Some(connect) = config.connect {
         let cb = callbacks.clone();
         builder = builder.connection_factory(move |user: &str| {
