@@ -1388,6 +1388,7 @@ impl<C> PoolInner<C> {
     /// Takes a borrowed connection out of the pool for good.
     pub(crate) fn detach(&self, handle: Handle) -> Result<C> {
         self.take_back(handle, Eviction::Detached)
+            .map(|conn| conn.expect("a detached connection is returned, never closed"))
     }
 
     /// Ends a borrow by closing its connection instead of returning it.
@@ -1400,8 +1401,10 @@ impl<C> PoolInner<C> {
     /// discard, a failed reset): one CAS from `InUse` at the handle's generation to
     /// `Reserved`, then `retire`, which counts `cause` and asks the factory for anyone
     /// waiting. A reclaimed borrow is ended as its release would (closed, counted as
-    /// reclaimed) and reported as [`Error::Reclaimed`].
-    fn take_back(&self, handle: Handle, cause: Eviction) -> Result<C> {
+    /// reclaimed) and reported as [`Error::Reclaimed`]. The connection, unless `retire`
+    /// closed it already (to report it to `on_evict`: a borrow that was marked to close
+    /// for its age, say); a detach always gets it.
+    fn take_back(&self, handle: Handle, cause: Eviction) -> Result<Option<C>> {
         let header = self
             .slab
             .get(handle.slot)
@@ -1441,9 +1444,7 @@ impl<C> PoolInner<C> {
         };
         let partition = self.partition_of(header);
         let local = header.local.load(Ordering::Relaxed);
-        Ok(self
-            .retire(partition, local, handle.slot, true, Some(cause))
-            .expect("a borrowed slot holds a connection"))
+        Ok(self.retire(partition, local, handle.slot, true, Some(cause)))
     }
 
     /// See [`EnhancedConnectionPool::testing_advance_generation`].

@@ -712,3 +712,30 @@ fn on_evict_reports_idle_and_age_evictions_and_can_add_a_replacement() {
     assert_eq!((stats.evictions.idle, stats.evictions.age), (1, 1));
     assert_eq!(stats.total_connections, 0);
 }
+
+/// A borrow marked to close for its age and then discarded (or failing its reset) is
+/// closed once and reported to `on_evict` as an age eviction.
+#[test]
+fn discarding_an_aged_borrow_with_on_evict_reports_its_age() {
+    let fx = Fixture::default();
+    let causes = Arc::new(Mutex::new(Vec::new()));
+    let seen = causes.clone();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        max_connection_age_ms: 1_000,
+        ..quiet(4, 2)
+    })
+    .age_jitter(0.0)
+    .on_evict(move |e: &heliosdb_pool::Evicted<'_>| seen.lock().unwrap().push(e.cause))
+    .build()
+    .unwrap();
+    pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let held = pool.try_acquire("alice").unwrap();
+    pool.testing_advance_clock(Duration::from_secs(2));
+    pool.sweep_now().unwrap(); // marks it to close on return
+    assert!(causes.lock().unwrap().is_empty());
+    held.discard().unwrap();
+    assert_eq!(*causes.lock().unwrap(), [heliosdb_pool::Eviction::Age]);
+    assert_eq!(fx.closes(), 1);
+    assert_eq!(pool.stats().evictions.age, 1);
+}
