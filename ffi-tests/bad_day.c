@@ -470,7 +470,55 @@ static void on_evict_and_idle_eviction(void) {
   CHECK_STATUS(heliosdb_pool_config_validate(&cfg), HELIOSDB_ERR_UNSUPPORTED_VERSION);
 }
 
+static atomic_int checks;
+
+/* Alive unless its session says 99 (the server closed it). */
+static bool check_conn(void *connection, void *user_data) {
+  (void)user_data;
+  atomic_fetch_add(&checks, 1);
+  return ((conn_t *)connection)->session != 99;
+}
+
+/* Validation on borrow: a dead idle connection is closed (evicted_health), never
+ * handed out; with the default 500 ms window a connection just released is not
+ * checked. */
+static void validate_on_borrow(void) {
+  heliosdb_pool_config config = quiet_config();
+  CHECK(config.validate_after_ms == 500);
+  config.health_check = check_conn;
+  config.health_check_enabled = true;
+  config.health_check_interval_ms = 3600u * 1000u;
+  config.max_per_user = 2;
+  heliosdb_pool *pool = NULL;
+  CHECK_OK(heliosdb_pool_new(&config, &pool));
+  add(pool, "alice");
+  heliosdb_lease lease;
+  for (int i = 0; i < 20; i++) { /* steady use: no check */
+    CHECK_OK(HELIOSDB_POOL_ACQUIRE(pool, "alice", 0, &lease));
+    CHECK_OK(heliosdb_pool_release(pool, &lease));
+  }
+  CHECK(atomic_load(&checks) == 0);
+  heliosdb_pool_free(pool);
+
+  atomic_store(&closes, 0);
+  config.validate_after_ms = 0; /* check every borrow */
+  CHECK_OK(heliosdb_pool_new(&config, &pool));
+  uint64_t dead = add(pool, "alice");
+  uint64_t live = add(pool, "alice");
+  CHECK_OK(HELIOSDB_POOL_ACQUIRE(pool, "alice", 0, &lease));
+  CHECK(lease.connection_id == dead);
+  ((conn_t *)lease.connection)->session = 99;
+  CHECK_OK(heliosdb_pool_release(pool, &lease));
+  CHECK_OK(HELIOSDB_POOL_ACQUIRE(pool, "alice", 0, &lease));
+  CHECK(lease.connection_id == live);
+  heliosdb_pool_stats s = stats_of(pool);
+  CHECK(s.evicted_health == 1 && s.health_failures == 1 && atomic_load(&closes) == 1);
+  CHECK_OK(heliosdb_pool_release(pool, &lease));
+  heliosdb_pool_free(pool);
+}
+
 int main(void) {
+  validate_on_borrow();
   on_evict_and_idle_eviction();
   expect_hold();
   thread_names();

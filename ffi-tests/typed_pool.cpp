@@ -549,6 +549,7 @@ void bad_day() {
       told.push_back(std::string(e.user) + ":" + std::string(e.cause));
     };
     heliosdb::Config config = small_config(8, 2);
+    CHECK(config.settings.validate_after_ms == 500);  // validation on borrow's window
     config.settings.idle_timeout_ms = 20;
     heliosdb::Pool<Db> pool(config, std::move(hooks));
     const int was = alive();

@@ -583,6 +583,16 @@ typedef struct heliosdb_pool_config {
    * age eviction happen without `connect` too. See `heliosdb_evict_fn`.
    */
   heliosdb_evict_fn on_evict;
+  /**
+   * Validation on borrow: with a `health_check` callback and `health_check_enabled`,
+   * a connection idle at least this long is checked by the acquiring thread before
+   * it is handed out; one that fails is closed (counted as `evicted_health`, told to
+   * `on_evict`, replaced by `connect`) and the next idle one is tried. Default 500;
+   * 0 checks every borrow; `UINT64_MAX` (anything over 24 days) turns it off. A
+   * connection in steady use pays one compare on acquire; with validation on, a
+   * release also records its time (a coarse-clock read and a store).
+   */
+  uint64_t validate_after_ms;
 } heliosdb_pool_config;
 
 /**

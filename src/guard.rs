@@ -45,6 +45,18 @@ impl<'a, C> PooledConnection<'a, C> {
         }
     }
 
+    /// The borrowed slot.
+    pub(crate) fn slot(&self) -> u32 {
+        self.handle.slot
+    }
+
+    /// Forgets the guard, keeping the borrow as its handle (the pool ends it).
+    pub(crate) fn into_handle(self) -> Handle {
+        let handle = self.handle;
+        std::mem::forget(self);
+        handle
+    }
+
     fn header(&self) -> &'a crate::slab::SlotHeader {
         self.pool
             .slab

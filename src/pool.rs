@@ -797,9 +797,10 @@ impl<C> PoolInner<C> {
         unsafe { *self.value_ptr(slot) = Some(conn) };
         let id = ConnectionId::new(self.next_sequence.fetch_add(1, Ordering::Relaxed), slot);
         header.conn_id.store(id.raw(), Ordering::Relaxed);
-        header
-            .created_at
-            .store(self.slab.now_nanos(), Ordering::Relaxed);
+        let now = self.slab.now_nanos();
+        header.created_at.store(now, Ordering::Relaxed);
+        // A new connection is as good as a just-checked one: idle from now.
+        header.note_idle_since(Slab::ms(now));
         // Release: whoever reads this pointer before owning the slot (a release, the
         // sweeper) then sees the partition's construction.
         header
@@ -1021,9 +1022,51 @@ impl<C> PoolInner<C> {
     }
 
     /// The fast path: no waiter ahead; this thread's last returned connection if it is
-    /// still idle (its own cache line only), else the user's lowest idle one.
+    /// still idle (its own cache line only), else the user's lowest idle one; with
+    /// validation on borrow, one that was idle too long is checked first.
     #[inline(always)]
     pub(crate) fn take_idle<'a>(
+        &'a self,
+        partition: &Partition,
+        affinity: Option<(u32, u64)>,
+        site: CallSite,
+    ) -> Option<PooledConnection<'a, C>> {
+        let conn = self.claim_idle(partition, affinity, site)?;
+        match self.tuning.validate_after_ms {
+            None => Some(conn),
+            Some(window) => self.validated(conn, window, partition, site),
+        }
+    }
+
+    /// Validation on borrow (see `PoolBuilder::validate_after`): hands out `conn` if it
+    /// was idle less than `window` ms (one compare) or passes the health check;
+    /// otherwise closes it as a health eviction and tries the user's next idle one.
+    #[inline]
+    fn validated<'a>(
+        &'a self,
+        mut conn: PooledConnection<'a, C>,
+        window: i32,
+        partition: &Partition,
+        site: CallSite,
+    ) -> Option<PooledConnection<'a, C>> {
+        loop {
+            if self.header(conn.slot()).owner_idle_ms() < window
+                || self.check_on_borrow(conn.slot(), conn.connection_id())
+            {
+                return Some(conn);
+            }
+            let handle = conn.into_handle();
+            if let Err(e) = self.take_back(handle, Eviction::Health) {
+                log::warn!("heliosdb-pool: closing a connection that failed validation: {e}");
+            }
+            self.want_replacement(partition);
+            conn = self.claim_idle(partition, None, site)?;
+        }
+    }
+
+    /// `take_idle` without validation: claim and stamp.
+    #[inline(always)]
+    fn claim_idle<'a>(
         &'a self,
         partition: &Partition,
         affinity: Option<(u32, u64)>,
@@ -1342,6 +1385,13 @@ impl<C> PoolInner<C> {
         let local = header.local.load(Ordering::Relaxed);
         let connection_id = header.conn_id.load(Ordering::Relaxed);
         let started_ms = header.owner_started_ms();
+        // Validation on borrow needs the time the connection becomes idle: written by
+        // the holder (the state still names its borrow) before the end CAS publishes it.
+        if self.tuning.validate_after_ms.is_some()
+            && header.load_state(Ordering::Relaxed).generation() == generation
+        {
+            header.note_idle_since(self.slab.now_ms());
+        }
         let ended = state::end_borrow(&header.state, generation).map_err(|_| self.stale(handle))?;
         if ended.has(flags::LEAK_ALERT) {
             self.note_leak_returned(connection_id, started_ms);

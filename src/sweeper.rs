@@ -465,6 +465,8 @@ impl<C: Send + 'static> PoolInner<C> {
         }
         let status = self.record_health(slot, track.conn_id, outcome, latency);
         let evict = status == HealthStatus::Unhealthy;
+        // Just checked: validation on borrow need not check it again soon.
+        header.note_idle_since(self.slab.now_ms());
         let Ok(ended) = state::end_check(&header.state, checking.generation(), evict) else {
             unreachable!("only the sweeper ends its own check");
         };
@@ -505,31 +507,6 @@ impl<C: Send + 'static> PoolInner<C> {
         if cause == Eviction::Age {
             self.want_replacement(partition);
         }
-    }
-
-    /// With a factory, an evicted connection is replaced (unless callers wait: then
-    /// `capacity_freed` has asked for them already).
-    fn want_replacement(&self, partition: &Partition) {
-        if self.hooks.factory.is_some() && partition.waiters.waiting() == 0 {
-            partition.factory_requests.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn record_health(
-        &self,
-        slot: u32,
-        conn_id: u64,
-        outcome: std::result::Result<(), String>,
-        latency: Duration,
-    ) -> HealthStatus {
-        let mut table = lock(&self.health);
-        let entry = &mut table[slot as usize];
-        if entry.as_ref().is_none_or(|(id, _)| *id != conn_id) {
-            *entry = Some((conn_id, HealthRecord::new()));
-        }
-        let (_, record) = entry.as_mut().expect("set above");
-        record.record(outcome, latency);
-        record.status(&self.tuning.health_policy)
     }
 
     /// Opens the connections waiters asked for, keeps `min_idle`, replaces evictions.
@@ -726,6 +703,58 @@ impl<C: Send + 'static> PoolInner<C> {
                 ))
             })
             .collect()
+    }
+}
+
+/// The parts of health and replacement that the acquire path uses too.
+impl<C> PoolInner<C> {
+    /// With a factory, an evicted connection is replaced (unless callers wait: then
+    /// `capacity_freed` has asked for them already).
+    pub(crate) fn want_replacement(&self, partition: &Partition) {
+        if self.hooks.factory.is_some() && partition.waiters.waiting() == 0 {
+            partition.factory_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Validation on borrow: runs the health check on the connection of `slot`, which
+    /// the caller has just borrowed (and holds), on the caller's thread; counts it and
+    /// records it like the sweeper's checks. Whether the connection passed.
+    #[cold]
+    pub(crate) fn check_on_borrow(&self, slot: u32, id: ConnectionId) -> bool {
+        let Some(hook) = &self.hooks.health_check else {
+            return true;
+        };
+        // SAFETY: the caller holds the slot's current borrow and does not use the
+        // connection during the check; nobody else touches an `InUse` value.
+        let conn = unsafe { self.value_ref(slot) };
+        let (outcome, latency) = run_health_check(&HookCheck { hook, conn });
+        self.counters.health_checks.fetch_add(1, Ordering::Relaxed);
+        let passed = outcome.is_ok();
+        if let Err(reason) = &outcome {
+            self.counters
+                .health_failures
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!("heliosdb-pool: closing connection {id}: failed validation on borrow: {reason}");
+        }
+        self.record_health(slot, id.raw(), outcome, latency);
+        passed
+    }
+
+    fn record_health(
+        &self,
+        slot: u32,
+        conn_id: u64,
+        outcome: std::result::Result<(), String>,
+        latency: Duration,
+    ) -> HealthStatus {
+        let mut table = lock(&self.health);
+        let entry = &mut table[slot as usize];
+        if entry.as_ref().is_none_or(|(id, _)| *id != conn_id) {
+            *entry = Some((conn_id, HealthRecord::new()));
+        }
+        let (_, record) = entry.as_mut().expect("set above");
+        record.record(outcome, latency);
+        record.status(&self.tuning.health_policy)
     }
 }
 

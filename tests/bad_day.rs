@@ -2,7 +2,7 @@
 //! hook between borrowers, failover (`evict_all`, `evict_user`), and thread names in
 //! `borrows()` and leak reports.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -738,4 +738,131 @@ fn discarding_an_aged_borrow_with_on_evict_reports_its_age() {
     assert_eq!(*causes.lock().unwrap(), [heliosdb_pool::Eviction::Age]);
     assert_eq!(fx.closes(), 1);
     assert_eq!(pool.stats().evictions.age, 1);
+}
+
+/// A pool that validates on borrow (checks count in `checks`), with three connections
+/// whose health the returned flags control; the sweeper's own health checks are an hour
+/// apart.
+#[allow(clippy::type_complexity)]
+fn validating_pool(
+    fx: &Fixture,
+    checks: &Arc<AtomicUsize>,
+) -> (
+    EnhancedConnectionPool<(Arc<AtomicBool>, Conn)>,
+    Vec<(heliosdb_pool::ConnectionId, Arc<AtomicBool>)>,
+) {
+    let counted = checks.clone();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        health_check_enabled: true,
+        health_check_interval_ms: 3_600_000,
+        ..quiet(8, 4)
+    })
+    .health_check(move |(alive, _): &(Arc<AtomicBool>, Conn)| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        if alive.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("server closed the connection".into())
+        }
+    })
+    .build()
+    .unwrap();
+    let conns = (0..3)
+        .map(|_| {
+            let alive = Arc::new(AtomicBool::new(true));
+            let id = pool
+                .add_connection_sync((alive.clone(), fx.conn()), "alice", md("alice"))
+                .unwrap();
+            (id, alive)
+        })
+        .collect();
+    (pool, conns)
+}
+
+/// Issue #9, item 3: a connection idle past the validation window is checked by the
+/// borrower; a dead one is closed (a health eviction) and never handed out.
+#[test]
+fn a_dead_idle_connection_is_never_handed_out() {
+    let fx = Fixture::default();
+    let checks = Arc::default();
+    let (pool, conns) = validating_pool(&fx, &checks);
+    conns[0].1.store(false, Ordering::SeqCst);
+    conns[1].1.store(false, Ordering::SeqCst);
+    pool.testing_advance_clock(Duration::from_millis(600)); // past the 500 ms default
+    let conn = pool.try_acquire("alice").unwrap();
+    assert_eq!(conn.connection_id(), conns[2].0, "the live one");
+    assert!(conn.0.load(Ordering::SeqCst));
+    drop(conn);
+    let stats = pool.stats();
+    assert_eq!((stats.evictions.health, stats.total_connections), (2, 1));
+    assert_eq!((stats.health_checks, stats.health_failures), (3, 2));
+    assert_eq!(fx.closes(), 2);
+    // All dead: nothing is handed out.
+    conns[2].1.store(false, Ordering::SeqCst);
+    pool.testing_advance_clock(Duration::from_millis(600));
+    assert!(matches!(
+        pool.try_acquire("alice"),
+        Err(Error::NoIdleConnection { .. })
+    ));
+    assert_eq!((pool.stats().evictions.health, fx.closes()), (3, 3));
+}
+
+/// A connection in steady use (idle less than the window) is never checked, however
+/// long each borrow is held; one idle past the window is checked once.
+#[test]
+fn a_busy_connection_is_not_checked() {
+    let fx = Fixture::default();
+    let checks = Arc::default();
+    let (pool, conns) = validating_pool(&fx, &checks);
+    for _ in 0..50 {
+        let conn = pool.try_acquire("alice").unwrap();
+        pool.testing_advance_clock(Duration::from_secs(2)); // a long borrow
+        drop(conn);
+        pool.testing_advance_clock(Duration::from_millis(100)); // a short idle time
+    }
+    assert_eq!(checks.load(Ordering::SeqCst), 0, "no check in steady use");
+    pool.testing_advance_clock(Duration::from_millis(500));
+    let conn = pool.try_acquire("alice").unwrap();
+    assert_eq!(
+        checks.load(Ordering::SeqCst),
+        1,
+        "idle past the window: checked"
+    );
+    assert!(conns.iter().any(|(id, _)| *id == conn.connection_id()));
+    drop(conn);
+    let again = pool.try_acquire("alice").unwrap();
+    assert_eq!(
+        checks.load(Ordering::SeqCst),
+        1,
+        "returned just now: not checked"
+    );
+    drop(again);
+    assert_eq!(pool.stats().evictions.health, 0);
+}
+
+/// `validate_after(Duration::MAX)` turns validation off; `ZERO` checks every borrow.
+#[test]
+fn validate_after_can_be_turned_off_or_made_strict() {
+    for (window, expected) in [(Duration::MAX, 0), (Duration::ZERO, 3)] {
+        let checks = Arc::new(AtomicUsize::new(0));
+        let counted = checks.clone();
+        let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+            health_check_enabled: true,
+            health_check_interval_ms: 3_600_000,
+            ..quiet(8, 4)
+        })
+        .health_check(move |_: &u32| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .validate_after(window)
+        .build()
+        .unwrap();
+        pool.add_connection_sync(7, "alice", md("alice")).unwrap();
+        pool.testing_advance_clock(Duration::from_secs(3_600));
+        for _ in 0..3 {
+            drop(pool.try_acquire("alice").unwrap());
+        }
+        assert_eq!(checks.load(Ordering::SeqCst), expected, "{window:?}");
+    }
 }

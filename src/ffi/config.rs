@@ -224,6 +224,14 @@ pub struct heliosdb_pool_config {
     /// Told of each connection the pool closed by itself (nullable); with it, idle and
     /// age eviction happen without `connect` too. See `heliosdb_evict_fn`.
     pub on_evict: heliosdb_evict_fn,
+    /// Validation on borrow: with a `health_check` callback and `health_check_enabled`,
+    /// a connection idle at least this long is checked by the acquiring thread before
+    /// it is handed out; one that fails is closed (counted as `evicted_health`, told to
+    /// `on_evict`, replaced by `connect`) and the next idle one is tried. Default 500;
+    /// 0 checks every borrow; `UINT64_MAX` (anything over 24 days) turns it off. A
+    /// connection in steady use pays one compare on acquire; with validation on, a
+    /// release also records its time (a coarse-clock read and a store).
+    pub validate_after_ms: u64,
 }
 
 /// The size of version 1 of `heliosdb_pool_config` (before `leak_critical_threshold_ms`).
@@ -274,6 +282,7 @@ impl heliosdb_pool_config {
             name: std::ptr::null(),
             reset: None,
             on_evict: None,
+            validate_after_ms: crate::builder::DEFAULT_VALIDATE_AFTER.as_millis() as u64,
         }
     }
 

@@ -299,7 +299,8 @@ fn build(
 ) -> Result<EnhancedConnectionPool<CConnection>> {
     let mut builder = EnhancedConnectionPool::builder(config.settings())
         .min_idle(config.min_idle)
-        .health_policy(config.health_policy());
+        .health_policy(config.health_policy())
+        .validate_after(Duration::from_millis(config.validate_after_ms));
     if let Some(critical) = config.critical_threshold() {
         builder = builder.leak_critical_threshold(critical);
     }

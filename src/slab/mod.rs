@@ -17,6 +17,9 @@
 //!   stamp's generation equal to the state's knows the fields belong to this borrow; it
 //!   re-reads the state afterwards and discards the read if the slot changed hands
 //!   (seqlock-style validation).
+//! - `released_ms` is written by the owner that makes the slot idle (a release, an add,
+//!   a health check) when validation on borrow is on, and read by the next borrower
+//!   after its claim.
 //! - `conn_id`, `created_at`, `partition`, `local`, `info` are written while the slot is
 //!   `Reserved` by whoever fills or empties it, and are read-only while it is occupied.
 
@@ -73,6 +76,9 @@ pub(crate) struct SlotHeader {
     /// (ms; `PooledConnection::expect_hold`): reset to 0 by each borrow before its
     /// stamp, written by the holder, read by the validated snapshot.
     hold_extension_ms: AtomicU32,
+    /// When the connection last became idle (ms since the epoch), kept only while
+    /// validation on borrow is on (`PoolBuilder::validate_after`).
+    released_ms: AtomicU32,
     // Second line: read when a borrow is reported or described.
     site: SiteCell,
     /// The connection's user and metadata; set while the slot is `Reserved`.
@@ -84,7 +90,7 @@ pub(crate) struct SlotHeader {
 
 // The hot path and the sweeper read one line per slot: the borrow's fields stay on it.
 #[cfg(not(loom))]
-const _: () = assert!(std::mem::offset_of!(SlotHeader, hold_extension_ms) + 4 <= 64);
+const _: () = assert!(std::mem::offset_of!(SlotHeader, released_ms) + 4 <= 64);
 
 impl SlotHeader {
     fn new(initial_generation: u64) -> Self {
@@ -101,6 +107,7 @@ impl SlotHeader {
             local: AtomicU32::new(0),
             release_marker: AtomicU32::new(0),
             hold_extension_ms: AtomicU32::new(0),
+            released_ms: AtomicU32::new(0),
             info: ArcSwapOption::empty(),
             baseline: AtomicU64::new(initial_generation),
         }
@@ -144,6 +151,22 @@ impl SlotHeader {
         fence(std::sync::atomic::Ordering::Release);
         self.hold_extension_ms
             .store(extension_ms, Ordering::Relaxed);
+    }
+
+    /// Records that the connection becomes idle at `now_ms`; called by the slot's owner
+    /// before it makes the slot idle (a store on the line it owns). The next borrower
+    /// reads it after its claim (Acquire), so it sees this value or a later one.
+    #[inline]
+    pub(crate) fn note_idle_since(&self, now_ms: u32) {
+        self.released_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// How long the current borrow's connection was idle before it (ms), read by the
+    /// borrower after its stamp; negative if the clock readings crossed.
+    #[inline]
+    pub(crate) fn owner_idle_ms(&self) -> i32 {
+        self.owner_started_ms()
+            .wrapping_sub(self.released_ms.load(Ordering::Relaxed)) as i32
     }
 
     /// A release that an owner of the pool's memory must wait for (the C ABI's
