@@ -325,7 +325,7 @@ static void version_two_structs(void) {
   CHECK(stats.evicted_discarded == 1 && stats.evicted_detached == 0);
   heliosdb_pool_free(pool);
 
-  cfg.struct_size = cfg_v2 + 4; /* (cfg_v2 + 8 is version 3) */
+  cfg.struct_size = cfg_v2 + 4; /* (cfg_v2 + 8 is version 3, + 16 version 4) */
   CHECK_STATUS(heliosdb_pool_config_validate(&cfg), HELIOSDB_ERR_UNSUPPORTED_VERSION);
 }
 
@@ -378,7 +378,149 @@ static void thread_names(void) {
   heliosdb_pool_free(pool);
 }
 
+/* A lease that declared a long hold is not reported within it; withdrawn, it is. The
+ * lease is checked like a release. */
+static void expect_hold(void) {
+  heliosdb_pool_config config = quiet_config();
+  config.leak_detection_enabled = true;
+  config.leak_detection_threshold_ms = 20;
+  heliosdb_pool *pool = NULL;
+  CHECK_OK(heliosdb_pool_new(&config, &pool));
+  add(pool, "alice");
+  heliosdb_lease lease;
+  CHECK_OK(HELIOSDB_POOL_ACQUIRE(pool, "alice", 0, &lease));
+  CHECK_OK(heliosdb_pool_expect_hold(pool, &lease, 3600u * 1000u));
+  sleep_ms(60);
+  heliosdb_leak_report reports[4];
+  size_t count = 9;
+  CHECK_OK(heliosdb_pool_leaks(pool, reports, 4, &count));
+  CHECK(count == 0);
+  CHECK_OK(heliosdb_pool_expect_hold(pool, &lease, 0)); /* withdrawn */
+  CHECK_OK(heliosdb_pool_leaks(pool, reports, 4, &count));
+  CHECK(count == 1 && reports[0].connection_id == lease.connection_id);
+
+  heliosdb_lease forged = lease;
+  forged.handle += 7;
+  CHECK(heliosdb_pool_expect_hold(pool, &forged, 1000) == HELIOSDB_ERR_STALE_HANDLE);
+  forged = lease;
+  forged.pool = NULL;
+  CHECK(heliosdb_pool_expect_hold(pool, &forged, 1000) == HELIOSDB_ERR_FOREIGN_HANDLE);
+  CHECK(heliosdb_pool_expect_hold(pool, NULL, 1000) == HELIOSDB_ERR_NULL_ARGUMENT);
+  CHECK(heliosdb_pool_expect_hold(NULL, &lease, 1000) == HELIOSDB_ERR_NULL_ARGUMENT);
+  CHECK_OK(heliosdb_pool_release(pool, &lease));
+  CHECK(heliosdb_pool_expect_hold(pool, &lease, 1000) == HELIOSDB_ERR_STALE_HANDLE);
+  heliosdb_pool_free(pool);
+}
+
+static atomic_int evictions;
+static uint64_t evicted_id;
+static heliosdb_pool *evicting_pool;
+
+static void on_evict(uint64_t connection_id, const char *user, const char *cause,
+                     void *user_data) {
+  (void)user_data;
+  CHECK(strcmp(user, "alice") == 0 && strcmp(cause, "idle") == 0);
+  CHECK(atomic_load(&closes) == atomic_load(&evictions) + 1); /* closed first */
+  evicted_id = connection_id;
+  add(evicting_pool, "alice"); /* the service's replacement */
+  atomic_fetch_add(&evictions, 1);
+}
+
+/* Without connect or on_evict, idle eviction closes nothing (nothing could replace the
+ * connection); with on_evict it does, and tells the callback, which adds a new one. A
+ * version-3 config (before on_evict) still works. */
+static void on_evict_and_idle_eviction(void) {
+  for (int with_hook = 0; with_hook < 2; with_hook++) {
+    atomic_store(&closes, 0);
+    heliosdb_pool_config config = quiet_config();
+    config.idle_timeout_ms = 20;
+    if (with_hook) config.on_evict = on_evict;
+    heliosdb_pool *pool = NULL;
+    CHECK_OK(heliosdb_pool_new(&config, &pool));
+    evicting_pool = pool;
+    uint64_t first = add(pool, "alice");
+    CHECK_OK(heliosdb_pool_sweep_now(pool)); /* seen idle from now */
+    sleep_ms(40);
+    CHECK_OK(heliosdb_pool_sweep_now(pool));
+    heliosdb_pool_stats s = stats_of(pool);
+    if (with_hook) {
+      CHECK(atomic_load(&evictions) == 1 && evicted_id == first);
+      CHECK(atomic_load(&closes) == 1 && s.evicted_idle == 1 && s.total_connections == 1);
+    } else {
+      CHECK(atomic_load(&closes) == 0 && s.evicted_idle == 0 && s.total_connections == 1);
+    }
+    heliosdb_pool_free(pool);
+  }
+
+  const size_t cfg_v3 = offsetof(heliosdb_pool_config, on_evict);
+  heliosdb_pool_config cfg;
+  memset(&cfg, 0x5a, sizeof cfg);
+  CHECK_OK(heliosdb_pool_config_init(&cfg, cfg_v3));
+  CHECK(cfg.struct_size == cfg_v3 && cfg.reset == NULL);
+  uintptr_t bits;
+  memcpy(&bits, (const char *)&cfg + cfg_v3, sizeof bits);
+  CHECK(bits == (uintptr_t)0x5a5a5a5a5a5a5a5aULL); /* nothing past version 3 */
+  cfg.close = close_conn;
+  cfg.user_data_free = NULL;
+  heliosdb_pool *pool = NULL;
+  CHECK_OK(heliosdb_pool_new(&cfg, &pool)); /* the garbage `on_evict` is never read */
+  add(pool, "alice");
+  heliosdb_pool_free(pool);
+  cfg.struct_size = cfg_v3 + 4;
+  CHECK_STATUS(heliosdb_pool_config_validate(&cfg), HELIOSDB_ERR_UNSUPPORTED_VERSION);
+}
+
+static atomic_int checks;
+
+/* Alive unless its session says 99 (the server closed it). */
+static bool check_conn(void *connection, void *user_data) {
+  (void)user_data;
+  atomic_fetch_add(&checks, 1);
+  return ((conn_t *)connection)->session != 99;
+}
+
+/* Validation on borrow: a dead idle connection is closed (evicted_health), never
+ * handed out; with the default 500 ms window a connection just released is not
+ * checked. */
+static void validate_on_borrow(void) {
+  heliosdb_pool_config config = quiet_config();
+  CHECK(config.validate_after_ms == 500);
+  config.health_check = check_conn;
+  config.health_check_enabled = true;
+  config.health_check_interval_ms = 3600u * 1000u;
+  config.max_per_user = 2;
+  heliosdb_pool *pool = NULL;
+  CHECK_OK(heliosdb_pool_new(&config, &pool));
+  add(pool, "alice");
+  heliosdb_lease lease;
+  for (int i = 0; i < 20; i++) { /* steady use: no check */
+    CHECK_OK(HELIOSDB_POOL_ACQUIRE(pool, "alice", 0, &lease));
+    CHECK_OK(heliosdb_pool_release(pool, &lease));
+  }
+  CHECK(atomic_load(&checks) == 0);
+  heliosdb_pool_free(pool);
+
+  atomic_store(&closes, 0);
+  config.validate_after_ms = 0; /* check every borrow */
+  CHECK_OK(heliosdb_pool_new(&config, &pool));
+  uint64_t dead = add(pool, "alice");
+  uint64_t live = add(pool, "alice");
+  CHECK_OK(HELIOSDB_POOL_ACQUIRE(pool, "alice", 0, &lease));
+  CHECK(lease.connection_id == dead);
+  ((conn_t *)lease.connection)->session = 99;
+  CHECK_OK(heliosdb_pool_release(pool, &lease));
+  CHECK_OK(HELIOSDB_POOL_ACQUIRE(pool, "alice", 0, &lease));
+  CHECK(lease.connection_id == live);
+  heliosdb_pool_stats s = stats_of(pool);
+  CHECK(s.evicted_health == 1 && s.health_failures == 1 && atomic_load(&closes) == 1);
+  CHECK_OK(heliosdb_pool_release(pool, &lease));
+  heliosdb_pool_free(pool);
+}
+
 int main(void) {
+  validate_on_borrow();
+  on_evict_and_idle_eviction();
+  expect_hold();
   thread_names();
   discard();
   reset();

@@ -531,6 +531,34 @@ void bad_day() {
     CHECK(pool.stats().evicted_failover == 2);
     CHECK(error_of([&] { pool.evict_user("nobody"); }) == heliosdb::errc::unknown_user);
   }
+  {
+    // A long operation declares its hold; an ended lease cannot.
+    heliosdb::Pool<Db> pool(small_config(8, 2));
+    pool.add_connection(std::make_unique<Db>("alice"), "alice");
+    heliosdb::Lease<Db> held = pool.acquire("alice", 1s);
+    held.expect_hold(std::chrono::hours(1));
+    held.expect_hold(std::chrono::duration<double>(0.5));
+    held.release();
+    CHECK(error_of([&] { held.expect_hold(1s); }) == heliosdb::errc::stale_handle);
+  }
+  {
+    // Without connect, idle eviction happens only with on_evict, which is told.
+    std::vector<std::string> told;
+    heliosdb::Hooks<Db> hooks;
+    hooks.on_evict = [&told](const heliosdb::Evicted &e) {
+      told.push_back(std::string(e.user) + ":" + std::string(e.cause));
+    };
+    heliosdb::Config config = small_config(8, 2);
+    CHECK(config.settings.validate_after_ms == 500);  // validation on borrow's window
+    config.settings.idle_timeout_ms = 20;
+    heliosdb::Pool<Db> pool(config, std::move(hooks));
+    const int was = alive();
+    pool.add_connection(std::make_unique<Db>("alice"), "alice");
+    pool.sweep_now();  // seen idle from now
+    std::this_thread::sleep_for(40ms);
+    pool.sweep_now();
+    CHECK(alive() == was && told.size() == 1 && told[0] == "alice:idle");
+  }
   CHECK(alive() == before);
 
   // The untyped pool's reset callback, on void*.

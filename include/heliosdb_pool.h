@@ -432,6 +432,27 @@ typedef void (*heliosdb_user_data_free_fn)(void *user_data);
 typedef bool (*heliosdb_reset_fn)(void *connection, void *user_data);
 
 /**
+ * Told of a connection the pool closed by itself (after its `close`): for its idle
+ * time (`cause` "idle"), its age ("age") or failed health checks ("health"), so the
+ * service can add a fresh one (`heliosdb_pool_add_connection` may be called from it).
+ * `connection_id` is the id `heliosdb_pool_add_connection` returned; `user` and
+ * `cause` are NUL-terminated and valid during the call.
+ *
+ * Setting it also lets the pool shrink by itself without `connect`: idle timeout and
+ * max age close a connection only when the pool has a `connect` callback or an
+ * `on_evict` callback. Without either, nothing could replace it, so nothing is closed
+ * for idle time or age (an idle connection past its age is logged once and kept).
+ *
+ * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), or, for a
+ * leased connection past its age, on the thread that releases it. Re-entrancy: as
+ * `heliosdb_leak_fn`. Must not unwind.
+ */
+typedef void (*heliosdb_evict_fn)(uint64_t connection_id,
+                                  const char *user,
+                                  const char *cause,
+                                  void *user_data);
+
+/**
  * Settings of a pool, and its callbacks.
  *
  * Always initialize it with `heliosdb_pool_config_init` (defaults) or a preset
@@ -557,6 +578,21 @@ typedef struct heliosdb_pool_config {
    * no reset, and release pays nothing for it). See `heliosdb_reset_fn`.
    */
   heliosdb_reset_fn reset;
+  /**
+   * Told of each connection the pool closed by itself (nullable); with it, idle and
+   * age eviction happen without `connect` too. See `heliosdb_evict_fn`.
+   */
+  heliosdb_evict_fn on_evict;
+  /**
+   * Validation on borrow: with a `health_check` callback and `health_check_enabled`,
+   * a connection idle at least this long is checked by the acquiring thread before
+   * it is handed out; one that fails is closed (counted as `evicted_health`, told to
+   * `on_evict`, replaced by `connect`) and the next idle one is tried. Default 500;
+   * 0 checks every borrow; `UINT64_MAX` (anything over 24 days) turns it off. A
+   * connection in steady use pays one compare on acquire; with validation on, a
+   * release also records its time (a coarse-clock read and a store).
+   */
+  uint64_t validate_after_ms;
 } heliosdb_pool_config;
 
 /**
@@ -1340,6 +1376,33 @@ heliosdb_status heliosdb_pool_release(struct heliosdb_pool *pool,
  */
 heliosdb_status heliosdb_pool_discard(struct heliosdb_pool *pool,
                                       const struct heliosdb_lease *lease);
+
+/**
+ * Declares that the borrow `lease` is expected to be held for `ms` milliseconds (a
+ * long-running operation): its leak alert, critical and reclaim points all move `ms`
+ * later, so it is neither reported nor reclaimed while within its declared time, and
+ * is reported as usual once past it. A later call replaces the declaration (0
+ * withdraws it); the next borrow of the connection starts with none. Values above
+ * `UINT32_MAX` are capped there (about 49 days). Leak reports still show the real age.
+ * Allocates nothing.
+ *
+ * Errors (each changes nothing): `HELIOSDB_ERR_FOREIGN_HANDLE` for a lease of another
+ * pool, `HELIOSDB_ERR_STALE_HANDLE` for a lease released already,
+ * `HELIOSDB_ERR_RECLAIMED` for a borrow reclaimed already, `HELIOSDB_ERR_NULL_ARGUMENT`.
+ *
+ * # Safety
+ *
+ * `pool` is NULL or live, or freed with this lease still out (as for
+ * `heliosdb_pool_release`); `lease` is NULL or readable, and the caller holds it: only
+ * the lease's holder may call this (a call racing the lease's release could mark the
+ * connection's next borrow).
+ *
+ * Thread-safety: callable from any thread that holds the lease, concurrently with any
+ * call.
+ */
+heliosdb_status heliosdb_pool_expect_hold(const struct heliosdb_pool *pool,
+                                          const struct heliosdb_lease *lease,
+                                          uint64_t ms);
 
 /**
  * Failover: takes every connection of the pool out of service, as after the database

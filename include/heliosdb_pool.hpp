@@ -708,6 +708,14 @@ struct ReportCollector {
 
 // ============================== configuration ==============================
 
+/// A connection the pool closed by itself (see heliosdb_evict_fn), as on_evict gets it:
+/// `user` and `cause` ("idle", "age", "health") are valid during the call only.
+struct Evicted {
+  ConnectionId connection_id = 0;
+  std::string_view user;
+  std::string_view cause;
+};
+
 /// The untyped pool's callbacks (Pool<void>), as C++ callables taking the connection
 /// as void*. Empty ones are not installed. A typed Pool<T> takes Hooks<T> instead.
 struct Callbacks {
@@ -726,10 +734,15 @@ struct Callbacks {
   /// Resets a released connection before its next borrower (see heliosdb_reset_fn):
   /// true to keep it, false (or an exception) to have it closed instead.
   std::function<bool(void *connection)> reset;
+  /// Told of each connection the pool closed by itself (idle, age, health), after its
+  /// close, so the service can add a fresh one; with it, idle and age eviction happen
+  /// without `connect` too (see heliosdb_evict_fn). An exception is swallowed.
+  std::function<void(const Evicted &evicted)> on_evict;
 
   /// Whether no callback is set.
   bool empty() const noexcept {
-    return !close && !health_check && !connect && !on_leak && !on_reclaim && !reset;
+    return !close && !health_check && !connect && !on_leak && !on_reclaim && !reset &&
+           !on_evict;
   }
 };
 
@@ -755,6 +768,11 @@ struct Hooks {
   /// evicted_reset_failed. Not run by Lease::discard. See heliosdb_reset_fn for what
   /// it may call.
   std::function<bool(T &connection)> reset;
+  /// Told of each connection the pool destroyed by itself (idle, age, health), after
+  /// its destruction, so the service can add a fresh one; with it, idle and age
+  /// eviction happen without `connect` too (see heliosdb_evict_fn). An exception is
+  /// swallowed.
+  std::function<void(const Evicted &evicted)> on_evict;
 };
 
 /// The untyped pool has no hooks: its callbacks live in Config::callbacks.
@@ -763,7 +781,7 @@ struct Hooks<void> {};
 
 /// Settings (the C struct, initialized by a preset) plus the untyped pool's callbacks.
 /// The C callback fields of `settings` (close, health_check, connect, on_leak,
-/// on_reclaim, reset, user_data, user_data_free) are replaced by the Pool constructor: use
+/// on_reclaim, reset, on_evict, user_data, user_data_free) are replaced by the Pool constructor: use
 /// `callbacks` (Pool<void>) or Hooks<T> (Pool<T>). `settings.name` is copied by the
 /// constructor. Plain data: copy it freely, share it read-only.
 struct Config {
@@ -890,6 +908,18 @@ class Lease {
     }
   }
 
+  /// Declares that this borrow is expected to be held for `d` (a long-running
+  /// operation): its leak alert, critical and reclaim points move `d` later, so it is
+  /// neither reported nor reclaimed within its declared time (heliosdb_pool_expect_hold).
+  /// A later call replaces the declaration. Throws Error (errc::reclaimed: reclaimed
+  /// already; errc::stale_handle: the lease is empty or ended).
+  void expect_hold(Duration d) {
+    if (pool_ == nullptr) {
+      detail::throw_error(errc::stale_handle, "expect_hold on an empty lease");
+    }
+    detail::check(heliosdb_pool_expect_hold(pool_, &lease_, d.milliseconds()));
+  }
+
   /// Gives up ownership: the caller must pass the returned lease (whole) to
   /// heliosdb_pool_release itself. The Lease is empty afterwards.
   heliosdb_lease detach() noexcept {
@@ -951,6 +981,7 @@ class Pool {
     settings.on_leak = nullptr;
     settings.on_reclaim = nullptr;
     settings.reset = nullptr;
+    settings.on_evict = nullptr;
     if constexpr (std::is_void_v<T>) {
       (void)hooks;
       box_ = std::make_shared<UntypedBox>(UntypedBox{config.callbacks});
@@ -1176,6 +1207,15 @@ class Pool {
     }
   }
 
+  static void tell_evicted(const std::function<void(const Evicted &)> &f, ConnectionId id,
+                           const char *user, const char *cause) noexcept {
+    try {
+      f(Evicted{id, user, cause});
+    } catch (...) {
+      // Never let an exception cross into the C library.
+    }
+  }
+
   void create(heliosdb_pool_config &settings) {
     // On failure the library does not take user_data: the caller's unique_ptr frees it.
     detail::check(heliosdb_pool_new(&settings, &pool_));
@@ -1244,6 +1284,11 @@ class Pool {
         }
       };
     }
+    if (cb.on_evict) {
+      s.on_evict = [](ConnectionId id, const char *user, const char *cause, void *user_data) {
+        tell_evicted(untyped(user_data)->callbacks.on_evict, id, user, cause);
+      };
+    }
   }
 
   static void install_typed(heliosdb_pool_config &s, Hooks<T> *hooks) {
@@ -1301,6 +1346,11 @@ class Pool {
         } catch (...) {
           return false;  // a reset that threw left the connection in an unknown state
         }
+      };
+    }
+    if (hooks->on_evict) {
+      s.on_evict = [](ConnectionId id, const char *user, const char *cause, void *user_data) {
+        tell_evicted(typed(user_data)->on_evict, id, user, cause);
       };
     }
   }

@@ -22,6 +22,8 @@ use crate::config::EnhancedPoolConfig;
 use crate::error::{Error, Result};
 use crate::health::HealthMonitorConfig;
 use crate::leak::{LeakReport, LeakThresholds};
+use crate::metadata::{ConnectionId, ConnectionMetadata};
+use crate::metrics::Eviction;
 use crate::pool::EnhancedConnectionPool;
 
 /// A health check: `Ok` if the connection is usable. Runs on the sweeper thread, on an
@@ -37,6 +39,27 @@ pub type ResetFn<C> = Box<dyn Fn(&mut C) -> std::result::Result<(), String> + Se
 /// A leak or reclaim callback. Runs on the sweeper thread; a panic is caught and logged.
 pub type ReportFn = Box<dyn Fn(&LeakReport) + Send + Sync>;
 
+/// The default of [`PoolBuilder::validate_after`] (HikariCP's).
+pub const DEFAULT_VALIDATE_AFTER: Duration = Duration::from_millis(500);
+
+/// An eviction hook; see [`PoolBuilder::on_evict`].
+pub type EvictFn = Box<dyn Fn(&Evicted<'_>) + Send + Sync>;
+
+/// What [`PoolBuilder::on_evict`] is told about a connection the pool closed by itself:
+/// which one, whose, why, and its metadata, so the service can open a replacement.
+/// Borrowed for the call: copy what you keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Evicted<'a> {
+    /// The connection (its id is never reused).
+    pub connection_id: ConnectionId,
+    /// The user it belonged to.
+    pub user: &'a str,
+    /// Why it was closed: [`Eviction::Idle`], [`Eviction::Age`] or [`Eviction::Health`].
+    pub cause: Eviction,
+    /// The metadata it was added with.
+    pub metadata: &'a ConnectionMetadata,
+}
+
 /// The user's hooks. All optional; all but `reset` run on the sweeper thread,
 /// concurrently with the pool's users, never on the acquire/release path. `reset` runs
 /// on the releasing thread (one branch on release when it is not set).
@@ -46,6 +69,7 @@ pub(crate) struct Hooks<C> {
     pub(crate) factory: Option<FactoryFn<C>>,
     pub(crate) on_leak: Option<ReportFn>,
     pub(crate) on_reclaim: Option<ReportFn>,
+    pub(crate) on_evict: Option<EvictFn>,
 }
 
 /// Settings beyond [`EnhancedPoolConfig`], with their defaults.
@@ -65,6 +89,9 @@ pub(crate) struct Tuning {
     pub(crate) health_policy: HealthMonitorConfig,
     /// The `pool` label of the Prometheus exposition.
     pub(crate) name: String,
+    /// Validation on borrow: a connection idle at least this long (ms) is checked by
+    /// the borrower first. `None`: no validation (no health check, or turned off).
+    pub(crate) validate_after_ms: Option<i32>,
 }
 
 /// Builds an [`EnhancedConnectionPool`] with hooks. Made by
@@ -126,6 +153,7 @@ pub struct PoolBuilder<C> {
     sweep_interval: Option<Duration>,
     health_policy: HealthMonitorConfig,
     name: String,
+    validate_after: Duration,
     hooks: Hooks<C>,
 }
 
@@ -139,12 +167,14 @@ impl<C: Send + 'static> PoolBuilder<C> {
             sweep_interval: None,
             health_policy: HealthMonitorConfig::default(),
             name: "default".to_string(),
+            validate_after: DEFAULT_VALIDATE_AFTER,
             hooks: Hooks {
                 health_check: None,
                 reset: None,
                 factory: None,
                 on_leak: None,
                 on_reclaim: None,
+                on_evict: None,
             },
         }
     }
@@ -202,6 +232,28 @@ impl<C: Send + 'static> PoolBuilder<C> {
         self
     }
 
+    /// Validation on borrow (as HikariCP's `aliveBypassWindowMs`): with a
+    /// [`health_check`](Self::health_check) and `health_check_enabled`, a connection
+    /// that has been idle for `window` or longer is checked by the borrower before it
+    /// is handed out. One that fails (or whose check panics) is closed, counted as a
+    /// health eviction (`evictions.health`, and told to `on_evict`; the factory, if
+    /// any, replaces it), and the next idle one is tried; if none is left the acquire
+    /// goes on as usual (waits, or fails with `NoIdleConnection`). A dead connection is
+    /// thus never handed out after sitting idle. Default 500 ms; `Duration::ZERO`
+    /// checks every borrow; `Duration::MAX` (anything over 24 days) turns it off.
+    ///
+    /// Cost: a connection in steady use (idle less than `window`) pays nothing but one
+    /// compare on acquire; with validation on, a release also records its time (one
+    /// coarse-clock read, one store on the slot's own line). Without a health check,
+    /// or turned off, acquire and release each pay one predictable branch. The check
+    /// runs on the acquiring thread (inside `acquire().await`'s poll for async
+    /// callers), so it should be quick. A connection handed to a caller that was
+    /// waiting was released for it just then, and is not checked.
+    pub fn validate_after(mut self, window: Duration) -> Self {
+        self.validate_after = window;
+        self
+    }
+
     /// Resets each connection its holder gives back, before the next borrower can have
     /// it: `Ok` keeps it, `Err(reason)` (or a panic, caught) closes it instead, counted
     /// as `evictions.reset_failed` (Prometheus `cause="reset_failed"`), and a caller
@@ -233,6 +285,28 @@ impl<C: Send + 'static> PoolBuilder<C> {
         factory: impl Fn(&str) -> std::result::Result<C, String> + Send + Sync + 'static,
     ) -> Self {
         self.hooks.factory = Some(Box::new(factory));
+        self
+    }
+
+    /// Told of every connection the pool closes by itself for its idle time, its age or
+    /// its health ([`Evicted`]: connection id, user, cause, metadata), after the
+    /// connection is closed and its place freed, so the service can add a fresh one
+    /// (`add_connection` works from inside the hook).
+    ///
+    /// Setting it also lets the pool shrink by itself without a factory. **The rule:**
+    /// idle timeout and max age close a connection only when the pool can refill it (a
+    /// [`connection_factory`](Self::connection_factory)) or tell someone who can (this
+    /// hook). Without either, nothing could replace it, so an idle connection past
+    /// `idle_timeout_ms` stays, one past `max_connection_age_ms` stays too and is logged
+    /// once (warn), and a borrowed one past its age is not closed on return: a pool fed
+    /// only by `add_connection` keeps serving with the default config. Health evictions
+    /// happen either way (a dead connection serves no one).
+    ///
+    /// Threading: runs on the sweeper thread (or the caller of `sweep_now`), or, for a
+    /// borrowed connection past its age, on the thread that returns it; concurrently
+    /// with the pool's users. A panic is caught and logged. It should be quick.
+    pub fn on_evict(mut self, callback: impl Fn(&Evicted<'_>) + Send + Sync + 'static) -> Self {
+        self.hooks.on_evict = Some(Box::new(callback));
         self
     }
 
@@ -285,6 +359,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
             return Err(Error::invalid_config("sweep_interval", "must be non-zero"));
         }
         self.health_policy.validate()?;
+        let validating = self.hooks.health_check.is_some() && self.config.health_check_enabled;
         let tuning = Tuning {
             leak_thresholds: LeakThresholds { alert, critical },
             min_idle: self.min_idle,
@@ -292,6 +367,9 @@ impl<C: Send + 'static> PoolBuilder<C> {
             sweep_interval: self.sweep_interval,
             health_policy: self.health_policy,
             name: self.name,
+            validate_after_ms: i32::try_from(self.validate_after.as_millis())
+                .ok()
+                .filter(|_| validating),
         };
         Ok(EnhancedConnectionPool::from_parts(
             self.config,

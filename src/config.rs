@@ -69,10 +69,13 @@ pub struct EnhancedPoolConfig {
     /// How long `acquire` waits for a connection before it fails with
     /// [`Error::Timeout`]. Zero means do not wait.
     pub acquire_timeout_ms: u64,
-    /// An idle connection unused this long is closed by the sweeper (0: never).
+    /// An idle connection unused this long is closed by the sweeper (0: never), if the
+    /// pool can refill it: only with a connection factory or an `on_evict` hook (see
+    /// [`PoolBuilder::on_evict`](crate::PoolBuilder::on_evict)); otherwise it stays.
     pub idle_timeout_ms: u64,
     /// A connection older than this is closed: by the sweeper when idle, on return when
-    /// borrowed (0: never).
+    /// borrowed (0: never); as `idle_timeout_ms`, only with a factory or an `on_evict`
+    /// hook, otherwise it is kept (and logged once).
     pub max_connection_age_ms: u64,
     /// Whether the sweeper health-checks idle connections.
     pub health_check_enabled: bool,

@@ -45,6 +45,18 @@ impl<'a, C> PooledConnection<'a, C> {
         }
     }
 
+    /// The borrowed slot.
+    pub(crate) fn slot(&self) -> u32 {
+        self.handle.slot
+    }
+
+    /// Forgets the guard, keeping the borrow as its handle (the pool ends it).
+    pub(crate) fn into_handle(self) -> Handle {
+        let handle = self.handle;
+        std::mem::forget(self);
+        handle
+    }
+
     fn header(&self) -> &'a crate::slab::SlotHeader {
         self.pool
             .slab
@@ -66,6 +78,26 @@ impl<'a, C> PooledConnection<'a, C> {
     pub fn held_for(&self) -> Duration {
         let started = self.header().owner_started_ms();
         crate::slab::Slab::since(started, self.pool.slab.now_ms())
+    }
+
+    /// Declares that this borrow is expected to be held for `d` (a migration, a long
+    /// report): its leak Alert, Critical and reclaim points all move `d` later (the
+    /// sweeper compares the borrow's age less `d` with the thresholds), so a long
+    /// operation is neither reported nor reclaimed while within its declared time, and
+    /// is reported as usual once past it. This is the design guide's "mark long-running
+    /// operations explicitly" (Pattern 4), without a separate tracker.
+    ///
+    /// A later call replaces the declaration (it is not added to it); `Duration::ZERO`
+    /// withdraws it. It applies to this borrow only: the next borrow of the connection
+    /// starts with none. Reports and [`held_for`](Self::held_for) still show the real
+    /// age. Durations beyond `u32::MAX` ms (about 49 days) are capped there. A level
+    /// already reported stays reported.
+    ///
+    /// Ownership and threading: the holder's own call, through the guard (any thread
+    /// the guard is on); one relaxed store on the slot's header after a fence, no
+    /// lock, no allocation.
+    pub fn expect_hold(&self, d: Duration) {
+        self.pool.set_hold_extension(self.handle.slot, d);
     }
 
     /// Where in the source this borrow was taken.

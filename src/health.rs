@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::error::{Error, Result};
-use crate::leak::{LeakDetector, ResourceId};
+use crate::leak::{LeakView, ResourceId};
 
 /// Name of the monitor's background thread.
 const THREAD_NAME: &str = "heliosdb-health";
@@ -302,7 +302,7 @@ struct Monitored {
 /// State shared with the background thread.
 struct Shared {
     config: HealthMonitorConfig,
-    leak_detector: Arc<LeakDetector>,
+    leak_detector: Arc<dyn LeakView>,
     connections: RwLock<HashMap<String, Arc<Monitored>>>,
 }
 
@@ -400,13 +400,17 @@ impl fmt::Debug for EnhancedHealthMonitor {
 
 impl EnhancedHealthMonitor {
     /// A monitor with `config` that asks `leak_detector` whether a connection is leaked
-    /// (by its connection id as [`ResourceId`]). Starts no thread.
+    /// (by its connection id as [`ResourceId`]). Starts no thread. The detector is a
+    /// standalone [`LeakDetector`](crate::LeakDetector) or the pool's view
+    /// (`Arc::new(pool.leak_detector.clone())`, for connections monitored under their
+    /// pool [`ConnectionId`](crate::ConnectionId)): anything that is a [`LeakView`]
+    /// (taken generically, so `Arc::clone(&detector)` of either kind needs no cast).
     ///
     /// # Panics
     ///
     /// If `config` is invalid, with the validation message; see
     /// [`EnhancedHealthMonitor::try_new`].
-    pub fn new(config: HealthMonitorConfig, leak_detector: Arc<LeakDetector>) -> Self {
+    pub fn new(config: HealthMonitorConfig, leak_detector: Arc<impl LeakView + 'static>) -> Self {
         Self::try_new(config, leak_detector).unwrap_or_else(|e| panic!("{e}"))
     }
 
@@ -415,7 +419,10 @@ impl EnhancedHealthMonitor {
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] when `config` is invalid.
-    pub fn try_new(config: HealthMonitorConfig, leak_detector: Arc<LeakDetector>) -> Result<Self> {
+    pub fn try_new(
+        config: HealthMonitorConfig,
+        leak_detector: Arc<impl LeakView + 'static>,
+    ) -> Result<Self> {
         config.validate()?;
         Ok(EnhancedHealthMonitor {
             shared: Arc::new(Shared {

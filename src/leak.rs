@@ -70,6 +70,25 @@ impl fmt::Display for ResourceId {
     }
 }
 
+/// What [`EnhancedHealthMonitor`](crate::EnhancedHealthMonitor) asks a leak
+/// detector: whether a resource is held past its alert threshold now. Implemented by the
+/// standalone [`LeakDetector`] (tracked resources) and by the pool's leak view,
+/// [`PoolLeakDetector`](crate::PoolLeakDetector) (`pool.leak_detector`: borrows of the
+/// pool's connections, by connection id), so a monitor can be given either.
+///
+/// Threading: called from the monitor's background thread and from its callers'
+/// threads, hence `Send + Sync`; it must not block for long.
+pub trait LeakView: Send + Sync {
+    /// Whether `id` is held past its alert threshold now.
+    fn is_leaked(&self, id: &ResourceId) -> bool;
+}
+
+impl LeakView for LeakDetector {
+    fn is_leaked(&self, id: &ResourceId) -> bool {
+        LeakDetector::is_leaked(self, id)
+    }
+}
+
 /// What kind of resource is tracked; shown in reports.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ResourceType {
@@ -533,7 +552,7 @@ impl LeakDetector {
     }
 
     /// Whether `id` is tracked and has been held at least the alert threshold, whether or
-    /// not [`LeakDetector::check_leaks`] has reported it yet.
+    /// not [`LeakDetector::check_leaks`] has reported it yet. (Also [`LeakView::is_leaked`].)
     pub fn is_leaked(&self, id: &ResourceId) -> bool {
         self.shard(id)
             .get(id)

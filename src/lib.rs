@@ -53,7 +53,7 @@ full_crate! {
     mod wait;
 
     pub use acquire::Acquire;
-    pub use builder::PoolBuilder;
+    pub use builder::{Evicted, PoolBuilder};
     pub use config::EnhancedPoolConfig;
     pub use error::{Error, Result, Status};
     pub use guard::{PooledConnection, RawHandle};
@@ -61,11 +61,11 @@ full_crate! {
         ConnectionHealth, EnhancedHealthMonitor, HealthCheck, HealthMonitorConfig, HealthStatus,
     };
     pub use leak::{
-        LeakDetector, LeakDetectorConfig, LeakLevel, LeakReport, ResourceGuard, ResourceId,
-        ResourceInfo, ResourceType,
+        LeakDetector, LeakDetectorConfig, LeakLevel, LeakReport, LeakView, ResourceGuard,
+        ResourceId, ResourceInfo, ResourceType,
     };
     pub use metadata::{ConnectionId, ConnectionMetadata};
-    pub use metrics::{BorrowInfo, Evictions, LeakStats, PoolStats, SweepStats, UserStats};
+    pub use metrics::{BorrowInfo, Eviction, Evictions, LeakStats, PoolStats, SweepStats, UserStats};
     pub use pool::{EnhancedConnectionPool, Removal};
     pub use pool_leaks::PoolLeakDetector;
     pub use slab::{CSite, CallSite};

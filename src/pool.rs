@@ -408,6 +408,23 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
         self.inner.end_raw(raw, PoolInner::discard)
     }
 
+    /// [`PooledConnection::expect_hold`] for a borrow held as a [`RawHandle`] (the C
+    /// ABI's `heliosdb_pool_expect_hold`): the borrow's leak levels and reclaim move `d`
+    /// later. Changes nothing on error.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::StaleHandle`] if the handle is not the current borrow of its slot;
+    /// [`Error::Reclaimed`] if the borrow was reclaimed already (too late to declare).
+    ///
+    /// Only the handle's holder may call it (from any thread): the check and the store
+    /// are two steps, so a call racing the borrow's release could mark the next borrow.
+    pub fn expect_hold_raw_handle(&self, raw: RawHandle, d: Duration) -> Result<()> {
+        let slot = self.inner.check_raw(raw)?;
+        self.inner.set_hold_extension(slot, d);
+        Ok(())
+    }
+
     /// Runs `f` on the connection of a live raw handle.
     ///
     /// # Errors
@@ -780,9 +797,10 @@ impl<C> PoolInner<C> {
         unsafe { *self.value_ptr(slot) = Some(conn) };
         let id = ConnectionId::new(self.next_sequence.fetch_add(1, Ordering::Relaxed), slot);
         header.conn_id.store(id.raw(), Ordering::Relaxed);
-        header
-            .created_at
-            .store(self.slab.now_nanos(), Ordering::Relaxed);
+        let now = self.slab.now_nanos();
+        header.created_at.store(now, Ordering::Relaxed);
+        // A new connection is as good as a just-checked one: idle from now.
+        header.note_idle_since(Slab::ms(now));
         // Release: whoever reads this pointer before owning the slot (a release, the
         // sweeper) then sees the partition's construction.
         header
@@ -916,6 +934,16 @@ impl<C> PoolInner<C> {
         cause: Option<Eviction>,
     ) -> Option<C> {
         let header = self.header(slot);
+        // What `on_evict` is told, read before the slot is emptied.
+        let evicted = match (cause, &self.hooks.on_evict) {
+            (Some(cause @ (Eviction::Idle | Eviction::Age | Eviction::Health)), Some(_)) => {
+                header
+                    .info
+                    .load_full()
+                    .map(|info| (cause, info, header.conn_id.load(Ordering::Relaxed)))
+            }
+            _ => None,
+        };
         // SAFETY: the slot is `Reserved` by the caller, who owns it.
         let conn = unsafe { (*self.value_ptr(slot)).take() };
         header.info.store(None);
@@ -937,7 +965,37 @@ impl<C> PoolInner<C> {
             self.counters.evicted(cause);
         }
         self.capacity_freed(partition);
+        if let Some((cause, info, id)) = evicted {
+            // Closed first, then reported: the hook may add its replacement.
+            drop(conn);
+            self.report_eviction(cause, &info, id);
+            return None;
+        }
         conn
+    }
+
+    /// Runs `on_evict` for a connection the pool closed by itself; a panic is caught.
+    #[cold]
+    fn report_eviction(&self, cause: Eviction, info: &SlotInfo, connection_id: u64) {
+        let Some(hook) = &self.hooks.on_evict else {
+            return;
+        };
+        let evicted = crate::builder::Evicted {
+            connection_id: ConnectionId::from_raw(connection_id),
+            user: &info.user,
+            cause,
+            metadata: &info.metadata,
+        };
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(&evicted))).is_err() {
+            log::error!("heliosdb-pool: the on_evict callback panicked; the pool goes on");
+        }
+    }
+
+    /// Whether the pool may close connections by itself for idle time or age: only if
+    /// it can refill them (a factory) or tell someone who can (`on_evict`). See
+    /// [`PoolBuilder::on_evict`].
+    pub(crate) fn may_shrink(&self) -> bool {
+        self.hooks.factory.is_some() || self.hooks.on_evict.is_some()
     }
 
     /// A place was freed (in the user's partition, the pool, or both): callers waiting
@@ -964,9 +1022,51 @@ impl<C> PoolInner<C> {
     }
 
     /// The fast path: no waiter ahead; this thread's last returned connection if it is
-    /// still idle (its own cache line only), else the user's lowest idle one.
+    /// still idle (its own cache line only), else the user's lowest idle one; with
+    /// validation on borrow, one that was idle too long is checked first.
     #[inline(always)]
     pub(crate) fn take_idle<'a>(
+        &'a self,
+        partition: &Partition,
+        affinity: Option<(u32, u64)>,
+        site: CallSite,
+    ) -> Option<PooledConnection<'a, C>> {
+        let conn = self.claim_idle(partition, affinity, site)?;
+        match self.tuning.validate_after_ms {
+            None => Some(conn),
+            Some(window) => self.validated(conn, window, partition, site),
+        }
+    }
+
+    /// Validation on borrow (see `PoolBuilder::validate_after`): hands out `conn` if it
+    /// was idle less than `window` ms (one compare) or passes the health check;
+    /// otherwise closes it as a health eviction and tries the user's next idle one.
+    #[inline]
+    fn validated<'a>(
+        &'a self,
+        mut conn: PooledConnection<'a, C>,
+        window: i32,
+        partition: &Partition,
+        site: CallSite,
+    ) -> Option<PooledConnection<'a, C>> {
+        loop {
+            if self.header(conn.slot()).owner_idle_ms() < window
+                || self.check_on_borrow(conn.slot(), conn.connection_id())
+            {
+                return Some(conn);
+            }
+            let handle = conn.into_handle();
+            if let Err(e) = self.take_back(handle, Eviction::Health) {
+                log::warn!("heliosdb-pool: closing a connection that failed validation: {e}");
+            }
+            self.want_replacement(partition);
+            conn = self.claim_idle(partition, None, site)?;
+        }
+    }
+
+    /// `take_idle` without validation: claim and stamp.
+    #[inline(always)]
+    fn claim_idle<'a>(
         &'a self,
         partition: &Partition,
         affinity: Option<(u32, u64)>,
@@ -1003,6 +1103,12 @@ impl<C> PoolInner<C> {
         if let Err(e) = self.end(handle) {
             log::error!("heliosdb-pool: returning a slot claimed by a stale affinity entry: {e}");
         }
+    }
+
+    /// Records the hold the current borrow of `slot` declared; the holder's call.
+    pub(crate) fn set_hold_extension(&self, slot: u32, d: Duration) {
+        let ms = u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+        self.header(slot).set_hold_extension(ms);
     }
 
     /// Stamps a borrow the caller has just claimed and wraps it in a guard.
@@ -1279,6 +1385,13 @@ impl<C> PoolInner<C> {
         let local = header.local.load(Ordering::Relaxed);
         let connection_id = header.conn_id.load(Ordering::Relaxed);
         let started_ms = header.owner_started_ms();
+        // Validation on borrow needs the time the connection becomes idle: written by
+        // the holder (the state still names its borrow) before the end CAS publishes it.
+        if self.tuning.validate_after_ms.is_some()
+            && header.load_state(Ordering::Relaxed).generation() == generation
+        {
+            header.note_idle_since(self.slab.now_ms());
+        }
         let ended = state::end_borrow(&header.state, generation).map_err(|_| self.stale(handle))?;
         if ended.has(flags::LEAK_ALERT) {
             self.note_leak_returned(connection_id, started_ms);
@@ -1325,6 +1438,7 @@ impl<C> PoolInner<C> {
     /// Takes a borrowed connection out of the pool for good.
     pub(crate) fn detach(&self, handle: Handle) -> Result<C> {
         self.take_back(handle, Eviction::Detached)
+            .map(|conn| conn.expect("a detached connection is returned, never closed"))
     }
 
     /// Ends a borrow by closing its connection instead of returning it.
@@ -1337,8 +1451,10 @@ impl<C> PoolInner<C> {
     /// discard, a failed reset): one CAS from `InUse` at the handle's generation to
     /// `Reserved`, then `retire`, which counts `cause` and asks the factory for anyone
     /// waiting. A reclaimed borrow is ended as its release would (closed, counted as
-    /// reclaimed) and reported as [`Error::Reclaimed`].
-    fn take_back(&self, handle: Handle, cause: Eviction) -> Result<C> {
+    /// reclaimed) and reported as [`Error::Reclaimed`]. The connection, unless `retire`
+    /// closed it already (to report it to `on_evict`: a borrow that was marked to close
+    /// for its age, say); a detach always gets it.
+    fn take_back(&self, handle: Handle, cause: Eviction) -> Result<Option<C>> {
         let header = self
             .slab
             .get(handle.slot)
@@ -1378,9 +1494,7 @@ impl<C> PoolInner<C> {
         };
         let partition = self.partition_of(header);
         let local = header.local.load(Ordering::Relaxed);
-        Ok(self
-            .retire(partition, local, handle.slot, true, Some(cause))
-            .expect("a borrowed slot holds a connection"))
+        Ok(self.retire(partition, local, handle.slot, true, Some(cause)))
     }
 
     /// See [`EnhancedConnectionPool::testing_advance_generation`].

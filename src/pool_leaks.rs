@@ -7,7 +7,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::leak::{LeakReport, LeakThresholds};
+use crate::leak::{LeakReport, LeakThresholds, LeakView, ResourceId};
+use crate::metadata::ConnectionId;
 use crate::metrics::LeakStats;
 use crate::pool::PoolInner;
 
@@ -16,6 +17,7 @@ trait LeakSource: Send + Sync {
     fn check_leaks(&self) -> Vec<LeakReport>;
     fn stats(&self) -> LeakStats;
     fn thresholds(&self) -> LeakThresholds;
+    fn is_leaked(&self, id: ConnectionId) -> bool;
 }
 
 impl<C: Send + 'static> LeakSource for PoolInner<C> {
@@ -28,6 +30,9 @@ impl<C: Send + 'static> LeakSource for PoolInner<C> {
     }
     fn thresholds(&self) -> LeakThresholds {
         self.tuning.leak_thresholds
+    }
+    fn is_leaked(&self, id: ConnectionId) -> bool {
+        PoolInner::is_leaked(self, id)
     }
 }
 
@@ -58,6 +63,28 @@ impl PoolLeakDetector {
     /// The alert and critical thresholds in force.
     pub fn thresholds(&self) -> LeakThresholds {
         self.source.thresholds()
+    }
+
+    /// Whether the connection `id` is borrowed now and held past its alert threshold
+    /// (moved later by any hold its holder declared with
+    /// [`PooledConnection::expect_hold`](crate::PooledConnection::expect_hold)). Always
+    /// false with `leak_detection_enabled: false`. One slot read; no lock, no allocation.
+    pub fn is_leaked(&self, id: ConnectionId) -> bool {
+        self.source.is_leaked(id)
+    }
+}
+
+/// The pool's view answers for [`ResourceId`]s that print a [`ConnectionId`] (as the
+/// pool's leak reports and `EnhancedHealthMonitor` ids do): give
+/// `Arc::new(pool.leak_detector.clone())` to
+/// [`EnhancedHealthMonitor::new`](crate::EnhancedHealthMonitor::new) and a monitored
+/// connection's `is_leaked` says whether the pool sees it held past its threshold. Any
+/// other id is not leaked.
+impl LeakView for PoolLeakDetector {
+    fn is_leaked(&self, id: &ResourceId) -> bool {
+        id.as_str()
+            .parse::<u64>()
+            .is_ok_and(|raw| self.source.is_leaked(ConnectionId::from_raw(raw)))
     }
 }
 

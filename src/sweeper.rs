@@ -10,7 +10,9 @@
 //!    closed only when the holder returns it (or at pool drop), never under its feet.
 //! 3. **Lifetime.** An idle connection past `max_connection_age_ms` (less its jitter) or
 //!    idle past `idle_timeout_ms` (above `min_idle`) is claimed like a borrow and closed;
-//!    a borrowed one past its age is marked to close on return.
+//!    a borrowed one past its age is marked to close on return. Only when the pool can
+//!    refill (a factory) or tell someone who can (`on_evict`); otherwise nothing is
+//!    closed for idle time or age (an expired idle connection is logged once).
 //! 4. **Health.** An idle connection not checked for `health_check_interval_ms` is
 //!    claimed (state `Checking`), checked outside any lock, then returned or evicted.
 //! 5. **Refill.** With a factory: connections waiters asked for, `min_idle`, and
@@ -55,6 +57,8 @@ struct SlotTrack {
     /// While idle at `seen_generation`, nothing is due before this (ms since the slab
     /// epoch): most idle slots cost a pass one comparison.
     due_ms: u32,
+    /// Past its age but kept (the pool cannot shrink by itself), and said so once.
+    kept_past_age: bool,
 }
 
 /// Whether wrapping time `at` has come by `now` (times within 2^31 ms of each other).
@@ -288,6 +292,7 @@ impl<C: Send + 'static> PoolInner<C> {
             checked_ms: now,
             expires_ms,
             due_ms: now,
+            kept_past_age: false,
         };
         track.due_ms = self.next_due(&track, now);
         track
@@ -304,8 +309,9 @@ impl<C: Send + 'static> PoolInner<C> {
         let c = &self.config;
         let after = |since: u32, ms: u64| since.wrapping_add(ms.min(FAR) as u32);
         let candidates = [
-            track.expires_ms,
-            (c.idle_timeout_ms > 0).then(|| after(track.idle_since_ms, c.idle_timeout_ms)),
+            track.expires_ms.filter(|_| !track.kept_past_age),
+            (c.idle_timeout_ms > 0 && self.may_shrink())
+                .then(|| after(track.idle_since_ms, c.idle_timeout_ms)),
             (c.health_check_enabled && self.hooks.health_check.is_some())
                 .then(|| after(track.checked_ms, c.health_check_interval_ms)),
         ];
@@ -320,7 +326,7 @@ impl<C: Send + 'static> PoolInner<C> {
 
     /// A borrowed slot: leak levels, reclaim, age.
     fn tend_borrow(&self, header: &SlotHeader, state: SlotState, track: &SlotTrack, now: u32) {
-        if Self::expired(track, now) && !state.has(flags::AGED) {
+        if Self::expired(track, now) && !state.has(flags::AGED) && self.may_shrink() {
             // Never taken from its holder: closed when returned. Losing the race to a
             // release or a leak flag is fine: the next pass looks again.
             let _ = state::try_flag(&header.state, state, flags::AGED);
@@ -331,8 +337,8 @@ impl<C: Send + 'static> PoolInner<C> {
         let Some(borrow) = header.borrow_snapshot() else {
             return;
         };
-        let age = Slab::since(borrow.started_ms, now);
-        let Some(level) = self.tuning.leak_thresholds.level(age) else {
+        let age = borrow.age(now);
+        let Some(level) = self.tuning.leak_thresholds.level(borrow.leak_age(now)) else {
             return;
         };
         let flag = match level {
@@ -410,11 +416,24 @@ impl<C: Send + 'static> PoolInner<C> {
             return;
         };
         if Self::expired(track, now) {
-            self.evict_idle(slot, header, state, partition, Eviction::Age);
-            return;
+            if self.may_shrink() {
+                self.evict_idle(slot, header, state, partition, Eviction::Age);
+                return;
+            }
+            if !track.kept_past_age {
+                track.kept_past_age = true;
+                track.due_ms = self.next_due(track, now);
+                log::warn!(
+                    "heliosdb-pool: connection {} of {:?} is past max_connection_age_ms but kept: \
+                     without a connection factory or an on_evict hook nothing could replace it",
+                    track.conn_id,
+                    partition.user
+                );
+            }
         }
         let idle_timeout = self.config.idle_timeout_ms;
         if idle_timeout > 0
+            && self.may_shrink()
             && u64::from(now.wrapping_sub(track.idle_since_ms)) >= idle_timeout
             && partition.idle_count(&self.slab) > self.tuning.min_idle
         {
@@ -446,6 +465,8 @@ impl<C: Send + 'static> PoolInner<C> {
         }
         let status = self.record_health(slot, track.conn_id, outcome, latency);
         let evict = status == HealthStatus::Unhealthy;
+        // Just checked: validation on borrow need not check it again soon.
+        header.note_idle_since(self.slab.now_ms());
         let Ok(ended) = state::end_check(&header.state, checking.generation(), evict) else {
             unreachable!("only the sweeper ends its own check");
         };
@@ -486,31 +507,6 @@ impl<C: Send + 'static> PoolInner<C> {
         if cause == Eviction::Age {
             self.want_replacement(partition);
         }
-    }
-
-    /// With a factory, an evicted connection is replaced (unless callers wait: then
-    /// `capacity_freed` has asked for them already).
-    fn want_replacement(&self, partition: &Partition) {
-        if self.hooks.factory.is_some() && partition.waiters.waiting() == 0 {
-            partition.factory_requests.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn record_health(
-        &self,
-        slot: u32,
-        conn_id: u64,
-        outcome: std::result::Result<(), String>,
-        latency: Duration,
-    ) -> HealthStatus {
-        let mut table = lock(&self.health);
-        let entry = &mut table[slot as usize];
-        if entry.as_ref().is_none_or(|(id, _)| *id != conn_id) {
-            *entry = Some((conn_id, HealthRecord::new()));
-        }
-        let (_, record) = entry.as_mut().expect("set above");
-        record.record(outcome, latency);
-        record.status(&self.tuning.health_policy)
     }
 
     /// Opens the connections waiters asked for, keeps `min_idle`, replaces evictions.
@@ -644,17 +640,44 @@ impl<C: Send + 'static> PoolInner<C> {
 
     /// Every current borrow at or past the alert threshold, as reports (no side
     /// effects: nothing is flagged or counted).
+    /// With `leak_detection_enabled: false`, none.
     pub(crate) fn current_leaks(&self) -> Vec<LeakReport> {
+        if !self.config.leak_detection_enabled {
+            return Vec::new();
+        }
         let now = self.slab.now_ms();
         self.slab
             .iter()
             .filter_map(|(_, header)| {
                 let borrow = header.borrow_snapshot()?;
-                let age = Slab::since(borrow.started_ms, now);
-                let level = self.tuning.leak_thresholds.level(age)?;
-                self.leak_report(header, &borrow, age, level)
+                let level = self.tuning.leak_thresholds.level(borrow.leak_age(now))?;
+                self.leak_report(header, &borrow, borrow.age(now), level)
             })
             .collect()
+    }
+
+    /// Whether the connection `id` is borrowed now and held past its alert threshold
+    /// (moved by any declared hold); always false with `leak_detection_enabled: false`.
+    /// One slot read, no allocation.
+    pub(crate) fn is_leaked(&self, id: ConnectionId) -> bool {
+        if !self.config.leak_detection_enabled {
+            return false;
+        }
+        let Some(header) = self.slab.get(id.slot()) else {
+            return false;
+        };
+        let Some(borrow) = header.borrow_snapshot() else {
+            return false;
+        };
+        // The id after the snapshot, then the state again: the borrow validated above
+        // is still the slot's, so the id read in between was its connection's.
+        let same = header.conn_id.load(Ordering::Acquire) == id.raw()
+            && header.load_state(Ordering::Acquire).generation() == borrow.state.generation();
+        same && self
+            .tuning
+            .leak_thresholds
+            .level(borrow.leak_age(self.slab.now_ms()))
+            .is_some()
     }
 
     /// Health of every connection checked so far and still in the pool.
@@ -680,6 +703,58 @@ impl<C: Send + 'static> PoolInner<C> {
                 ))
             })
             .collect()
+    }
+}
+
+/// The parts of health and replacement that the acquire path uses too.
+impl<C> PoolInner<C> {
+    /// With a factory, an evicted connection is replaced (unless callers wait: then
+    /// `capacity_freed` has asked for them already).
+    pub(crate) fn want_replacement(&self, partition: &Partition) {
+        if self.hooks.factory.is_some() && partition.waiters.waiting() == 0 {
+            partition.factory_requests.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Validation on borrow: runs the health check on the connection of `slot`, which
+    /// the caller has just borrowed (and holds), on the caller's thread; counts it and
+    /// records it like the sweeper's checks. Whether the connection passed.
+    #[cold]
+    pub(crate) fn check_on_borrow(&self, slot: u32, id: ConnectionId) -> bool {
+        let Some(hook) = &self.hooks.health_check else {
+            return true;
+        };
+        // SAFETY: the caller holds the slot's current borrow and does not use the
+        // connection during the check; nobody else touches an `InUse` value.
+        let conn = unsafe { self.value_ref(slot) };
+        let (outcome, latency) = run_health_check(&HookCheck { hook, conn });
+        self.counters.health_checks.fetch_add(1, Ordering::Relaxed);
+        let passed = outcome.is_ok();
+        if let Err(reason) = &outcome {
+            self.counters
+                .health_failures
+                .fetch_add(1, Ordering::Relaxed);
+            log::warn!("heliosdb-pool: closing connection {id}: failed validation on borrow: {reason}");
+        }
+        self.record_health(slot, id.raw(), outcome, latency);
+        passed
+    }
+
+    fn record_health(
+        &self,
+        slot: u32,
+        conn_id: u64,
+        outcome: std::result::Result<(), String>,
+        latency: Duration,
+    ) -> HealthStatus {
+        let mut table = lock(&self.health);
+        let entry = &mut table[slot as usize];
+        if entry.as_ref().is_none_or(|(id, _)| *id != conn_id) {
+            *entry = Some((conn_id, HealthRecord::new()));
+        }
+        let (_, record) = entry.as_mut().expect("set above");
+        record.record(outcome, latency);
+        record.status(&self.tuning.health_policy)
     }
 }
 

@@ -2,7 +2,7 @@
 //! hook between borrowers, failover (`evict_all`, `evict_user`), and thread names in
 //! `borrows()` and leak reports.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -421,4 +421,448 @@ fn borrows_and_leak_reports_name_the_thread_with_its_id() {
             .unwrap();
     });
     assert!(seen.lock().unwrap().is_some());
+}
+
+/// Issue #9, item 8 (the guide's long-running operations): a borrow that declared its
+/// hold is neither reported nor reclaimed within it, and is reported once past it; the
+/// connection's next borrow starts without the declaration.
+#[test]
+fn a_declared_hold_moves_the_leak_levels_and_the_reclaim() {
+    let fx = Fixture::default();
+    let reports = Arc::new(Mutex::new(Vec::new()));
+    let seen = reports.clone();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 1_000,
+        auto_cleanup_enabled: true,
+        cleanup_interval_ms: 1_000,
+        ..quiet(4, 2)
+    })
+    .leak_critical_threshold(Duration::from_secs(2))
+    .on_leak(move |report| seen.lock().unwrap().push(report.level))
+    .build()
+    .unwrap();
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+
+    // A declaration applies to its own borrow only.
+    let held = pool.try_acquire("alice").unwrap();
+    held.expect_hold(Duration::from_secs(3_600));
+    drop(held);
+    let held = pool.try_acquire("alice").unwrap();
+    pool.testing_advance_clock(Duration::from_millis(1_500));
+    assert_eq!(
+        pool.leak_detector.check_leaks().len(),
+        1,
+        "no carried-over hold"
+    );
+    assert!(pool.leak_detector.is_leaked(id));
+    drop(held);
+
+    let held = pool.try_acquire("alice").unwrap();
+    held.expect_hold(Duration::from_secs(60));
+    pool.testing_advance_clock(Duration::from_secs(59));
+    pool.sweep_now().unwrap();
+    assert!(
+        pool.leak_detector.check_leaks().is_empty(),
+        "within its declared time"
+    );
+    assert!(!pool.leak_detector.is_leaked(id));
+    assert_eq!(pool.stats().leak_stats.leaks_detected, 0);
+    assert!(reports.lock().unwrap().is_empty());
+
+    // Past the declared time plus the alert threshold: reported once, not reclaimed.
+    pool.testing_advance_clock(Duration::from_millis(2_500)); // 61.5 s: 1.5 s over
+    pool.sweep_now().unwrap();
+    pool.sweep_now().unwrap();
+    let leaks = pool.leak_detector.check_leaks();
+    assert_eq!(leaks.len(), 1);
+    assert!(
+        leaks[0].age >= Duration::from_millis(61_500),
+        "the real age is reported"
+    );
+    assert!(pool.leak_detector.is_leaked(id));
+    assert_eq!(*reports.lock().unwrap(), [heliosdb_pool::LeakLevel::Alert]);
+    assert_eq!(pool.stats().evictions.reclaimed, 0);
+
+    // Past the declared time plus the critical threshold: reclaimed.
+    pool.testing_advance_clock(Duration::from_secs(1));
+    pool.sweep_now().unwrap();
+    assert_eq!(
+        *reports.lock().unwrap(),
+        [
+            heliosdb_pool::LeakLevel::Alert,
+            heliosdb_pool::LeakLevel::Critical
+        ]
+    );
+    assert_eq!(
+        held.release(),
+        Err(Error::Reclaimed {
+            connection_id: id.raw()
+        })
+    );
+    assert_eq!(fx.closes(), 1);
+}
+
+/// A declaration through a raw handle (the C form) is checked like a release.
+#[test]
+fn a_declared_hold_through_a_raw_handle_is_checked() {
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 1_000,
+        ..quiet(4, 2)
+    })
+    .build()
+    .unwrap();
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let raw = pool.try_acquire("alice").unwrap().into_raw_handle();
+    pool.expect_hold_raw_handle(raw, Duration::from_secs(10))
+        .unwrap();
+    pool.testing_advance_clock(Duration::from_secs(5));
+    assert!(pool.leak_detector.check_leaks().is_empty());
+    pool.release_raw_handle(raw).unwrap();
+    assert!(matches!(
+        pool.expect_hold_raw_handle(raw, Duration::from_secs(10)),
+        Err(Error::StaleHandle { .. })
+    ));
+    let forged = RawHandle::from_parts(id, raw.generation() + 7);
+    assert!(matches!(
+        pool.expect_hold_raw_handle(forged, Duration::from_secs(10)),
+        Err(Error::StaleHandle { .. })
+    ));
+}
+
+/// With leak detection off, the pool's leak view reports nothing, however long a
+/// borrow is held.
+#[test]
+fn with_leak_detection_off_the_leak_view_reports_nothing() {
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig {
+        leak_detection_enabled: false,
+        leak_detection_threshold_ms: 1_000,
+        ..quiet(4, 2)
+    });
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let held = pool.try_acquire("alice").unwrap();
+    pool.testing_advance_clock(Duration::from_secs(3_600));
+    assert!(pool.leak_detector.check_leaks().is_empty());
+    assert!(!pool.leak_detector.is_leaked(id));
+    assert_eq!(pool.stats().leak_stats.leaks_detected, 0);
+    drop(held);
+}
+
+/// The pool's leak view given to `EnhancedHealthMonitor` as the guide gives it a
+/// `LeakDetector`: a pool connection held past its threshold is `is_leaked`.
+#[tokio::test]
+async fn a_health_monitor_sees_the_pools_leaks() {
+    struct Checkable;
+    impl heliosdb_pool::HealthCheck for Checkable {
+        fn health_check(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 1_000,
+        ..quiet(4, 2)
+    });
+    let id = pool
+        .add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let monitor = heliosdb_pool::EnhancedHealthMonitor::new(
+        heliosdb_pool::HealthMonitorConfig::default(),
+        Arc::new(pool.leak_detector.clone()),
+    );
+    monitor
+        .monitor_connection(id.to_string(), Arc::new(Checkable))
+        .await;
+    monitor
+        .monitor_connection("not-a-pool-id".to_string(), Arc::new(Checkable))
+        .await;
+    let leaked = |monitor: &heliosdb_pool::EnhancedHealthMonitor| {
+        monitor
+            .get_all_health()
+            .into_iter()
+            .filter(|h| h.is_leaked)
+            .map(|h| h.connection_id)
+            .collect::<Vec<_>>()
+    };
+    assert!(leaked(&monitor).is_empty(), "idle: not leaked");
+    let held = pool.try_acquire("alice").unwrap();
+    assert!(leaked(&monitor).is_empty(), "held briefly: not leaked");
+    pool.testing_advance_clock(Duration::from_millis(1_500));
+    assert_eq!(leaked(&monitor), [id.to_string()]);
+    let health = monitor.check_connection(&id.to_string()).await.unwrap();
+    assert!(health.is_leaked);
+    assert_eq!(monitor.get_unhealthy_connections().len(), 1);
+    drop(held);
+    assert!(leaked(&monitor).is_empty(), "returned: not leaked");
+}
+
+/// Issue #9, item 7: a pool fed only by `add_connection`, with the default config,
+/// keeps serving after its idle timeout and max age have passed: without a factory or
+/// an `on_evict` hook nothing could replace a closed connection, so none is closed.
+#[test]
+fn a_pool_without_a_factory_or_hook_never_shrinks_by_idle_time_or_age() {
+    let fx = Fixture::default();
+    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
+    for _ in 0..2 {
+        pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+            .unwrap();
+    }
+    pool.sweep_now().unwrap(); // the sweeper sees them idle from now
+    let held = pool.try_acquire("alice").unwrap();
+    // Past idle_timeout_ms (10 min) and max_connection_age_ms (30 min), several passes.
+    for _ in 0..4 {
+        pool.testing_advance_clock(Duration::from_secs(30 * 60));
+        pool.sweep_now().unwrap();
+    }
+    held.release().unwrap(); // not closed on return either
+    pool.sweep_now().unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.total_connections, stats.idle_connections), (2, 2));
+    assert_eq!((stats.evictions.idle, stats.evictions.age), (0, 0));
+    assert_eq!(fx.closes(), 0);
+    let (a, b) = (
+        pool.try_acquire("alice").unwrap(),
+        pool.try_acquire("alice").unwrap(),
+    );
+    assert_ne!(a.connection_id(), b.connection_id());
+}
+
+/// With an `on_evict` hook (and no factory), idle and age evictions happen and are
+/// reported after the close, with id, user, cause and metadata; the hook can add the
+/// replacement itself. A borrowed connection past its age is reported when returned.
+#[test]
+fn on_evict_reports_idle_and_age_evictions_and_can_add_a_replacement() {
+    let fx = Fixture::default();
+    type Pool = EnhancedConnectionPool<Conn>;
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let this: Arc<Mutex<std::sync::Weak<Pool>>> = Arc::default();
+    let (hook_seen, hook_this, hook_fx) = (seen.clone(), this.clone(), fx.clone());
+    let pool: Arc<Pool> = Arc::new(
+        EnhancedConnectionPool::builder(EnhancedPoolConfig::default())
+            .age_jitter(0.0)
+            .on_evict(move |e: &heliosdb_pool::Evicted<'_>| {
+                assert_eq!(
+                    hook_fx.closes(),
+                    hook_seen.lock().unwrap().len() + 1,
+                    "closed first"
+                );
+                hook_seen.lock().unwrap().push((
+                    e.connection_id,
+                    e.user.to_owned(),
+                    e.cause,
+                    e.metadata.database.clone(),
+                ));
+                if e.cause == heliosdb_pool::Eviction::Idle {
+                    let pool = hook_this.lock().unwrap().upgrade().unwrap();
+                    let metadata = e.metadata.clone();
+                    pool.add_connection_sync(hook_fx.conn(), e.user, metadata)
+                        .unwrap();
+                }
+            })
+            .build()
+            .unwrap(),
+    );
+    *this.lock().unwrap() = Arc::downgrade(&pool);
+    let orders = ConnectionMetadata {
+        database: Some("orders".into()),
+        ..md("alice")
+    };
+    let first = pool
+        .add_connection_sync(fx.conn(), "alice", orders.clone())
+        .unwrap();
+    pool.sweep_now().unwrap(); // the sweeper sees it idle from now
+    pool.testing_advance_clock(Duration::from_secs(11 * 60)); // past the idle timeout
+    pool.sweep_now().unwrap();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(
+            first,
+            "alice".to_owned(),
+            heliosdb_pool::Eviction::Idle,
+            Some("orders".to_owned())
+        )]
+    );
+    assert_eq!(heliosdb_pool::Eviction::Idle.as_str(), "idle");
+    // The hook's replacement serves; held past its age, it closes on return.
+    let held = pool.try_acquire("alice").unwrap();
+    let second = held.connection_id();
+    assert_ne!(second, first);
+    pool.testing_advance_clock(Duration::from_secs(31 * 60));
+    pool.sweep_now().unwrap();
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "never closed under its holder"
+    );
+    held.release().unwrap();
+    assert_eq!(seen.lock().unwrap()[1].0, second);
+    assert_eq!(seen.lock().unwrap()[1].2, heliosdb_pool::Eviction::Age);
+    assert_eq!(fx.closes(), 2);
+    let stats = pool.stats();
+    assert_eq!((stats.evictions.idle, stats.evictions.age), (1, 1));
+    assert_eq!(stats.total_connections, 0);
+}
+
+/// A borrow marked to close for its age and then discarded (or failing its reset) is
+/// closed once and reported to `on_evict` as an age eviction.
+#[test]
+fn discarding_an_aged_borrow_with_on_evict_reports_its_age() {
+    let fx = Fixture::default();
+    let causes = Arc::new(Mutex::new(Vec::new()));
+    let seen = causes.clone();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        max_connection_age_ms: 1_000,
+        ..quiet(4, 2)
+    })
+    .age_jitter(0.0)
+    .on_evict(move |e: &heliosdb_pool::Evicted<'_>| seen.lock().unwrap().push(e.cause))
+    .build()
+    .unwrap();
+    pool.add_connection_sync(fx.conn(), "alice", md("alice"))
+        .unwrap();
+    let held = pool.try_acquire("alice").unwrap();
+    pool.testing_advance_clock(Duration::from_secs(2));
+    pool.sweep_now().unwrap(); // marks it to close on return
+    assert!(causes.lock().unwrap().is_empty());
+    held.discard().unwrap();
+    assert_eq!(*causes.lock().unwrap(), [heliosdb_pool::Eviction::Age]);
+    assert_eq!(fx.closes(), 1);
+    assert_eq!(pool.stats().evictions.age, 1);
+}
+
+/// A pool that validates on borrow (checks count in `checks`), with three connections
+/// whose health the returned flags control; the sweeper's own health checks are an hour
+/// apart.
+#[allow(clippy::type_complexity)]
+fn validating_pool(
+    fx: &Fixture,
+    checks: &Arc<AtomicUsize>,
+) -> (
+    EnhancedConnectionPool<(Arc<AtomicBool>, Conn)>,
+    Vec<(heliosdb_pool::ConnectionId, Arc<AtomicBool>)>,
+) {
+    let counted = checks.clone();
+    let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+        health_check_enabled: true,
+        health_check_interval_ms: 3_600_000,
+        ..quiet(8, 4)
+    })
+    .health_check(move |(alive, _): &(Arc<AtomicBool>, Conn)| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        if alive.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("server closed the connection".into())
+        }
+    })
+    .build()
+    .unwrap();
+    let conns = (0..3)
+        .map(|_| {
+            let alive = Arc::new(AtomicBool::new(true));
+            let id = pool
+                .add_connection_sync((alive.clone(), fx.conn()), "alice", md("alice"))
+                .unwrap();
+            (id, alive)
+        })
+        .collect();
+    (pool, conns)
+}
+
+/// Issue #9, item 3: a connection idle past the validation window is checked by the
+/// borrower; a dead one is closed (a health eviction) and never handed out.
+#[test]
+fn a_dead_idle_connection_is_never_handed_out() {
+    let fx = Fixture::default();
+    let checks = Arc::default();
+    let (pool, conns) = validating_pool(&fx, &checks);
+    conns[0].1.store(false, Ordering::SeqCst);
+    conns[1].1.store(false, Ordering::SeqCst);
+    pool.testing_advance_clock(Duration::from_millis(600)); // past the 500 ms default
+    let conn = pool.try_acquire("alice").unwrap();
+    assert_eq!(conn.connection_id(), conns[2].0, "the live one");
+    assert!(conn.0.load(Ordering::SeqCst));
+    drop(conn);
+    let stats = pool.stats();
+    assert_eq!((stats.evictions.health, stats.total_connections), (2, 1));
+    assert_eq!((stats.health_checks, stats.health_failures), (3, 2));
+    assert_eq!(fx.closes(), 2);
+    // All dead: nothing is handed out.
+    conns[2].1.store(false, Ordering::SeqCst);
+    pool.testing_advance_clock(Duration::from_millis(600));
+    assert!(matches!(
+        pool.try_acquire("alice"),
+        Err(Error::NoIdleConnection { .. })
+    ));
+    assert_eq!((pool.stats().evictions.health, fx.closes()), (3, 3));
+}
+
+/// A connection in steady use (idle less than the window) is never checked, however
+/// long each borrow is held; one idle past the window is checked once.
+#[test]
+fn a_busy_connection_is_not_checked() {
+    let fx = Fixture::default();
+    let checks = Arc::default();
+    let (pool, conns) = validating_pool(&fx, &checks);
+    for _ in 0..50 {
+        let conn = pool.try_acquire("alice").unwrap();
+        pool.testing_advance_clock(Duration::from_secs(2)); // a long borrow
+        drop(conn);
+        pool.testing_advance_clock(Duration::from_millis(100)); // a short idle time
+    }
+    assert_eq!(checks.load(Ordering::SeqCst), 0, "no check in steady use");
+    pool.testing_advance_clock(Duration::from_millis(500));
+    let conn = pool.try_acquire("alice").unwrap();
+    assert_eq!(
+        checks.load(Ordering::SeqCst),
+        1,
+        "idle past the window: checked"
+    );
+    assert!(conns.iter().any(|(id, _)| *id == conn.connection_id()));
+    drop(conn);
+    let again = pool.try_acquire("alice").unwrap();
+    assert_eq!(
+        checks.load(Ordering::SeqCst),
+        1,
+        "returned just now: not checked"
+    );
+    drop(again);
+    assert_eq!(pool.stats().evictions.health, 0);
+}
+
+/// `validate_after(Duration::MAX)` turns validation off; `ZERO` checks every borrow.
+#[test]
+fn validate_after_can_be_turned_off_or_made_strict() {
+    for (window, expected) in [(Duration::MAX, 0), (Duration::ZERO, 3)] {
+        let checks = Arc::new(AtomicUsize::new(0));
+        let counted = checks.clone();
+        let pool = EnhancedConnectionPool::builder(EnhancedPoolConfig {
+            health_check_enabled: true,
+            health_check_interval_ms: 3_600_000,
+            ..quiet(8, 4)
+        })
+        .health_check(move |_: &u32| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })
+        .validate_after(window)
+        .build()
+        .unwrap();
+        pool.add_connection_sync(7, "alice", md("alice")).unwrap();
+        pool.testing_advance_clock(Duration::from_secs(3_600));
+        for _ in 0..3 {
+            drop(pool.try_acquire("alice").unwrap());
+        }
+        assert_eq!(checks.load(Ordering::SeqCst), expected, "{window:?}");
+    }
 }

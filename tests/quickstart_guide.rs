@@ -352,7 +352,18 @@ mod leak_and_health {
     // ---- Pattern 4: Long-Running Operation with Heartbeat ----------------------------------
 
     type DbConnection = ();
+
+    /// The pool the test's long operation runs against: the operation takes ten minutes
+    /// of that pool's time (past its alert and critical thresholds) and runs a sweep.
+    static LONG_OP_POOL: std::sync::Mutex<Option<Arc<EnhancedConnectionPool<DbConnection>>>> =
+        std::sync::Mutex::new(None);
+
     async fn perform_long_operation(_: heliosdb_pool::ConnectionId) -> anyhow::Result<()> {
+        let pool = LONG_OP_POOL.lock().unwrap().clone();
+        if let Some(pool) = pool {
+            pool.testing_advance_clock(Duration::from_secs(600));
+            pool.sweep_now()?;
+        }
         Ok(())
     }
 
@@ -362,6 +373,9 @@ mod leak_and_health {
     ) -> anyhow::Result<()> {
         let guard = pool.acquire("long_op_user").await?;
         let resource_id = ResourceId::new(guard.connection_id());
+        // Changed: the pool itself is told how long this borrow will be held, so its
+        // leak alert and reclaim wait that long (the guide's tracker alone does not).
+        guard.expect_hold(Duration::from_secs(3600));
         // Track as long-running operation
         let info = ResourceInfo::new(ResourceType::Connection, "long_op_user")
             .with_metadata("operation", "data_migration")
@@ -376,22 +390,39 @@ mod leak_and_health {
         };
         // Release tracking
         leak_detector.release(&resource_id)?;
+        // Changed: released explicitly, so a reclaimed borrow would fail here.
+        guard.release()?;
         result
     }
 
+    /// With auto cleanup on, the declared long operation keeps its connection: ten
+    /// minutes of pool time pass during it (past the 30 s alert and the 300 s critical
+    /// threshold) and nothing is reported or reclaimed.
     #[tokio::test]
     async fn pattern_4_long_running_operation_with_heartbeat() {
-        let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
+        let pool = Arc::new(EnhancedConnectionPool::new(EnhancedPoolConfig {
+            auto_cleanup_enabled: true,
+            ..EnhancedPoolConfig::default()
+        }));
         pool.add_connection_sync(
             (),
             "long_op_user",
             ConnectionMetadata::for_user("long_op_user"),
         )
         .unwrap();
+        *LONG_OP_POOL.lock().unwrap() = Some(pool.clone());
         let leak_detector = LeakDetector::new();
-        long_running_operation(&pool, &leak_detector).await.unwrap();
+        let outcome = long_running_operation(&pool, &leak_detector).await;
+        LONG_OP_POOL.lock().unwrap().take();
+        outcome.unwrap();
         assert_eq!(leak_detector.tracked_count(), 0);
-        assert_eq!(pool.stats().active_connections, 0);
+        let stats = pool.stats();
+        assert_eq!(stats.active_connections, 0);
+        assert_eq!(
+            (stats.idle_connections, stats.leak_stats.leaks_detected),
+            (1, 0)
+        );
+        assert_eq!(stats.evictions.reclaimed, 0);
     }
 
     // ---- Monitoring & Debugging: Check Pool Statistics, Get Leak Reports -------------------

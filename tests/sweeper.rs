@@ -359,6 +359,7 @@ fn idle_eviction_keeps_min_idle() {
         ..quiet(8, 4)
     })
     .min_idle(1)
+    .on_evict(|_| {}) // without a factory, the pool shrinks only with a hook
     .build()
     .unwrap();
     for _ in 0..4 {
@@ -388,6 +389,7 @@ fn a_used_connection_is_not_idle_evicted() {
         cleanup_interval_ms: 10,
         ..quiet(8, 4)
     })
+    .on_evict(|_| {}) // without a factory, the pool shrinks only with a hook
     .build()
     .unwrap();
     pool.add_connection_sync(fx.conn(), "alice", metadata("alice"))
@@ -409,6 +411,7 @@ fn age_eviction_spreads_expiry_and_never_takes_a_borrowed_connection() {
         ..quiet(64, 64)
     })
     .age_jitter(0.5)
+    .on_evict(|_| {}) // without a factory, the pool shrinks only with a hook
     .build()
     .unwrap();
     let start = Instant::now();

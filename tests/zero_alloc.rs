@@ -60,6 +60,30 @@ fn acquire_and_release_allocate_nothing() {
         "heap allocations per form over {CYCLES} cycles"
     );
     assert_eq!(pool.stats().acquires, (200 + 5 * CYCLES) as u64);
+    // With validation on borrow (a health check set), steady use allocates nothing
+    // either: the connection is never idle long enough to be checked.
+    let validating = EnhancedConnectionPool::builder(EnhancedPoolConfig::default())
+        .health_check(|_: &u64| Ok(()))
+        .build()
+        .unwrap();
+    validating
+        .add_connection_sync(0u64, "alice", ConnectionMetadata::for_user("alice"))
+        .unwrap();
+    for _ in 0..100 {
+        drop(validating.try_acquire("alice").unwrap());
+    }
+    let validated = count_allocations(|| {
+        for _ in 0..CYCLES {
+            let mut guard = validating.try_acquire("alice").unwrap();
+            *guard += 1;
+        }
+    });
+    assert_eq!(validated, 0, "with validation on borrow");
+    assert_eq!(
+        validating.stats().health_checks,
+        0,
+        "steady use is not checked"
+    );
     // In the same test: the counter is process-wide, so windows must not overlap.
     a_try_acquire_miss_allocates_nothing();
 }

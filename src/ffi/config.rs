@@ -107,6 +107,29 @@ pub type heliosdb_leak_fn =
 pub type heliosdb_reset_fn =
     Option<unsafe extern "C" fn(connection: *mut c_void, user_data: *mut c_void) -> bool>;
 
+/// Told of a connection the pool closed by itself (after its `close`): for its idle
+/// time (`cause` "idle"), its age ("age") or failed health checks ("health"), so the
+/// service can add a fresh one (`heliosdb_pool_add_connection` may be called from it).
+/// `connection_id` is the id `heliosdb_pool_add_connection` returned; `user` and
+/// `cause` are NUL-terminated and valid during the call.
+///
+/// Setting it also lets the pool shrink by itself without `connect`: idle timeout and
+/// max age close a connection only when the pool has a `connect` callback or an
+/// `on_evict` callback. Without either, nothing could replace it, so nothing is closed
+/// for idle time or age (an idle connection past its age is logged once and kept).
+///
+/// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), or, for a
+/// leased connection past its age, on the thread that releases it. Re-entrancy: as
+/// `heliosdb_leak_fn`. Must not unwind.
+pub type heliosdb_evict_fn = Option<
+    unsafe extern "C" fn(
+        connection_id: u64,
+        user: *const c_char,
+        cause: *const c_char,
+        user_data: *mut c_void,
+    ),
+>;
+
 /// Frees `user_data`: called exactly once, after the last callback, when the pool's
 /// memory is reclaimed (by `heliosdb_pool_free`, or by the release of the last lease
 /// outstanding when it was called). Not called if `heliosdb_pool_new` fails: the
@@ -197,6 +220,18 @@ pub struct heliosdb_pool_config {
     /// Resets each connection when it is released, before it becomes idle (nullable:
     /// no reset, and release pays nothing for it). See `heliosdb_reset_fn`.
     pub reset: heliosdb_reset_fn,
+    // ---- version 4 (fields appended; older callers get the defaults) ----
+    /// Told of each connection the pool closed by itself (nullable); with it, idle and
+    /// age eviction happen without `connect` too. See `heliosdb_evict_fn`.
+    pub on_evict: heliosdb_evict_fn,
+    /// Validation on borrow: with a `health_check` callback and `health_check_enabled`,
+    /// a connection idle at least this long is checked by the acquiring thread before
+    /// it is handed out; one that fails is closed (counted as `evicted_health`, told to
+    /// `on_evict`, replaced by `connect`) and the next idle one is tried. Default 500;
+    /// 0 checks every borrow; `UINT64_MAX` (anything over 24 days) turns it off. A
+    /// connection in steady use pays one compare on acquire; with validation on, a
+    /// release also records its time (a coarse-clock read and a store).
+    pub validate_after_ms: u64,
 }
 
 /// The size of version 1 of `heliosdb_pool_config` (before `leak_critical_threshold_ms`).
@@ -206,10 +241,14 @@ pub(crate) const CONFIG_V1_SIZE: usize =
 /// The size of version 2 of `heliosdb_pool_config` (before `reset`).
 pub(crate) const CONFIG_V2_SIZE: usize = offset_of!(heliosdb_pool_config, reset);
 
+/// The size of version 3 of `heliosdb_pool_config` (before `on_evict`).
+pub(crate) const CONFIG_V3_SIZE: usize = offset_of!(heliosdb_pool_config, on_evict);
+
 /// The sizes of every released version of `heliosdb_pool_config`, oldest first.
-const KNOWN_SIZES: [usize; 3] = [
+const KNOWN_SIZES: [usize; 4] = [
     CONFIG_V1_SIZE,
     CONFIG_V2_SIZE,
+    CONFIG_V3_SIZE,
     size_of::<heliosdb_pool_config>(),
 ];
 
@@ -242,6 +281,8 @@ impl heliosdb_pool_config {
             unhealthy_after_failures: HealthMonitorConfig::default().unhealthy_after_failures,
             name: std::ptr::null(),
             reset: None,
+            on_evict: None,
+            validate_after_ms: crate::builder::DEFAULT_VALIDATE_AFTER.as_millis() as u64,
         }
     }
 

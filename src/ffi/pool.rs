@@ -299,7 +299,8 @@ fn build(
 ) -> Result<EnhancedConnectionPool<CConnection>> {
     let mut builder = EnhancedConnectionPool::builder(config.settings())
         .min_idle(config.min_idle)
-        .health_policy(config.health_policy());
+        .health_policy(config.health_policy())
+        .validate_after(Duration::from_millis(config.validate_after_ms));
     if let Some(critical) = config.critical_threshold() {
         builder = builder.leak_critical_threshold(critical);
     }
@@ -332,6 +333,26 @@ fn build(
             } else {
                 Err(String::from("the reset callback returned false"))
             }
+        });
+    }
+    if let Some(on_evict) = config.on_evict {
+        let cb = callbacks.clone();
+        builder = builder.on_evict(move |evicted: &crate::Evicted<'_>| {
+            // A Rust user name cannot hold a NUL: it came from a C string.
+            let Ok(user) = CString::new(evicted.user) else {
+                return;
+            };
+            // SAFETY: the config's contract: `on_evict(id, user, cause, user_data)` is
+            // callable on any thread; both strings are NUL-terminated and outlive the
+            // call.
+            unsafe {
+                on_evict(
+                    evicted.connection_id.raw(),
+                    user.as_ptr(),
+                    evicted.cause.c_name().as_ptr(),
+                    cb.user_data,
+                )
+            };
         });
     }
     if let Some(connect) = config.connect {
@@ -840,6 +861,45 @@ pub unsafe extern "C" fn heliosdb_pool_discard(
 ) -> Status {
     // SAFETY: the export's contract, which `end_lease` shares.
     boundary::call(|| unsafe { end_lease(pool, lease, EnhancedConnectionPool::discard_raw_handle) })
+}
+
+/// Declares that the borrow `lease` is expected to be held for `ms` milliseconds (a
+/// long-running operation): its leak alert, critical and reclaim points all move `ms`
+/// later, so it is neither reported nor reclaimed while within its declared time, and
+/// is reported as usual once past it. A later call replaces the declaration (0
+/// withdraws it); the next borrow of the connection starts with none. Values above
+/// `UINT32_MAX` are capped there (about 49 days). Leak reports still show the real age.
+/// Allocates nothing.
+///
+/// Errors (each changes nothing): `HELIOSDB_ERR_FOREIGN_HANDLE` for a lease of another
+/// pool, `HELIOSDB_ERR_STALE_HANDLE` for a lease released already,
+/// `HELIOSDB_ERR_RECLAIMED` for a borrow reclaimed already, `HELIOSDB_ERR_NULL_ARGUMENT`.
+///
+/// # Safety
+///
+/// `pool` is NULL or live, or freed with this lease still out (as for
+/// `heliosdb_pool_release`); `lease` is NULL or readable, and the caller holds it: only
+/// the lease's holder may call this (a call racing the lease's release could mark the
+/// connection's next borrow).
+///
+/// Thread-safety: callable from any thread that holds the lease, concurrently with any
+/// call.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn heliosdb_pool_expect_hold(
+    pool: *const heliosdb_pool,
+    lease: *const heliosdb_lease,
+    ms: u64,
+) -> Status {
+    boundary::call(|| {
+        // SAFETY: the export's contract: `pool` stays allocated while this lease is out.
+        let (p, lease) = unsafe { (pool_ref(pool)?, check_ptr(lease, "lease")?) };
+        if !ptr::eq(lease.pool, pool) {
+            return Err(Error::ForeignHandle);
+        }
+        let raw = RawHandle::from_parts(ConnectionId::from_raw(lease.connection_id), lease.handle);
+        p.pool
+            .expect_hold_raw_handle(raw, Duration::from_millis(ms))
+    })
 }
 
 /// The body of `heliosdb_pool_release` and `heliosdb_pool_discard`: checks the lease,

@@ -170,18 +170,52 @@ pub(crate) struct Counters {
     pub(crate) acquire_wait: WaitHistogram,
 }
 
-/// Why the pool closed a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Eviction {
+/// Why the pool closed a connection (the causes of [`Evictions`], and of an
+/// [`Evicted`](crate::Evicted) report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Eviction {
+    /// Idle longer than `idle_timeout_ms` (above `min_idle`).
     Idle,
+    /// Older than `max_connection_age_ms` (less its jitter).
     Age,
+    /// Failed its health checks.
     Health,
+    /// Reclaimed as a critical leak, closed when returned.
     Reclaimed,
+    /// Removed by `remove_connection`.
     Removed,
+    /// Discarded by its holder.
     Discarded,
+    /// Detached by its holder.
     Detached,
+    /// The `reset` hook failed.
     ResetFailed,
+    /// Taken out of service by `evict_all`/`evict_user`.
     Failover,
+}
+
+impl Eviction {
+    /// The cause as the Prometheus `cause` label and the C `on_evict` callback name it
+    /// (`"idle"`, `"age"`, `"health"`, ...).
+    pub fn as_str(self) -> &'static str {
+        self.c_name().to_str().expect("ASCII names")
+    }
+
+    /// [`as_str`](Self::as_str), NUL-terminated for C.
+    pub(crate) fn c_name(self) -> &'static std::ffi::CStr {
+        match self {
+            Eviction::Idle => c"idle",
+            Eviction::Age => c"age",
+            Eviction::Health => c"health",
+            Eviction::Reclaimed => c"reclaimed",
+            Eviction::Removed => c"removed",
+            Eviction::Discarded => c"discarded",
+            Eviction::Detached => c"detached",
+            Eviction::ResetFailed => c"reset_failed",
+            Eviction::Failover => c"failover",
+        }
+    }
 }
 
 impl Counters {

@@ -10,12 +10,16 @@
 //!
 //! - `state` is the ownership token (see [`state`]); transitions of a borrowed slot are
 //!   CAS on the whole word.
-//! - `site`, `borrower`, then `stamp` are written by a borrower right after its claim
-//!   made the slot `InUse`. `stamp` carries the borrow's generation next to its start
+//! - `site`, `borrower`, `hold_extension_ms` (reset to 0), then `stamp` are written by a
+//!   borrower right after its claim made the slot `InUse`; `hold_extension_ms` may be
+//!   written again by the holder during the borrow (`PooledConnection::expect_hold`). `stamp` carries the borrow's generation next to its start
 //!   time and is written last (Release), so a reader (the leak scan) that finds the
 //!   stamp's generation equal to the state's knows the fields belong to this borrow; it
 //!   re-reads the state afterwards and discards the read if the slot changed hands
 //!   (seqlock-style validation).
+//! - `released_ms` is written by the owner that makes the slot idle (a release, an add,
+//!   a health check) when validation on borrow is on, and read by the next borrower
+//!   after its claim.
 //! - `conn_id`, `created_at`, `partition`, `local`, `info` are written while the slot is
 //!   `Reserved` by whoever fills or empties it, and are read-only while it is occupied.
 
@@ -68,6 +72,13 @@ pub(crate) struct SlotHeader {
     /// slot (see [`SlotHeader::enter_release`]); on this line because the releaser
     /// owns it already.
     release_marker: AtomicU32,
+    /// How much later than the thresholds the current borrow's leak levels fall
+    /// (ms; `PooledConnection::expect_hold`): reset to 0 by each borrow before its
+    /// stamp, written by the holder, read by the validated snapshot.
+    hold_extension_ms: AtomicU32,
+    /// When the connection last became idle (ms since the epoch), kept only while
+    /// validation on borrow is on (`PoolBuilder::validate_after`).
+    released_ms: AtomicU32,
     // Second line: read when a borrow is reported or described.
     site: SiteCell,
     /// The connection's user and metadata; set while the slot is `Reserved`.
@@ -76,6 +87,10 @@ pub(crate) struct SlotHeader {
     /// along by any test-only jump of the generation so that jump counts no borrows.
     pub(crate) baseline: AtomicU64,
 }
+
+// The hot path and the sweeper read one line per slot: the borrow's fields stay on it.
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::offset_of!(SlotHeader, released_ms) + 4 <= 64);
 
 impl SlotHeader {
     fn new(initial_generation: u64) -> Self {
@@ -91,6 +106,8 @@ impl SlotHeader {
             partition: AtomicUsize::new(0),
             local: AtomicU32::new(0),
             release_marker: AtomicU32::new(0),
+            hold_extension_ms: AtomicU32::new(0),
+            released_ms: AtomicU32::new(0),
             info: ArcSwapOption::empty(),
             baseline: AtomicU64::new(initial_generation),
         }
@@ -115,11 +132,41 @@ impl SlotHeader {
         fence(std::sync::atomic::Ordering::Release);
         self.site.store(site);
         self.borrower.store(borrower, Ordering::Relaxed);
+        // A previous borrow's declared hold must not carry over to this one.
+        self.hold_extension_ms.store(0, Ordering::Relaxed);
         // Release: a reader that sees this stamp sees the fields above.
         self.stamp.store(
             (u64::from(generation as u32) << 32) | u64::from(now_ms),
             Ordering::Release,
         );
+    }
+
+    /// Moves the current borrow's leak levels `extension_ms` later; called by the
+    /// borrow's holder only (a store on the slot's first line, which it owns).
+    pub(crate) fn set_hold_extension(&self, extension_ms: u32) {
+        // Release fence, as in `record_borrow`: a snapshot that reads this value and
+        // then finds the state unchanged knows it belongs to the borrow it validated;
+        // one that reads it from a later borrow sees that borrow's claim on re-reading
+        // the state (the claim happens-before this fence) and discards the read.
+        fence(std::sync::atomic::Ordering::Release);
+        self.hold_extension_ms
+            .store(extension_ms, Ordering::Relaxed);
+    }
+
+    /// Records that the connection becomes idle at `now_ms`; called by the slot's owner
+    /// before it makes the slot idle (a store on the line it owns). The next borrower
+    /// reads it after its claim (Acquire), so it sees this value or a later one.
+    #[inline]
+    pub(crate) fn note_idle_since(&self, now_ms: u32) {
+        self.released_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// How long the current borrow's connection was idle before it (ms), read by the
+    /// borrower after its stamp; negative if the clock readings crossed.
+    #[inline]
+    pub(crate) fn owner_idle_ms(&self) -> i32 {
+        self.owner_started_ms()
+            .wrapping_sub(self.released_ms.load(Ordering::Relaxed)) as i32
     }
 
     /// A release that an owner of the pool's memory must wait for (the C ABI's
@@ -174,6 +221,7 @@ impl SlotHeader {
         }
         let site = self.site.load_words();
         let borrower = self.borrower.load(Ordering::Relaxed);
+        let hold_extension_ms = self.hold_extension_ms.load(Ordering::Relaxed);
         // Acquire fence: if a field above was written by a later borrower, that
         // borrower's claim (which changed `state`) happens-before this re-read.
         fence(std::sync::atomic::Ordering::Acquire);
@@ -188,6 +236,7 @@ impl SlotHeader {
             // were read, so they all belong to this borrow's one `store`.
             site: unsafe { site.decode() },
             borrower,
+            hold_extension: std::time::Duration::from_millis(u64::from(hold_extension_ms)),
         })
     }
 
@@ -218,6 +267,21 @@ pub(crate) struct BorrowSnapshot {
     pub(crate) started_ms: u32,
     pub(crate) site: Option<CallSite>,
     pub(crate) borrower: u64,
+    /// The hold the holder declared (`expect_hold`): the leak levels fall this much
+    /// later than the thresholds.
+    pub(crate) hold_extension: std::time::Duration,
+}
+
+impl BorrowSnapshot {
+    /// How long the borrow has been held at `now_ms`.
+    pub(crate) fn age(&self, now_ms: u32) -> std::time::Duration {
+        Slab::since(self.started_ms, now_ms)
+    }
+
+    /// The age the leak thresholds are compared with: the age less the declared hold.
+    pub(crate) fn leak_age(&self, now_ms: u32) -> std::time::Duration {
+        self.age(now_ms).saturating_sub(self.hold_extension)
+    }
 }
 
 /// The slot headers of one pool.
