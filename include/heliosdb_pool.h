@@ -245,8 +245,10 @@ typedef struct heliosdb_pool heliosdb_pool;
  * connection leaves the pool (removed, evicted, reclaimed, pool closed or freed).
  *
  * Runs on whichever thread made the connection leave: the caller of
- * `heliosdb_pool_remove_connection`, `heliosdb_pool_close`, `heliosdb_pool_free` or
- * `heliosdb_pool_release`, or the sweeper thread. It may run concurrently with
+ * `heliosdb_pool_remove_connection`, `heliosdb_pool_close`, `heliosdb_pool_free`,
+ * `heliosdb_pool_release`, `heliosdb_pool_discard`, `heliosdb_pool_evict_all` or
+ * `heliosdb_pool_evict_user`, an acquiring thread (a connection that failed validation
+ * on borrow), or the sweeper thread. It may run concurrently with
  * other callbacks and with calls on other threads. It must not call back into the
  * same pool, and must not unwind (no C++ exception may escape it).
  */
@@ -258,10 +260,12 @@ typedef void (*heliosdb_close_fn)(void *connection, void *user_data);
  * then closed through `close` and, with a `connect` callback, replaced).
  *
  * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), every
- * `health_check_interval_ms` per idle connection, while `health_check_enabled`. The
- * connection is reserved for the check: no borrower can have it meanwhile. Runs
- * concurrently with calls on other threads. Re-entrancy: see `heliosdb_leak_fn`.
- * Must not unwind.
+ * `health_check_interval_ms` per idle connection, while `health_check_enabled`; and,
+ * with validation on borrow (`validate_after_ms`, a version-4 config), on an acquiring
+ * thread for a connection idle that long, where one failure closes it. Either way the
+ * connection is reserved for the check: no borrower can have it meanwhile. Checks of
+ * different connections may run at once (on the sweeper and acquiring threads): the
+ * callback must be thread-safe. Re-entrancy: see `heliosdb_leak_fn`. Must not unwind.
  */
 typedef bool (*heliosdb_health_check_fn)(void *connection, void *user_data);
 
@@ -443,9 +447,10 @@ typedef bool (*heliosdb_reset_fn)(void *connection, void *user_data);
  * `on_evict` callback. Without either, nothing could replace it, so nothing is closed
  * for idle time or age (an idle connection past its age is logged once and kept).
  *
- * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), or, for a
- * leased connection past its age, on the thread that releases it. Re-entrancy: as
- * `heliosdb_leak_fn`. Must not unwind.
+ * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), on the
+ * thread that releases a leased connection past its age, or on an acquiring thread
+ * whose connection failed validation on borrow; never once the pool is closed.
+ * Re-entrancy: as `heliosdb_leak_fn`. Must not unwind.
  */
 typedef void (*heliosdb_evict_fn)(uint64_t connection_id,
                                   const char *user,
@@ -586,9 +591,11 @@ typedef struct heliosdb_pool_config {
   /**
    * Validation on borrow: with a `health_check` callback and `health_check_enabled`,
    * a connection idle at least this long is checked by the acquiring thread before
-   * it is handed out; one that fails is closed (counted as `evicted_health`, told to
-   * `on_evict`, replaced by `connect`) and the next idle one is tried. Default 500;
-   * 0 checks every borrow; `UINT64_MAX` (anything over 24 days) turns it off. A
+   * it is handed out; one that fails (once: not `unhealthy_after_failures` times) is
+   * closed (counted as `evicted_health`, told to `on_evict`, replaced by `connect`)
+   * and the next idle one is tried. Default 500 from the init functions; a caller
+   * compiled against an older header (a smaller `struct_size`) gets it off. 0 checks
+   * every borrow; `UINT64_MAX` (anything over 24 days) turns it off. A
    * connection in steady use pays one compare on acquire; with validation on, a
    * release also records its time (a coarse-clock read and a store).
    */

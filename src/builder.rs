@@ -60,9 +60,10 @@ pub struct Evicted<'a> {
     pub metadata: &'a ConnectionMetadata,
 }
 
-/// The user's hooks. All optional; all but `reset` run on the sweeper thread,
-/// concurrently with the pool's users, never on the acquire/release path. `reset` runs
-/// on the releasing thread (one branch on release when it is not set).
+/// The user's hooks. All optional; they run on the sweeper thread, concurrently with
+/// the pool's users, except: `reset` on the releasing thread (one branch on release
+/// when it is not set); the health check also on an acquiring thread with validation on
+/// borrow; `on_evict` also where a connection leaves on a user's path (see its docs).
 pub(crate) struct Hooks<C> {
     pub(crate) health_check: Option<HealthCheckFn<C>>,
     pub(crate) reset: Option<ResetFn<C>>,
@@ -245,7 +246,8 @@ impl<C: Send + 'static> PoolBuilder<C> {
     /// Cost: a connection in steady use (idle less than `window`) pays nothing but one
     /// compare on acquire; with validation on, a release also records its time (one
     /// coarse-clock read, one store on the slot's own line). Without a health check,
-    /// or turned off, acquire and release each pay one predictable branch. The check
+    /// or turned off, acquire pays one predictable branch and release one more (beside
+    /// the `reset` hook's). The check
     /// runs on the acquiring thread (inside `acquire().await`'s poll for async
     /// callers), so it should be quick. A connection handed to a caller that was
     /// waiting was released for it just then, and is not checked.
@@ -302,9 +304,12 @@ impl<C: Send + 'static> PoolBuilder<C> {
     /// only by `add_connection` keeps serving with the default config. Health evictions
     /// happen either way (a dead connection serves no one).
     ///
-    /// Threading: runs on the sweeper thread (or the caller of `sweep_now`), or, for a
-    /// borrowed connection past its age, on the thread that returns it; concurrently
-    /// with the pool's users. A panic is caught and logged. It should be quick.
+    /// Threading: runs on the sweeper thread (or the caller of `sweep_now`; there with
+    /// the sweeper's lock held, which is why `sweep_now` from it is refused), on the
+    /// thread that returns a borrowed connection past its age, or on an acquiring thread
+    /// whose connection failed validation on borrow; concurrently with the pool's users,
+    /// never with a pool lock a user call needs (it may call `add_connection`), and not
+    /// at all once the pool is closed. A panic is caught and logged. It should be quick.
     pub fn on_evict(mut self, callback: impl Fn(&Evicted<'_>) + Send + Sync + 'static) -> Self {
         self.hooks.on_evict = Some(Box::new(callback));
         self

@@ -980,6 +980,9 @@ impl<C> PoolInner<C> {
         let Some(hook) = &self.hooks.on_evict else {
             return;
         };
+        if self.closed() {
+            return; // Nobody may add a replacement to a closed (or freed) pool.
+        }
         let evicted = crate::builder::Evicted {
             connection_id: ConnectionId::from_raw(connection_id),
             user: &info.user,
@@ -1350,12 +1353,28 @@ impl<C> PoolInner<C> {
         {
             return self.end(handle);
         }
-        // SAFETY: the state is this handle's borrow, so the caller (its holder, by the
-        // release contract) owns the slot until the end CAS, and no guard or C lease of
-        // it is in use while it is being given back.
+        // Own the connection for the hook: `InUse` to `Reserved` at this exact state, so
+        // a copy of this handle released, discarded or detached meanwhile is refused as
+        // stale (a `RawHandle` is `Copy`, a C lease is plain data), a removal or a
+        // failover waits for it (`TakeOut::Busy`), and the sweeper leaves it alone. A
+        // state changed since the load (a flag, or another end) goes the plain way.
+        let reserved = seen.with_lifecycle(Lifecycle::Reserved);
+        if header
+            .state
+            .compare_exchange(seen.pack(), reserved.pack(), Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return self.end(handle);
+        }
+        // SAFETY: the CAS above made this caller the slot's only owner (`Reserved`); it
+        // stays so until the store below.
         let conn = unsafe { self.value_mut(handle.slot) };
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reset(conn)))
             .unwrap_or_else(|_| Err(String::from("the reset hook panicked")));
+        // Back to the borrow it was (nothing sets a flag on a `Reserved` slot, so this is
+        // exactly `seen`), then ended as a release or a discard ends it. Release: the
+        // hook's writes happen-before whoever claims the connection next.
+        header.state.store(seen.pack(), Ordering::Release);
         match outcome {
             Ok(()) => self.end(handle),
             Err(reason) => {
@@ -1387,9 +1406,12 @@ impl<C> PoolInner<C> {
         let started_ms = header.owner_started_ms();
         // Validation on borrow needs the time the connection becomes idle: written by
         // the holder (the state still names its borrow) before the end CAS publishes it.
-        if self.tuning.validate_after_ms.is_some()
-            && header.load_state(Ordering::Relaxed).generation() == generation
-        {
+        if self.tuning.validate_after_ms.is_some() && {
+            // The borrow itself, in use (not a doubled release of an idle slot at the
+            // same generation, which must not touch a slot it does not own).
+            let now = header.load_state(Ordering::Relaxed);
+            now.lifecycle() == Lifecycle::InUse && now.generation() == generation
+        } {
             header.note_idle_since(self.slab.now_ms());
         }
         let ended = state::end_borrow(&header.state, generation).map_err(|_| self.stale(handle))?;

@@ -8,7 +8,7 @@
 //! The name says which thread, with its id beside it: `report-job (ThreadId(7))` for a
 //! named Rust thread; `worker-3 (tid 12345)` for a thread named by the OS only (a C
 //! thread named with `pthread_setname_np`, read once here with `pthread_getname_np`,
-//! Linux only); `ThreadId(7)` for a thread with no name of its own.
+//! Linux with glibc only: older musl lacks `pthread_getname_np`); `ThreadId(7)` for a thread with no name of its own.
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -60,7 +60,7 @@ fn describe(thread: &std::thread::Thread) -> String {
 /// The calling thread's OS name and kernel thread id, if it has a name of its own: a new
 /// thread inherits its creator's name, which is the program's own (`comm`) unless
 /// something renamed it, so the program's name counts as none.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn os_thread_name() -> Option<(String, i64)> {
     // Linux thread names are at most 15 bytes plus the NUL.
     let mut buf = [0 as std::ffi::c_char; 16];
@@ -82,14 +82,14 @@ fn os_thread_name() -> Option<(String, i64)> {
     Some((name.to_owned(), tid))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn os_thread_name() -> Option<(String, i64)> {
     None
 }
 
 /// The name Linux gives the program's threads by default: the executable's file name,
 /// cut to 15 bytes (`comm`). Read once.
-#[cfg(target_os = "linux")]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn program_name() -> Option<String> {
     static NAME: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     NAME.get_or_init(|| {

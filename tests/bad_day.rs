@@ -866,3 +866,75 @@ fn validate_after_can_be_turned_off_or_made_strict() {
         assert_eq!(checks.load(Ordering::SeqCst), expected, "{window:?}");
     }
 }
+
+/// A connection that notices being closed in the middle of its reset.
+struct Resettable {
+    in_reset: AtomicBool,
+    closes: Arc<AtomicUsize>,
+}
+
+impl Drop for Resettable {
+    fn drop(&mut self) {
+        assert!(
+            !self.in_reset.load(Ordering::SeqCst),
+            "closed while its reset hook ran"
+        );
+        self.closes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A `RawHandle` is `Copy`: two threads may end the same borrow (a bug in the caller).
+/// The reset hook must own the connection while it runs: the second end is refused as
+/// stale, never runs a second hook at once nor closes the connection under the first.
+#[test]
+fn a_copied_handle_ended_twice_during_a_reset_is_refused_not_shared() {
+    let closes = Arc::new(AtomicUsize::new(0));
+    let hooks_at_once = Arc::new(AtomicUsize::new(0));
+    let overlap = Arc::new(AtomicBool::new(false));
+    let (at_once, seen) = (hooks_at_once.clone(), overlap.clone());
+    let pool = Arc::new(
+        EnhancedConnectionPool::builder(quiet(4, 1))
+            .reset(move |c: &mut Resettable| {
+                if at_once.fetch_add(1, Ordering::SeqCst) > 0 {
+                    seen.store(true, Ordering::SeqCst);
+                }
+                c.in_reset.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(60));
+                c.in_reset.store(false, Ordering::SeqCst);
+                at_once.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            })
+            .build()
+            .unwrap(),
+    );
+    pool.add_connection_sync(
+        Resettable {
+            in_reset: AtomicBool::new(false),
+            closes: closes.clone(),
+        },
+        "alice",
+        ConnectionMetadata::for_user("alice"),
+    )
+    .unwrap();
+    for second_discards in [false, true] {
+        let raw = pool.try_acquire("alice").unwrap().into_raw_handle();
+        let first = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.release_raw_handle(raw))
+        };
+        std::thread::sleep(Duration::from_millis(15)); // the first is in its hook
+        let second = if second_discards {
+            pool.discard_raw_handle(raw)
+        } else {
+            pool.release_raw_handle(raw)
+        };
+        assert!(
+            matches!(second, Err(Error::StaleHandle { .. })),
+            "{second:?}"
+        );
+        assert_eq!(first.join().unwrap(), Ok(()));
+        assert!(!overlap.load(Ordering::SeqCst), "two resets ran at once");
+        assert_eq!(closes.load(Ordering::SeqCst), 0);
+        assert_eq!(pool.stats().idle_connections, 1);
+    }
+}

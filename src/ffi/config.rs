@@ -20,8 +20,10 @@ use super::leak::heliosdb_leak_report;
 /// connection leaves the pool (removed, evicted, reclaimed, pool closed or freed).
 ///
 /// Runs on whichever thread made the connection leave: the caller of
-/// `heliosdb_pool_remove_connection`, `heliosdb_pool_close`, `heliosdb_pool_free` or
-/// `heliosdb_pool_release`, or the sweeper thread. It may run concurrently with
+/// `heliosdb_pool_remove_connection`, `heliosdb_pool_close`, `heliosdb_pool_free`,
+/// `heliosdb_pool_release`, `heliosdb_pool_discard`, `heliosdb_pool_evict_all` or
+/// `heliosdb_pool_evict_user`, an acquiring thread (a connection that failed validation
+/// on borrow), or the sweeper thread. It may run concurrently with
 /// other callbacks and with calls on other threads. It must not call back into the
 /// same pool, and must not unwind (no C++ exception may escape it).
 pub type heliosdb_close_fn =
@@ -32,10 +34,12 @@ pub type heliosdb_close_fn =
 /// then closed through `close` and, with a `connect` callback, replaced).
 ///
 /// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), every
-/// `health_check_interval_ms` per idle connection, while `health_check_enabled`. The
-/// connection is reserved for the check: no borrower can have it meanwhile. Runs
-/// concurrently with calls on other threads. Re-entrancy: see `heliosdb_leak_fn`.
-/// Must not unwind.
+/// `health_check_interval_ms` per idle connection, while `health_check_enabled`; and,
+/// with validation on borrow (`validate_after_ms`, a version-4 config), on an acquiring
+/// thread for a connection idle that long, where one failure closes it. Either way the
+/// connection is reserved for the check: no borrower can have it meanwhile. Checks of
+/// different connections may run at once (on the sweeper and acquiring threads): the
+/// callback must be thread-safe. Re-entrancy: see `heliosdb_leak_fn`. Must not unwind.
 pub type heliosdb_health_check_fn =
     Option<unsafe extern "C" fn(connection: *mut c_void, user_data: *mut c_void) -> bool>;
 
@@ -118,9 +122,10 @@ pub type heliosdb_reset_fn =
 /// `on_evict` callback. Without either, nothing could replace it, so nothing is closed
 /// for idle time or age (an idle connection past its age is logged once and kept).
 ///
-/// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), or, for a
-/// leased connection past its age, on the thread that releases it. Re-entrancy: as
-/// `heliosdb_leak_fn`. Must not unwind.
+/// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), on the
+/// thread that releases a leased connection past its age, or on an acquiring thread
+/// whose connection failed validation on borrow; never once the pool is closed.
+/// Re-entrancy: as `heliosdb_leak_fn`. Must not unwind.
 pub type heliosdb_evict_fn = Option<
     unsafe extern "C" fn(
         connection_id: u64,
@@ -226,9 +231,11 @@ pub struct heliosdb_pool_config {
     pub on_evict: heliosdb_evict_fn,
     /// Validation on borrow: with a `health_check` callback and `health_check_enabled`,
     /// a connection idle at least this long is checked by the acquiring thread before
-    /// it is handed out; one that fails is closed (counted as `evicted_health`, told to
-    /// `on_evict`, replaced by `connect`) and the next idle one is tried. Default 500;
-    /// 0 checks every borrow; `UINT64_MAX` (anything over 24 days) turns it off. A
+    /// it is handed out; one that fails (once: not `unhealthy_after_failures` times) is
+    /// closed (counted as `evicted_health`, told to `on_evict`, replaced by `connect`)
+    /// and the next idle one is tried. Default 500 from the init functions; a caller
+    /// compiled against an older header (a smaller `struct_size`) gets it off. 0 checks
+    /// every borrow; `UINT64_MAX` (anything over 24 days) turns it off. A
     /// connection in steady use pays one compare on acquire; with validation on, a
     /// release also records its time (a coarse-clock read and a store).
     pub validate_after_ms: u64,
@@ -390,6 +397,12 @@ pub(crate) unsafe fn read_config(
     // the other fields accept any bit pattern or kept our defaults).
     let mut out = unsafe { out.assume_init() };
     out.struct_size = struct_size;
+    if struct_size <= offset_of!(heliosdb_pool_config, validate_after_ms) {
+        // A caller built before validation on borrow existed: its health check was
+        // documented to run on the sweeper thread only, so it is not called on acquiring
+        // threads unless the caller asks (a version-4 struct).
+        out.validate_after_ms = u64::MAX;
+    }
     Ok(out)
 }
 
@@ -531,6 +544,31 @@ pub unsafe extern "C" fn heliosdb_pool_config_validate(
 mod tests {
     use super::*;
     use std::mem::MaybeUninit;
+
+    /// A caller compiled before validation on borrow existed must not have its health
+    /// check called on acquiring threads; a current caller gets the documented default.
+    #[test]
+    fn older_configs_get_validation_on_borrow_off() {
+        let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
+        // SAFETY: a writable struct of the full size.
+        let status = unsafe {
+            heliosdb_pool_config_init(config.as_mut_ptr(), size_of::<heliosdb_pool_config>())
+        };
+        assert_eq!(status, Status::Ok);
+        // SAFETY: initialised by the call above.
+        let mut config = unsafe { config.assume_init() };
+        for (size, expected) in [
+            (CONFIG_V1_SIZE, u64::MAX),
+            (CONFIG_V2_SIZE, u64::MAX),
+            (CONFIG_V3_SIZE, u64::MAX),
+            (size_of::<heliosdb_pool_config>(), 500),
+        ] {
+            config.struct_size = size;
+            // SAFETY: `config` is a full, initialised struct; `size` is at most its size.
+            let read = unsafe { read_config(&config) }.unwrap();
+            assert_eq!(read.validate_after_ms, expected, "struct_size {size}");
+        }
+    }
 
     #[test]
     fn presets_round_trip_and_validate() {
