@@ -1268,55 +1268,51 @@ impl<C> PoolInner<C> {
         }
     }
 
-    /// Validates that `raw` names the connection in its slot and that slot's current
-    /// borrow; returns the slot.
-    pub(crate) fn check_raw(&self, raw: RawHandle) -> Result<u32> {
-        let slot = raw.connection_id().slot();
-        let stale = || Error::StaleHandle {
-            connection_id: raw.connection_id().raw(),
-            generation: raw.generation(),
-        };
-        let header = self.slab.get(slot).ok_or_else(stale)?;
-        // The state first (Acquire: the id read after it is at least as new), then the
-        // id: a retire bumps the generation, so if the state is still this borrow's
-        // when the caller acts on it, the id read here was the connection's.
+    /// The borrow a raw handle names, if its slot's state has the handle's generation
+    /// and the slot holds the handle's connection: the state first (Acquire: the id read
+    /// after it is at least as new as the borrow it shows), then the id. A retire bumps
+    /// the generation, so if the caller then acts on the slot by a CAS at this
+    /// generation, no retire came between and the id read was the connection's.
+    #[inline]
+    fn raw_borrow(&self, raw: RawHandle) -> Result<(Handle, SlotState)> {
+        let id = raw.connection_id();
+        let handle = Handle::new(id.slot(), raw.generation());
+        let header = self.slab.get(handle.slot).ok_or_else(|| stale_raw(raw))?;
         let state = header.load_state(Ordering::Acquire);
-        if state.generation() != raw.generation()
-            || state.lifecycle() != Lifecycle::InUse
-            || header.conn_id.load(Ordering::Relaxed) != raw.connection_id().raw()
+        if state.generation() != handle.generation || header.conn_id.load(Ordering::Relaxed) != id.raw()
         {
-            return Err(stale());
+            return Err(stale_raw(raw));
+        }
+        Ok((handle, state))
+    }
+
+    /// Validates that `raw` names the connection in its slot and that slot's current,
+    /// unreclaimed borrow; returns the slot.
+    pub(crate) fn check_raw(&self, raw: RawHandle) -> Result<u32> {
+        let (handle, state) = self.raw_borrow(raw)?;
+        if state.lifecycle() != Lifecycle::InUse {
+            return Err(stale_raw(raw));
         }
         if state.has(flags::RECLAIMED) {
             return Err(Error::Reclaimed {
                 connection_id: raw.connection_id().raw(),
             });
         }
-        Ok(slot)
+        Ok(handle.slot)
     }
 
     /// Ends the borrow a raw handle names with `end` ([`release`](Self::release) or
     /// [`discard`](Self::discard)), after checking that it also names the connection in
-    /// its slot (a C lease carries the id). A reclaimed borrow is still ended (and its
-    /// connection closed) by its holder's release or discard.
+    /// its slot (a C lease carries the id); `end`'s CAS validates the rest. A reclaimed
+    /// borrow is still ended (and its connection closed) by its holder's release or
+    /// discard.
     #[inline]
     pub(crate) fn end_raw(
         &self,
         raw: RawHandle,
         end: impl FnOnce(&Self, Handle) -> Result<()>,
     ) -> Result<()> {
-        let id = raw.connection_id();
-        let handle = Handle::new(id.slot(), raw.generation());
-        let header = self.slab.get(handle.slot).ok_or_else(|| self.stale(handle))?;
-        // The state first (Acquire: the id read after it is at least as new as the
-        // borrow it shows), then the id. If `end`'s CAS then succeeds at this generation,
-        // no retire came between (a retire bumps it), so the id read was the borrowed
-        // connection's.
-        if header.load_state(Ordering::Acquire).generation() != handle.generation
-            || header.conn_id.load(Ordering::Relaxed) != id.raw()
-        {
-            return Err(self.stale(handle));
-        }
+        let (handle, _) = self.raw_borrow(raw)?;
         end(self, handle)
     }
 
@@ -1782,6 +1778,16 @@ impl<C> PoolInner<C> {
             criticals: get(&self.counters.leak_criticals),
             returned_after_leak: get(&self.counters.returned_after_leak),
         }
+    }
+}
+
+/// The error for a raw handle that names no live borrow (off the hot path).
+#[cold]
+#[inline(never)]
+fn stale_raw(raw: RawHandle) -> Error {
+    Error::StaleHandle {
+        connection_id: raw.connection_id().raw(),
+        generation: raw.generation(),
     }
 }
 
