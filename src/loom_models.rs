@@ -381,7 +381,7 @@ fn a_health_check_an_affinity_borrow_and_a_remove_never_share_the_slot() {
         // remove_connection, as the pool loops it.
         let removed = loop {
             let seen = SlotState::from_packed(word.load(Ordering::Acquire));
-            match state::take_out_of_service(&word, seen) {
+            match state::take_out_of_service(&word, seen, flags::CLOSE_ON_RETURN) {
                 TakeOut::Claimed => {
                     // SAFETY: as above: the remover owns the slot now.
                     value.with_mut(|v| unsafe { *v += 1 });

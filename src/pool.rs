@@ -1565,66 +1565,65 @@ impl<C> PoolInner<C> {
         };
         let slot = id.slot();
         let header = self.slab.get(slot).ok_or_else(unknown)?;
+        self.take_out(slot, header, flags::CLOSE_ON_RETURN, Eviction::Removed, || {
+            header.conn_id.load(Ordering::Relaxed) == id.raw()
+        })
+        .ok_or_else(unknown)
+    }
+
+    /// Takes every connection of `partition` out of service (failover): idle ones
+    /// closed now, borrowed or checked ones marked `FAILOVER`, as `remove` does.
+    /// Returns how many it evicted.
+    fn evict_partition(&self, partition: &Partition) -> usize {
+        (0..partition.capacity())
+            .filter(|&local| {
+                let slot = partition.slot_of(local);
+                self.slab.get(slot).is_some_and(|header| {
+                    self.take_out(slot, header, flags::FAILOVER, Eviction::Failover, || {
+                        partition.owns(header, local)
+                    })
+                    .is_some()
+                })
+            })
+            .count()
+    }
+
+    /// Takes the connection in `slot` out of service, while `still_it` says the slot
+    /// holds the connection the caller means: an idle one is closed now (counted as
+    /// `cause`), a borrowed or checked one is marked with `mark` to close when its owner
+    /// is done. `None` if the slot no longer holds it.
+    ///
+    /// The state first (Acquire: the fields `still_it` reads are at least as new as
+    /// it), then `still_it`: a CAS on this exact state (a retire bumps the generation)
+    /// then acts on that connection or fails, and the loop looks again.
+    fn take_out(
+        &self,
+        slot: u32,
+        header: &SlotHeader,
+        mark: u64,
+        cause: Eviction,
+        still_it: impl Fn() -> bool,
+    ) -> Option<Removal> {
         loop {
-            // The state first (Acquire: the fields read after it are at least as new as
-            // it), then the id: if the id still matches, this state is that
-            // connection's, and a CAS on this exact state (a retire bumps the
-            // generation) acts on that connection or fails.
-            let state = header.load_state(Ordering::Acquire);
-            if header.conn_id.load(Ordering::Relaxed) != id.raw() {
-                return Err(unknown());
+            let seen = header.load_state(Ordering::Acquire);
+            if !still_it() {
+                return None;
             }
-            match state::take_out_of_service(&header.state, state) {
+            match state::take_out_of_service(&header.state, seen, mark) {
                 TakeOut::Claimed => {
-                    // Ours now, and still the connection with this id (see above).
+                    // Ours now, and still that connection (see above).
                     let partition = self.partition_of(header);
                     let local = header.local.load(Ordering::Relaxed);
-                    drop(self.retire(partition, local, slot, true, Some(Eviction::Removed)));
-                    return Ok(Removal::Closed);
+                    drop(self.retire(partition, local, slot, true, Some(cause)));
+                    return Some(Removal::Closed);
                 }
-                TakeOut::Marked => return Ok(Removal::ClosesOnReturn),
-                TakeOut::Empty => return Err(unknown()),
-                // Being filled or emptied by someone else: a few instructions away.
+                TakeOut::Marked => return Some(Removal::ClosesOnReturn),
+                TakeOut::Empty => return None,
+                // Being filled, emptied or reset by someone else: a few steps away.
                 TakeOut::Busy => std::thread::yield_now(),
                 TakeOut::Changed => {}
             }
         }
-    }
-
-    /// Takes every connection of `partition` out of service (failover): idle ones
-    /// closed now, borrowed or checked ones marked `FAILOVER`, by the CAS protocol
-    /// `remove` uses. Returns how many it evicted.
-    fn evict_partition(&self, partition: &Partition) -> usize {
-        let mut evicted = 0;
-        for local in 0..partition.capacity() {
-            loop {
-                let slot = partition.slot_of(local);
-                let Some(header) = self.slab.get(slot) else {
-                    break;
-                };
-                // The state first, then the owner: as in `remove`, a CAS on this exact
-                // state acts on the connection the owner check saw, or fails.
-                let seen = header.load_state(Ordering::Acquire);
-                if !partition.owns(header, local) {
-                    break;
-                }
-                match state::take_out_of_service_as(&header.state, seen, flags::FAILOVER) {
-                    TakeOut::Claimed => {
-                        drop(self.retire(partition, local, slot, true, Some(Eviction::Failover)));
-                        evicted += 1;
-                        break;
-                    }
-                    TakeOut::Marked => {
-                        evicted += 1;
-                        break;
-                    }
-                    TakeOut::Empty => break,
-                    TakeOut::Busy => std::thread::yield_now(),
-                    TakeOut::Changed => {}
-                }
-            }
-        }
-        evicted
     }
 
     fn close(&self) {

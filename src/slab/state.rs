@@ -298,16 +298,11 @@ pub(crate) enum TakeOut {
 }
 
 /// One attempt to take the connection in a slot, seen in state `seen`, out of service
-/// (`remove_connection`): an idle one is claimed for the caller to close now, a
-/// borrowed or checked one is marked `CLOSE_ON_RETURN`. Both are CAS on the exact
-/// state seen, so a concurrent borrow, check, release or retire wins or loses cleanly.
-pub(crate) fn take_out_of_service(word: &AtomicU64, seen: SlotState) -> TakeOut {
-    take_out_of_service_as(word, seen, flags::CLOSE_ON_RETURN)
-}
-
-/// [`take_out_of_service`] marking a borrowed or checked connection with `mark` (one
-/// of the closing flags, which says what its close is counted as).
-pub(crate) fn take_out_of_service_as(word: &AtomicU64, seen: SlotState, mark: u64) -> TakeOut {
+/// (`remove_connection`, failover): an idle one is claimed for the caller to close now,
+/// a borrowed or checked one is marked with `mark` (a closing flag, which also says
+/// what its close is counted as). Both are CAS on the exact state seen, so a concurrent
+/// borrow, check, release or retire wins or loses cleanly.
+pub(crate) fn take_out_of_service(word: &AtomicU64, seen: SlotState, mark: u64) -> TakeOut {
     debug_assert!(mark & flags::CLOSING == mark && mark != 0);
     let done = match seen.lifecycle() {
         Lifecycle::Idle => try_claim(word, seen.generation(), Claim::Exclusive).is_ok(),
