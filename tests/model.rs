@@ -6,7 +6,6 @@
 //! leak counts, and that every connection is closed exactly once, when the model says.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -266,14 +265,14 @@ fn step(w: &mut World, op: &Op, pool: &'static EnhancedConnectionPool<Conn>) {
             pool.testing_advance_clock(Duration::from_secs(seconds));
             w.now_ms += seconds * 1_000;
             pool.sweep_now().unwrap();
-            sweep_model(w, pool);
+            sweep_model(w);
         }
         _ => {}
     }
 }
 
 /// What one sweeper pass does, in slab (slot) order.
-fn sweep_model(w: &mut World, pool: &EnhancedConnectionPool<Conn>) {
+fn sweep_model(w: &mut World) {
     let now = w.now_ms;
     let mut order: Vec<usize> = (0..w.conns.len()).filter(|&i| !w.conns[i].gone).collect();
     order.sort_by_key(|&i| w.conns[i].id.raw() & 0xff_ffff);
@@ -310,7 +309,6 @@ fn sweep_model(w: &mut World, pool: &EnhancedConnectionPool<Conn>) {
             w.close(i);
         }
     }
-    let _ = pool;
 }
 
 fn check(w: &World, pool: &EnhancedConnectionPool<Conn>) {
@@ -341,8 +339,6 @@ fn check(w: &World, pool: &EnhancedConnectionPool<Conn>) {
     }
 }
 
-static STEPS: AtomicU64 = AtomicU64::new(0);
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
 
@@ -371,7 +367,6 @@ proptest! {
         for op in &ops {
             step(&mut w, op, pool);
             check(&w, pool);
-            STEPS.fetch_add(1, Ordering::Relaxed);
         }
         // Closing closes what is idle now, and every borrow on its return.
         for (_, guard) in w.held.drain(..) {

@@ -405,10 +405,8 @@ mod tests {
                 done.store(true, Ordering::Release);
             })
         };
-        let mut seen = 0u32;
         while !done.load(Ordering::Acquire) {
             if let Some(snapshot) = header.borrow_snapshot() {
-                seen += 1;
                 match snapshot.site.expect("stamped borrows have a site") {
                     CallSite::Rust(location) => assert_eq!(location.file(), file!()),
                     CallSite::C(site) => {
@@ -418,8 +416,7 @@ mod tests {
                 }
             }
         }
+        // How many snapshots were taken is up to the scheduler; every one was whole.
         writer.join().expect("the writer finishes");
-        // Seen or not (scheduling decides), what was seen was whole.
-        let _ = seen;
     }
 }
