@@ -12,29 +12,19 @@
 #include <thread>
 #include <utility>
 
+#include "check.h"
 #include "heliosdb_pool.hpp"
 
 using namespace std::chrono_literals;
 
 namespace {
 
-[[noreturn]] void fail(const char *what, int line) {
-  std::fprintf(stderr, "cxx_free_race.cpp:%d: %s\n", line, what);
-  std::exit(1);
-}
-#define EXPECT(cond)                     \
-  do {                                   \
-    if (!(cond)) {                       \
-      fail("expected " #cond, __LINE__); \
-    }                                    \
-  } while (0)
-
 std::atomic<int> g_destroyed{0};
 
 struct Db {
   std::atomic<bool> destroyed{false};
   ~Db() {
-    EXPECT(!destroyed.exchange(true));
+    CHECK(!destroyed.exchange(true));
     g_destroyed++;
   }
 };
@@ -60,7 +50,7 @@ int main() {
     pool->add_connection(std::make_unique<Db>(), "alice");
     pool->add_connection(std::make_unique<Db>(), "alice");
     std::optional<heliosdb::Lease<Db>> lease = pool->try_acquire("alice");
-    EXPECT(lease.has_value());
+    CHECK(lease.has_value());
     std::atomic<int> ready{0};
     std::thread releaser([&ready, round, l = std::move(*lease)]() mutable {
       ready++;
@@ -76,7 +66,7 @@ int main() {
     }
     pool.reset();  // the Pool dies while the lease may still be out
     releaser.join();
-    EXPECT(g_destroyed.load() == 2);
+    CHECK(g_destroyed.load() == 2);
   }
   std::printf("cxx_free_race: ok (%d rounds)\n", rounds);
   return 0;
