@@ -46,6 +46,8 @@ full_crate! {
     pub mod metrics;
     mod partition;
     pub mod pool;
+    #[cfg(feature = "postgres")]
+    pub mod postgres;
     mod pool_leaks;
     mod slab;
     mod sweeper;
