@@ -16,7 +16,9 @@
 //! - **a reset** ([`reset`]) when a connection comes back: `DISCARD ALL` (session
 //!   settings, roles, temporary tables, prepared statements, cursors, advisory locks,
 //!   `LISTEN`s), preceded by `ROLLBACK` when the borrower left a transaction open or
-//!   aborted. A connection whose reset fails is closed instead of reused.
+//!   aborted. A connection whose reset fails is closed instead of reused. Schemas with
+//!   user-defined types want [`ResetMode::KeepDriverStatements`] (see
+//!   [`ResetMode::DiscardAll`] for why).
 //!
 //! Connections the server dropped while borrowed (a killed backend, a restart, a lost
 //! network) are the caller's to report: [`is_connection_lost`] tells such an error
@@ -152,6 +154,7 @@ pub struct PgConnector<T = NoTls> {
     tls: T,
     user_config: Option<UserConfigFn>,
     check_timeout: Duration,
+    reset_mode: ResetMode,
 }
 
 impl PgConnector<NoTls> {
@@ -177,6 +180,7 @@ where
             tls,
             user_config: None,
             check_timeout: DEFAULT_CHECK_TIMEOUT,
+            reset_mode: ResetMode::default(),
         }
     }
 
@@ -197,6 +201,13 @@ where
     /// connection dead. Default [`DEFAULT_CHECK_TIMEOUT`] (5 s).
     pub fn check_timeout(mut self, timeout: Duration) -> Self {
         self.check_timeout = timeout;
+        self
+    }
+
+    /// What the reset clears between borrowers. Default [`ResetMode::DiscardAll`];
+    /// [`ResetMode::KeepDriverStatements`] for schemas with user-defined types.
+    pub fn reset_mode(mut self, mode: ResetMode) -> Self {
+        self.reset_mode = mode;
         self
     }
 
@@ -222,13 +233,13 @@ where
 
     /// Installs the adapter into `builder`: its factory ([`connect`](Self::connect)),
     /// [`health_check`] (bounded by [`check_timeout`](Self::check_timeout)) and
-    /// [`reset`]. Other settings (`validate_after`, `min_idle`, `on_evict`...) are the
+    /// [`reset`] (in [`reset_mode`](Self::reset_mode)). Other settings (`validate_after`, `min_idle`, `on_evict`...) are the
     /// builder's own and stay as they are; a hook set on it earlier is replaced.
     pub fn install(self, builder: PoolBuilder<PgConnection>) -> PoolBuilder<PgConnection> {
-        let timeout = self.check_timeout;
+        let (timeout, mode) = (self.check_timeout, self.reset_mode);
         builder
             .health_check(move |conn: &PgConnection| health_check(conn, timeout))
-            .reset(reset)
+            .reset(move |conn: &mut PgConnection| reset(conn, mode))
             .connection_factory(move |user: &str| self.connect(user))
     }
 }
@@ -240,6 +251,7 @@ impl<T> fmt::Debug for PgConnector<T> {
             .field("config", &self.config)
             .field("configure_user", &self.user_config.is_some())
             .field("check_timeout", &self.check_timeout)
+            .field("reset_mode", &self.reset_mode)
             .finish_non_exhaustive()
     }
 }
@@ -262,42 +274,83 @@ pub fn health_check(conn: &PgConnection, timeout: Duration) -> Result<(), String
     })
 }
 
-/// The adapter's reset: `DISCARD ALL`, after `ROLLBACK` when the borrower left a
-/// transaction open or aborted.
+/// What the adapter's [`reset`] clears between borrowers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResetMode {
+    /// `DISCARD ALL`: every session setting, role change, temporary table, cursor,
+    /// advisory lock, `LISTEN` and prepared statement. The default.
+    ///
+    /// It also deallocates the statements the driver prepared itself to look up
+    /// user-defined types (enums, domains, composites, extension types) and keeps for
+    /// the client's lifetime: on a connection that was reset, the first query needing
+    /// a type the client has not seen yet fails with `prepared statement "sN" does not
+    /// exist` (SQLSTATE 26000), on every later borrow too. Use
+    /// [`KeepDriverStatements`](Self::KeepDriverStatements) with such schemas.
+    #[default]
+    DiscardAll,
+    /// `DISCARD ALL` but for the driver's own prepared statements: `CLOSE ALL; SET
+    /// SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; SELECT
+    /// pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES`, and
+    /// `DEALLOCATE` of each statement prepared by SQL (`PREPARE`, the only ones a
+    /// borrower can leave behind: the driver closes its own when their `Statement` is
+    /// dropped). One round trip, as `DISCARD ALL`; the server does more work (a
+    /// PL/pgSQL block and eight statements).
+    KeepDriverStatements,
+}
+
+impl ResetMode {
+    /// The reset as one simple-protocol query. Each fails inside a transaction block
+    /// (SQLSTATE 25001) or an aborted one (25P02), which is how [`reset`] knows to roll
+    /// back first: `DISCARD ALL` by itself; the other because its first statement
+    /// raises 25001 when `now()` (the transaction's start) differs from
+    /// `statement_timestamp()` (this query's start), that is, when a transaction began
+    /// before this query.
+    fn sql(self) -> &'static str {
+        match self {
+            ResetMode::DiscardAll => "DISCARD ALL",
+            ResetMode::KeepDriverStatements => {
+                "DO $heliosdb_reset$ DECLARE s record; BEGIN
+                   IF now() <> statement_timestamp() THEN
+                     RAISE EXCEPTION 'a transaction is open' USING ERRCODE = 'active_sql_transaction';
+                   END IF;
+                   FOR s IN SELECT name FROM pg_prepared_statements WHERE from_sql LOOP
+                     EXECUTE format('DEALLOCATE %I', s.name);
+                   END LOOP;
+                 END $heliosdb_reset$;
+                 CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;
+                 SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES"
+            }
+        }
+    }
+}
+
+/// The adapter's reset: clears the session as `mode` says (`DISCARD ALL` by default),
+/// after `ROLLBACK` when the borrower left a transaction open or aborted.
 ///
-/// The driver does not expose the server's transaction status, so the reset asks the
-/// server in the cheapest way: it sends `DISCARD ALL` alone (one round trip, the
-/// common case), which the server refuses inside a transaction block (SQLSTATE 25001)
-/// or an aborted one (25P02); on those two it sends `ROLLBACK` and `DISCARD ALL` again
-/// (three round trips, only after a borrower left a transaction behind).
-///
-/// `DISCARD ALL` also deallocates every prepared statement on the server, including
-/// the ones the driver prepared itself to look up user-defined types (enums, domains,
-/// composites, extension types) and keeps for the client's lifetime; a query that
-/// needs such a lookup would then fail. For those schemas, install your own reset
-/// (the builder's `reset`) running `CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT;
-/// RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD
-/// TEMP; DISCARD SEQUENCES` (`DISCARD ALL` without `DEALLOCATE ALL`).
+/// The driver does not expose the server's transaction status, so the reset lets the
+/// server tell: it sends the reset alone (one round trip, the common case), which the
+/// server refuses inside a transaction block (SQLSTATE 25001) or an aborted one
+/// (25P02); on those two it sends `ROLLBACK` and the reset again (three round trips,
+/// only after a borrower left a transaction behind).
 ///
 /// Runs on the releasing thread (see the builder's `reset`). `Err` (a closed client,
 /// a failing server) makes the pool close the connection.
-pub fn reset(conn: &mut PgConnection) -> Result<(), String> {
+pub fn reset(conn: &mut PgConnection, mode: ResetMode) -> Result<(), String> {
     let client = conn.client();
     if client.is_closed() {
         return Err("the connection is closed".to_string());
     }
-    match client.batch_execute("DISCARD ALL") {
-        Err(e) if e.code().is_some_and(is_in_transaction_block) => {
-            client
-                .batch_execute("ROLLBACK")
-                .and_then(|()| client.batch_execute("DISCARD ALL"))
-        }
+    let sql = mode.sql();
+    match client.batch_execute(sql) {
+        Err(e) if e.code().is_some_and(is_in_transaction_block) => client
+            .batch_execute("ROLLBACK")
+            .and_then(|()| client.batch_execute(sql)),
         other => other,
     }
     .map_err(|e| format!("reset: {e}"))
 }
 
-/// The server's refusals of `DISCARD ALL` that a `ROLLBACK` cures.
+/// The server's refusals of a reset that a `ROLLBACK` cures.
 fn is_in_transaction_block(code: &SqlState) -> bool {
     *code == SqlState::ACTIVE_SQL_TRANSACTION || *code == SqlState::IN_FAILED_SQL_TRANSACTION
 }

@@ -15,7 +15,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use heliosdb_pool::postgres::{
-    PgConnection, PgConnector, health_check, is_connection_lost, release_or_discard,
+    PgConnection, PgConnector, ResetMode, health_check, is_connection_lost, release_or_discard,
 };
 use heliosdb_pool::{ConnectionId, EnhancedConnectionPool, EnhancedPoolConfig, Error};
 use postgres::{Client, Config, NoTls, SimpleQueryMessage};
@@ -30,6 +30,8 @@ const ISOLATION_ROLES: [&str; 2] = ["heliosdb_pg_alice", "heliosdb_pg_bob"];
 const KILL_ROLES: [&str; 2] = ["heliosdb_pg_kill_a", "heliosdb_pg_kill_b"];
 const IDLE_ROLE: &str = "heliosdb_pg_idle";
 const RESET_ROLE: &str = "heliosdb_pg_reset";
+/// Held by the tests that use [`RESET_ROLE`] and its probe table.
+static RESET_ROLE_IN_USE: Mutex<()> = Mutex::new(());
 const ERRORS_ROLE: &str = "heliosdb_pg_errors";
 /// A role the reset role may `SET ROLE` to: a borrower's `SET ROLE` must not reach the
 /// next borrower.
@@ -105,6 +107,15 @@ fn admin(base: &Config) -> Client {
 /// borrow at its default window (500 ms) and sweeper health checks rare enough that
 /// they do not take part.
 fn pool(base: &Config, per_user: usize) -> EnhancedConnectionPool<PgConnection> {
+    pool_resetting(base, per_user, ResetMode::default())
+}
+
+/// [`pool`] with the reset in `mode`.
+fn pool_resetting(
+    base: &Config,
+    per_user: usize,
+    mode: ResetMode,
+) -> EnhancedConnectionPool<PgConnection> {
     let config = EnhancedPoolConfig {
         acquire_timeout_ms: 10_000,
         health_check_enabled: true,
@@ -112,6 +123,7 @@ fn pool(base: &Config, per_user: usize) -> EnhancedConnectionPool<PgConnection> 
         ..quiet(4 * per_user, per_user)
     };
     PgConnector::new(base.clone())
+        .reset_mode(mode)
         .install(EnhancedConnectionPool::builder(config))
         .build()
         .expect("a valid pool")
@@ -201,7 +213,7 @@ fn two_roles_under_load_each_query_runs_as_its_own_role() {
 struct Observed {
     queries: u64,
     failed: u64,
-    /// Connections a query failed on as lost; none may be handed out again.
+    /// Connections a query failed on; none may be handed out again.
     dead: HashSet<ConnectionId>,
     /// Dead connections handed out again (must stay empty).
     handed_out_again: Vec<ConnectionId>,
@@ -240,12 +252,14 @@ fn killed_backends_under_load_cost_at_most_one_query_each_and_the_pool_heals() {
                             o.queries += 1;
                             match &result {
                                 Ok(row) => assert_eq!(row.get::<_, String>(0), role),
-                                Err(e) if is_connection_lost(e) => {
+                                Err(e) => {
                                     o.failed += 1;
                                     o.dead.insert(id);
                                     o.last_failure = Some(Instant::now());
+                                    if !is_connection_lost(e) {
+                                        o.other_errors.push(format!("{e:?}"));
+                                    }
                                 }
-                                Err(e) => o.other_errors.push(e.to_string()),
                             }
                         }
                         release_or_discard(conn, result.as_ref().err()).expect("give back");
@@ -314,7 +328,10 @@ fn killed_backends_under_load_cost_at_most_one_query_each_and_the_pool_heals() {
             whole.as_secs_f64() * 1e3,
         );
     }
-    println!("  evictions: {:?}", stats.evictions);
+    println!(
+        "  evictions: {:?}; factory: {} connects, {} failed",
+        stats.evictions, stats.factory_creates, stats.factory_errors
+    );
     assert!(
         o.handed_out_again.is_empty(),
         "dead connections handed out again: {:?}",
@@ -386,9 +403,21 @@ fn borrow_and_run(pool: &EnhancedConnectionPool<PgConnection>, sql: &str) -> i32
 }
 
 #[test]
-fn session_state_never_reaches_the_next_borrower() {
+fn session_state_never_reaches_the_next_borrower_discard_all() {
+    session_state_never_reaches_the_next_borrower(ResetMode::DiscardAll);
+}
+
+#[test]
+fn session_state_never_reaches_the_next_borrower_keep_driver_statements() {
+    session_state_never_reaches_the_next_borrower(ResetMode::KeepDriverStatements);
+}
+
+/// Each way a borrower can dirty its session, then the next borrower's view of the
+/// same connection. The two modes share the reset role: one runs at a time.
+fn session_state_never_reaches_the_next_borrower(mode: ResetMode) {
     let Some(base) = server() else { return };
-    let pool = pool(&base, 1);
+    let _one_at_a_time = RESET_ROLE_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    let pool = pool_resetting(&base, 1, mode);
     let mut admin = admin(&base);
     admin
         .execute(&format!("DELETE FROM {PROBE_TABLE}"), &[])
@@ -423,7 +452,7 @@ fn session_state_never_reaches_the_next_borrower() {
                            AND pid = pg_backend_pid()),
                         (SELECT count(*) FROM pg_cursors WHERE name = 'leftover_cursor')",
             )
-            .unwrap_or_else(|e| panic!("after {sql:?}: {e}"));
+            .unwrap_or_else(|e| panic!("{mode:?}: after {sql:?}: {e}"));
         let Some(row) = seen.iter().find_map(|m| match m {
             SimpleQueryMessage::Row(row) => Some(row),
             _ => None,
@@ -450,7 +479,7 @@ fn session_state_never_reaches_the_next_borrower() {
                 "0",
                 "0"
             ],
-            "after {sql:?}: not in a transaction, own role, default settings, no temp \
+            "{mode:?}: after {sql:?}: not in a transaction, own role, default settings, no temp \
              table, no prepared statement, no advisory lock, no cursor"
         );
         client
@@ -555,5 +584,36 @@ fn a_connect_that_fails_names_the_role_in_the_timeout() {
         message.contains("connecting as \"heliosdb_pg_no_such_role\""),
         "after {:?}: {message}",
         started.elapsed()
+    );
+}
+
+#[test]
+fn keep_driver_statements_keeps_user_defined_types_working_across_resets() {
+    let Some(base) = server() else { return };
+    let _one_at_a_time = RESET_ROLE_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut admin = admin(&base);
+    for mood in ["heliosdb_pg_mood1", "heliosdb_pg_mood2"] {
+        admin
+            .batch_execute(&format!(
+                "DO $$ BEGIN CREATE TYPE {mood} AS ENUM ('ok', 'sad');
+                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$"
+            ))
+            .expect("creating the enum");
+    }
+    let pool = pool_resetting(&base, 1, ResetMode::KeepDriverStatements);
+    // The first borrow makes the driver prepare its type-lookup statement; the second,
+    // after a reset, needs it again for a type it has not seen.
+    for mood in ["heliosdb_pg_mood1", "heliosdb_pg_mood2"] {
+        let mut conn = pool.blocking_acquire(RESET_ROLE).expect("acquire");
+        let rows = conn
+            .client()
+            .query(&format!("SELECT NULL::{mood}"), &[])
+            .unwrap_or_else(|e| panic!("{mood}: {e:?}"));
+        assert_eq!(rows.len(), 1);
+    }
+    assert_eq!(
+        pool.stats().factory_creates,
+        1,
+        "one connection, reset in between"
     );
 }
