@@ -147,8 +147,11 @@ type UserConfigFn = Box<dyn Fn(&str, &mut Config) -> Result<(), String> + Send +
 ///
 /// Threading: the factory runs on the pool's sweeper thread and blocks it for the
 /// length of a connect, so give the config a `connect_timeout`. Each connection owns
-/// its own single-threaded runtime (as every sync `postgres::Client` does); never use
-/// one from inside an async runtime's worker.
+/// its own single-threaded runtime (as every sync `postgres::Client` does), so borrow
+/// with `blocking_acquire` or `try_acquire` from plain threads: inside a tokio worker
+/// (including `acquire().await`, where validation on borrow runs the health check
+/// inside the poll) the client's runtime would refuse to block, the check would
+/// panic and every connection it checks would be evicted as failing.
 pub struct PgConnector<T = NoTls> {
     config: Config,
     tls: T,

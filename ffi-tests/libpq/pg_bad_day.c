@@ -56,6 +56,7 @@ static atomic_long queries;
 static atomic_long failed_queries;
 static atomic_long ordinary_errors;
 static heliosdb_pool *pool;
+static _Atomic double slowest_connect_ms;
 
 static double now_ms(void) {
   struct timespec ts;
@@ -79,7 +80,12 @@ static int32_t pg_connect(const char *user, void **out_connection, void *user_da
   (void)user_data;
   const char *keys[] = {"dbname", "user", "connect_timeout", NULL};
   const char *values[] = {conninfo, user, "5", NULL};
+  double started = now_ms();
   PGconn *pg = PQconnectdbParams(keys, values, 1);
+  double took = now_ms() - started;
+  double slowest = atomic_load(&slowest_connect_ms);
+  while (took > slowest && !atomic_compare_exchange_weak(&slowest_connect_ms, &slowest, took)) {
+  }
   if (PQstatus(pg) != CONNECTION_OK) {
     heliosdb_callback_set_error(PQerrorMessage(pg));
     PQfinish(pg);
@@ -390,11 +396,11 @@ int main(void) {
 
   heliosdb_pool_stats s = stats();
   printf("  %ld queries, %ld failed, %ld not a lost connection; evictions: discarded %llu, "
-         "health %llu, reset_failed %llu; connect: %llu made, %llu failed\n",
+         "health %llu, reset_failed %llu; connect: %llu made, %llu failed, slowest %.1f ms\n",
          atomic_load(&queries), atomic_load(&failed_queries), atomic_load(&ordinary_errors),
          (unsigned long long)s.evicted_discarded, (unsigned long long)s.evicted_health,
          (unsigned long long)s.evicted_reset_failed, (unsigned long long)s.factory_creates,
-         (unsigned long long)s.factory_errors);
+         (unsigned long long)s.factory_errors, atomic_load(&slowest_connect_ms));
   heliosdb_pool_free(pool);
   PQfinish(admin);
 
