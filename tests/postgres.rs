@@ -9,6 +9,7 @@
 #![cfg(feature = "postgres")]
 
 use std::collections::HashSet;
+use std::io::Write as _;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -55,7 +56,10 @@ fn find_server() -> Option<Config> {
     let mut admin = match config.connect(NoTls) {
         Ok(admin) => admin,
         Err(e) => {
-            eprintln!(
+            // Straight to the process's stderr: `eprintln!` in a passing test would be
+            // captured by the test harness and never seen.
+            let _ = writeln!(
+                std::io::stderr(),
                 "\n************************************************************************\n\
                  SKIPPED: the PostgreSQL adapter tests: no PostgreSQL answered ({conninfo}):\n\
                  {e}\n\
