@@ -10,6 +10,10 @@
 //! gives it back on drop. Borrowing and returning take no lock, make no heap allocation
 //! and no system call in the steady state: see `docs/ARCHITECTURE.md` and `BENCHMARKS.md`.
 //!
+//! With the cargo feature `postgres`, the `postgres` module pools the sync `postgres`
+//! crate's clients (a factory per role, a health check, a reset, discard of lost
+//! connections), as a client of the builder's hooks.
+//!
 //! ```
 //! use heliosdb_pool::{ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig};
 //!
