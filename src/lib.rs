@@ -50,6 +50,7 @@ full_crate! {
     mod slab;
     mod sweeper;
     mod thread_tag;
+    mod users;
     mod wait;
 
     pub use acquire::Acquire;
