@@ -596,6 +596,7 @@ mod tests {
             (CONFIG_V1_SIZE, u64::MAX),
             (CONFIG_V2_SIZE, u64::MAX),
             (CONFIG_V3_SIZE, u64::MAX),
+            (CONFIG_V4_SIZE, 500),
             (size_of::<heliosdb_pool_config>(), 500),
         ] {
             config.struct_size = size;
@@ -603,6 +604,32 @@ mod tests {
             let read = unsafe { read_config(&config) }.unwrap();
             assert_eq!(read.validate_after_ms, expected, "struct_size {size}");
         }
+    }
+
+    /// A version-4 caller's struct ends before the user limits: whatever lies beyond it
+    /// is not read, and the pool gets the documented defaults.
+    #[test]
+    fn older_configs_get_the_default_user_limits() {
+        let mut config = heliosdb_pool_config::from_settings(&EnhancedPoolConfig::default());
+        (config.max_users, config.max_user_name_len) = (0, 0); // Invalid if read.
+        config.retire_users_after_ms = 7;
+        config.struct_size = CONFIG_V4_SIZE;
+        // SAFETY: a full, initialised struct; the size is at most its size.
+        let read = unsafe { read_config(&config) }.unwrap();
+        assert_eq!(read.user_limits(), UserLimits::default());
+        assert_eq!(validate_tuning(&read), Ok(()));
+        config.struct_size = size_of::<heliosdb_pool_config>();
+        // SAFETY: as above.
+        let read = unsafe { read_config(&config) }.unwrap();
+        assert!(matches!(
+            validate_tuning(&read),
+            Err(Error::InvalidConfig {
+                field: "max_users",
+                ..
+            })
+        ));
+        config.retire_users_after_ms = u64::MAX;
+        assert_eq!(config.user_limits().retire_after, None, "UINT64_MAX: never");
     }
 
     #[test]
