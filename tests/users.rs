@@ -57,9 +57,11 @@ fn a_new_user_beyond_max_users_is_refused_and_the_others_are_not_affected() {
     assert_eq!(pool.try_acquire("bob").unwrap().as_str(), "bob");
     // With a factory, an acquire for a new user is refused the same way, at once.
     let with_factory = pool_with(1, Duration::MAX, true);
-    with_factory
-        .blocking_acquire_timeout("alice", Duration::from_secs(5))
-        .unwrap();
+    drop(
+        with_factory
+            .blocking_acquire_timeout("alice", Duration::from_secs(5))
+            .unwrap(),
+    );
     assert_eq!(
         with_factory
             .blocking_acquire_timeout("mallory", Duration::from_secs(5))
