@@ -1,4 +1,5 @@
 //! A counting global allocator for the zero-allocation tests: counts the allocations
+#![allow(dead_code)]
 //! made by the measuring thread inside `count_allocations`, and forwards everything to
 //! the system allocator. Each test binary installs it with
 //! `#[global_allocator] static GLOBAL: Counting = Counting;`.
