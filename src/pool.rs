@@ -712,22 +712,37 @@ impl<C> PoolInner<C> {
     /// a hash lookup and a reference count.
     #[inline]
     pub(crate) fn start_acquire(&self, user: &str, site: CallSite) -> Result<Start<'_, C>> {
-        // SAFETY: this thread's entry (see `last_returned`); the borrow ends here.
-        let last = unsafe { &*last_returned() };
-        let affine = (last.pool_id == self.id && last.names(user.as_bytes()))
-            .then_some((last.partition, last.slot, last.generation, last.serial));
-        if let Some((partition, slot, generation, serial)) = affine {
-            // SAFETY: an entry of this pool names one of its partitions, whose memory
-            // lives as long as the pool (`users.rs`), which `&self` keeps alive. Only
-            // its atomics are read before the claim.
-            let waiters_first = unsafe { (*partition).waiters.busy() };
-            if waiters_first {
-                // Someone waits for this user (or did, if the partition was reused):
-                // the slow path queues behind them.
-            } else if let Some(conn) = self.take_affine(slot, generation, serial, site) {
-                return Ok(Start::Got(conn));
-            }
+        match self.take_affine_for(user, site) {
+            Some(conn) => Ok(Start::Got(conn)),
+            None => self.start_from_map(user, site),
         }
+    }
+
+    /// The affinity part of [`start_acquire`](Self::start_acquire): this thread's last
+    /// returned connection, if the entry is for `user`, nobody waits for the user, and
+    /// the connection is still idle.
+    #[inline(always)]
+    fn take_affine_for(&self, user: &str, site: CallSite) -> Option<PooledConnection<'_, C>> {
+        // SAFETY: this thread's entry (see `last_returned`); the borrow ends before
+        // `take_affine`, which may write the entry.
+        let last = unsafe { &*last_returned() };
+        if last.pool_id != self.id || !last.names(user.as_bytes()) {
+            return None;
+        }
+        // SAFETY: an entry of this pool names one of its partitions, whose memory lives
+        // as long as the pool (`users.rs`), which `&self` keeps alive. Only its atomics
+        // are read before the claim: if someone waits for the user (or did, if the
+        // partition was reused), the slow path queues behind them.
+        if unsafe { (*last.partition).waiters.busy() } {
+            return None;
+        }
+        let (slot, generation, serial) = (last.slot, last.generation, last.serial);
+        self.take_affine(slot, generation, serial, site)
+    }
+
+    /// The rest of [`start_acquire`](Self::start_acquire): the user's partition
+    /// through the map and its lowest idle connection.
+    fn start_from_map(&self, user: &str, site: CallSite) -> Result<Start<'_, C>> {
         let partition = self.lookup_partition(user)?;
         Ok(match self.take_idle(&partition, site) {
             Some(conn) => {
@@ -1250,7 +1265,7 @@ impl<C> PoolInner<C> {
     }
 
     /// Stamps a borrow the caller has just claimed and wraps it in a guard.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn begin_borrow(
         &self,
         slot: u32,
@@ -1266,12 +1281,24 @@ impl<C> PoolInner<C> {
         PooledConnection::new(self, Handle::new(slot, generation))
     }
 
+    #[inline]
     pub(crate) fn try_acquire(
         &self,
         user: &str,
         site: CallSite,
     ) -> Result<PooledConnection<'_, C>> {
-        let partition = match self.start_acquire(user, site)? {
+        match self.take_affine_for(user, site) {
+            Some(conn) => Ok(conn),
+            None => self.try_acquire_from_map(user, site),
+        }
+    }
+
+    fn try_acquire_from_map(
+        &self,
+        user: &str,
+        site: CallSite,
+    ) -> Result<PooledConnection<'_, C>> {
+        let partition = match self.start_from_map(user, site)? {
             Start::Got(conn) => return Ok(conn),
             Start::Wait(partition) => partition,
         };
