@@ -53,12 +53,12 @@ static void versions_and_statuses(void) {
                                        HELIOSDB_VERSION_PATCH);
 
   CHECK(strcmp(heliosdb_status_str(HELIOSDB_OK), "ok") == 0);
-  for (int code = 0; code <= HELIOSDB_ERR_REENTRANT; code++) {
+  for (int code = 0; code <= HELIOSDB_ERR_USER_NAME_TOO_LONG; code++) {
     const char *s = heliosdb_status_str(code);
     CHECK(s != NULL && s[0] != '\0' && strcmp(s, "unknown status") != 0);
   }
   CHECK(strcmp(heliosdb_status_str(-1), "unknown status") == 0);
-  CHECK(strcmp(heliosdb_status_str(HELIOSDB_ERR_REENTRANT + 1), "unknown status") == 0);
+  CHECK(strcmp(heliosdb_status_str(HELIOSDB_ERR_USER_NAME_TOO_LONG + 1), "unknown status") == 0);
   CHECK(strcmp(heliosdb_status_str(INT32_MAX), "unknown status") == 0);
   CHECK(heliosdb_last_error_message() != NULL);
 }

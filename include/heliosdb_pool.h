@@ -188,6 +188,14 @@ enum heliosdb_status
    * from a sweeper callback, which would wait for itself).
    */
   HELIOSDB_ERR_REENTRANT = 22,
+  /**
+   * The pool already has `max_users` users; a new one cannot be created.
+   */
+  HELIOSDB_ERR_TOO_MANY_USERS = 23,
+  /**
+   * A user name is longer than `max_user_name_len`.
+   */
+  HELIOSDB_ERR_USER_NAME_TOO_LONG = 24,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -600,6 +608,27 @@ typedef struct heliosdb_pool_config {
    * release also records its time (a coarse-clock read and a store).
    */
   uint64_t validate_after_ms;
+  /**
+   * The most users the pool keeps at once (a user exists from its first connection,
+   * or with `connect` its first acquire, until it is retired). Beyond it, adding a
+   * connection or (with `connect`) acquiring for a new user fails with
+   * `HELIOSDB_ERR_TOO_MANY_USERS`. Bounds memory and metric series when user names
+   * come from outside. Default 1024; at least 1.
+   */
+  size_t max_users;
+  /**
+   * The longest user name accepted, in bytes: longer is
+   * `HELIOSDB_ERR_USER_NAME_TOO_LONG` (from add, and from acquires for users the pool
+   * does not have). Default 256; at least 1.
+   */
+  size_t max_user_name_len;
+  /**
+   * A user with no connection, no waiter and no connection requested for this long
+   * is retired by the sweeper: out of the stats and metrics, its memory reused for the
+   * next new user; a later acquire or add starts it afresh. Default 60000; 0: at the
+   * first pass that sees it vacant again; `UINT64_MAX`: never.
+   */
+  uint64_t retire_users_after_ms;
 } heliosdb_pool_config;
 
 /**

@@ -163,6 +163,9 @@ enum class errc : int {
   unsupported_version = HELIOSDB_ERR_UNSUPPORTED_VERSION,
   panic = HELIOSDB_ERR_PANIC,
   invalid_argument = HELIOSDB_ERR_INVALID_ARGUMENT,
+  reentrant = HELIOSDB_ERR_REENTRANT,
+  too_many_users = HELIOSDB_ERR_TOO_MANY_USERS,
+  user_name_too_long = HELIOSDB_ERR_USER_NAME_TOO_LONG,
 };
 
 namespace detail {
@@ -180,8 +183,10 @@ class ErrorCategory final : public std::error_category {
       case errc::timeout:
         return std::errc::timed_out;
       case errc::no_idle_connection:
+      case errc::too_many_users:
         return std::errc::resource_unavailable_try_again;
       case errc::null_argument:
+      case errc::user_name_too_long:
       case errc::invalid_utf8:
       case errc::invalid_config:
       case errc::invalid_argument:

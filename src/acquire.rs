@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::guard::PooledConnection;
 use crate::partition::Partition;
-use crate::pool::PoolInner;
+use crate::pool::{PoolInner, Start};
 use crate::slab::CallSite;
 use crate::thread_tag;
 use crate::wait::{Registration, WaitNode, Waiter, Wakeup, timer};
@@ -27,13 +27,14 @@ pub struct Acquire<'a, C> {
     user: &'a str,
     timeout: Duration,
     site: CallSite,
-    state: State<'a>,
+    state: State,
 }
 
-enum State<'a> {
+enum State {
     Start,
     Waiting {
-        partition: &'a Partition,
+        /// Held so that the partition is not reused while this waits on it.
+        partition: Arc<Partition>,
         node: Arc<WaitNode>,
         started: Instant,
     },
@@ -65,38 +66,42 @@ impl<'a, C> Future for Acquire<'a, C> {
         let this = self.get_mut();
         let pool = this.pool;
         if let State::Start = this.state {
-            let (partition, affinity) = match pool.resolve(this.user) {
-                Ok(found) => found,
-                Err(e) => {
-                    this.state = State::Done;
-                    return Poll::Ready(Err(e));
-                }
-            };
-            // One fast attempt, exactly like `try_acquire`, before queueing.
-            if let Some(conn) = pool.take_idle(partition, affinity, this.site) {
-                this.state = State::Done;
-                return Poll::Ready(Ok(conn));
-            }
-            let waiter = Waiter {
-                site: this.site,
-                borrower: thread_tag::current(),
-            };
-            let node = match partition
-                .waiters
-                .register(Wakeup::Task(cx.waker().clone()), waiter)
-            {
-                Registration::Waiting(node) => node,
-                Registration::Closed => {
-                    this.state = State::Done;
-                    return Poll::Ready(Err(Error::Closed));
+            let (partition, node) = loop {
+                // One fast attempt, exactly like `try_acquire`, before queueing.
+                let partition = match pool.start_acquire(this.user, this.site) {
+                    Ok(Start::Got(conn)) => {
+                        this.state = State::Done;
+                        return Poll::Ready(Ok(conn));
+                    }
+                    Ok(Start::Wait(partition)) => partition,
+                    Err(e) => {
+                        this.state = State::Done;
+                        return Poll::Ready(Err(e));
+                    }
+                };
+                let waiter = Waiter {
+                    site: this.site,
+                    borrower: thread_tag::current(),
+                };
+                match partition
+                    .waiters
+                    .register(Wakeup::Task(cx.waker().clone()), waiter)
+                {
+                    Registration::Waiting(node) => break (partition, node),
+                    Registration::Closed if pool.closed() => {
+                        this.state = State::Done;
+                        return Poll::Ready(Err(Error::Closed));
+                    }
+                    // Retired since the lookup: the registry's next answer is current.
+                    Registration::Closed => pool.users.settle(),
                 }
             };
             let started = Instant::now();
             if let Some(deadline) = started.checked_add(this.timeout) {
                 timer::arm(deadline, &node);
             }
-            pool.dispatch(partition);
-            pool.request_connection(partition);
+            pool.dispatch(&partition);
+            pool.request_connection(&partition);
             this.state = State::Waiting {
                 partition,
                 node,
@@ -104,7 +109,7 @@ impl<'a, C> Future for Acquire<'a, C> {
             };
         }
         let State::Waiting {
-            partition,
+            ref partition,
             ref node,
             started,
         } = this.state
@@ -115,8 +120,9 @@ impl<'a, C> Future for Acquire<'a, C> {
             Some(outcome) => Some(outcome),
             None if started.elapsed() >= this.timeout => match partition.waiters.cancel(node) {
                 None => {
+                    let error = pool.timeout_error(partition, started.elapsed());
                     this.state = State::Done;
-                    return Poll::Ready(Err(pool.timeout_error(partition, started.elapsed())));
+                    return Poll::Ready(Err(error));
                 }
                 Some(outcome) => Some(outcome),
             },

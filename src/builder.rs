@@ -25,6 +25,8 @@ use crate::leak::{LeakReport, LeakThresholds};
 use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::metrics::Eviction;
 use crate::pool::EnhancedConnectionPool;
+pub(crate) use crate::users::UserLimits;
+pub use crate::users::{DEFAULT_MAX_USER_NAME_LEN, DEFAULT_MAX_USERS, DEFAULT_RETIRE_USERS_AFTER};
 
 /// A health check: `Ok` if the connection is usable. Runs on the sweeper thread, on an
 /// idle connection nobody else can touch meanwhile; a panic counts as a failure.
@@ -93,6 +95,8 @@ pub(crate) struct Tuning {
     /// Validation on borrow: a connection idle at least this long (ms) is checked by
     /// the borrower first. `None`: no validation (no health check, or turned off).
     pub(crate) validate_after_ms: Option<i32>,
+    /// How many users, how long their names, when quiet ones are retired.
+    pub(crate) user_limits: UserLimits,
 }
 
 /// Builds an [`EnhancedConnectionPool`] with hooks. Made by
@@ -155,6 +159,7 @@ pub struct PoolBuilder<C> {
     health_policy: HealthMonitorConfig,
     name: String,
     validate_after: Duration,
+    user_limits: UserLimits,
     hooks: Hooks<C>,
 }
 
@@ -169,6 +174,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
             health_policy: HealthMonitorConfig::default(),
             name: "default".to_string(),
             validate_after: DEFAULT_VALIDATE_AFTER,
+            user_limits: UserLimits::default(),
             hooks: Hooks {
                 health_check: None,
                 reset: None,
@@ -253,6 +259,48 @@ impl<C: Send + 'static> PoolBuilder<C> {
     /// waiting was released for it just then, and is not checked.
     pub fn validate_after(mut self, window: Duration) -> Self {
         self.validate_after = window;
+        self
+    }
+
+    /// All three user limits at once (the C boundary's form).
+    pub(crate) fn user_limits(mut self, limits: UserLimits) -> Self {
+        self.user_limits = limits;
+        self
+    }
+
+    /// The most users the pool keeps at once (a user has a partition from its first
+    /// connection, or its first acquire with a factory, until it is retired: see
+    /// [`retire_users_after`](Self::retire_users_after)). Beyond it, adding a connection
+    /// or (with a factory) acquiring for a new user fails with
+    /// [`Error::TooManyUsers`]; existing users are not affected. Bounds the pool's memory
+    /// and its Prometheus series when user names come from outside (a name per client,
+    /// say). Default [`DEFAULT_MAX_USERS`] (1024); at least 1.
+    pub fn max_users(mut self, max: usize) -> Self {
+        self.user_limits.max_users = max;
+        self
+    }
+
+    /// The longest user name accepted, in bytes: a longer one is refused with
+    /// [`Error::UserNameTooLong`] by `add_connection` and by acquires that would
+    /// create it (with a factory) or look it up (without one, instead of
+    /// `UnknownUser`). Default [`DEFAULT_MAX_USER_NAME_LEN`] (256); at least 1.
+    pub fn max_user_name_len(mut self, max: usize) -> Self {
+        self.user_limits.max_name_len = max;
+        self
+    }
+
+    /// A user that has had no connection (idle, borrowed or reclaimed), no caller
+    /// waiting and no connection requested for this long is retired by the sweeper: it
+    /// no longer counts against [`max_users`](Self::max_users), leaves `stats()` and the
+    /// Prometheus text, and its memory is reused for the next new user. A later
+    /// acquire or add for it starts afresh (with a factory, the acquire opens its
+    /// connection as for any new user; without one it is `UnknownUser` until a
+    /// connection is added). Default [`DEFAULT_RETIRE_USERS_AFTER`] (60 s);
+    /// `Duration::ZERO` retires at the first pass that sees the user vacant again;
+    /// `Duration::MAX` never retires. Needs the sweeper (it runs whenever leak
+    /// detection, health checks, eviction or a factory is on).
+    pub fn retire_users_after(mut self, after: Duration) -> Self {
+        self.user_limits.retire_after = (after != Duration::MAX).then_some(after);
         self
     }
 
@@ -363,6 +411,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
         if self.sweep_interval == Some(Duration::ZERO) {
             return Err(Error::invalid_config("sweep_interval", "must be non-zero"));
         }
+        self.user_limits.validate()?;
         self.health_policy.validate()?;
         let validating = self.hooks.health_check.is_some() && self.config.health_check_enabled;
         let tuning = Tuning {
@@ -375,6 +424,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
             validate_after_ms: i32::try_from(self.validate_after.as_millis())
                 .ok()
                 .filter(|_| validating),
+            user_limits: self.user_limits,
         };
         Ok(EnhancedConnectionPool::from_parts(
             self.config,

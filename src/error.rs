@@ -64,6 +64,10 @@ pub enum Status {
     /// The call was made from a context that cannot make it (e.g. a sweep requested
     /// from a sweeper callback, which would wait for itself).
     Reentrant = 22,
+    /// The pool already has `max_users` users; a new one cannot be created.
+    TooManyUsers = 23,
+    /// A user name is longer than `max_user_name_len`.
+    UserNameTooLong = 24,
 }
 
 impl Status {
@@ -93,6 +97,8 @@ impl Status {
             Status::Panic => "a panic was caught at the C boundary",
             Status::InvalidArgument => "an argument is out of range",
             Status::Reentrant => "the call cannot be made from this context (a pool callback)",
+            Status::TooManyUsers => "the pool is at max_users",
+            Status::UserNameTooLong => "the user name is longer than max_user_name_len",
         }
     }
 }
@@ -233,6 +239,21 @@ pub enum Error {
         /// Why it cannot be made there.
         reason: &'static str,
     },
+    /// The pool already has `max_users` users, so a new user (a first connection, or
+    /// with a factory a first acquire) was refused. Users come back as they are
+    /// retired (`PoolBuilder::retire_users_after`).
+    TooManyUsers {
+        /// The configured `max_users`.
+        max_users: usize,
+    },
+    /// A user name is longer than `max_user_name_len` (the name itself is not kept:
+    /// it may be huge).
+    UserNameTooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The configured `max_user_name_len`.
+        max: usize,
+    },
 }
 
 impl Error {
@@ -261,6 +282,8 @@ impl Error {
             Error::InvalidArgument { .. } => Status::InvalidArgument,
             Error::Panic { .. } => Status::Panic,
             Error::Reentrant { .. } => Status::Reentrant,
+            Error::TooManyUsers { .. } => Status::TooManyUsers,
+            Error::UserNameTooLong { .. } => Status::UserNameTooLong,
         }
     }
 
@@ -354,6 +377,15 @@ impl fmt::Display for Error {
             Error::Reentrant { call, reason } => {
                 write!(f, "{call} cannot be called here: {reason}")
             }
+            Error::TooManyUsers { max_users } => write!(
+                f,
+                "the pool already has max_users ({max_users}) users; a user is retired \
+                 after a time with no connection and no waiter (retire_users_after)"
+            ),
+            Error::UserNameTooLong { len, max } => write!(
+                f,
+                "the user name is {len} bytes long, over max_user_name_len ({max})"
+            ),
         }
     }
 }

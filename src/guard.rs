@@ -70,8 +70,8 @@ impl<'a, C> PooledConnection<'a, C> {
     }
 
     /// The user the connection belongs to.
-    pub fn user(&self) -> &'a str {
-        &self.pool.partition_of(self.header()).user
+    pub fn user(&self) -> &str {
+        self.pool.partition_of(self.header()).user()
     }
 
     /// How long this borrow has been held (coarse clock: a few ms resolution).

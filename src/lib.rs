@@ -56,6 +56,7 @@ full_crate! {
     mod slab;
     mod sweeper;
     mod thread_tag;
+    mod users;
     mod wait;
 
     pub use acquire::Acquire;

@@ -2,11 +2,15 @@
 //!
 //! A partition's capacity is `max_per_user`, fixed when the partition is created, so its
 //! idle bitmap and slot table never grow. Partitions are created on a user's first
-//! connection and live as long as the pool, which is what lets slots point at them.
+//! connection (see `users.rs`), and their memory lives as long as the pool, which is what
+//! lets slots and thread-local affinity entries point at them: a partition whose user
+//! had no connection and no waiter for a while is *retired* and later *reused* for
+//! another user (a new serial, name and counters), never freed before the pool.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use crate::sync::Ordering;
@@ -22,8 +26,16 @@ pub(crate) const NO_SLOT: u32 = u32::MAX;
 
 /// One user's connections.
 pub(crate) struct Partition {
-    /// The user, as given to `add_connection`.
-    pub(crate) user: Arc<str>,
+    /// The user, as given to `add_connection`; see [`user`](Self::user). Replaced only
+    /// by [`reuse`](Self::reuse).
+    name: UnsafeCell<Arc<str>>,
+    /// Which user this partition serves: unique within the pool, new at each reuse. An
+    /// affinity entry names a partition by address and serial, and trusts the address
+    /// only after claiming the slot it names (see `PoolInner::take_affine`).
+    serial: AtomicU64,
+    /// When the sweeper first saw this partition with no connection, no waiter and no
+    /// request (ms since the slab epoch, plus one; 0: not vacant). Sweeper only.
+    pub(crate) vacant_since: AtomicU32,
     /// Where this user's idle connections probably are (a hint; see `slab::idle`).
     pub(crate) idle: IdleSet,
     /// Local index -> slab slot index ([`NO_SLOT`] when unused). Written while the
@@ -53,6 +65,19 @@ pub(crate) struct Capacity {
     /// Indices that count against `limit`.
     counted: usize,
     limit: usize,
+    /// The size of the index space (`limit` plus the headroom).
+    size: usize,
+    /// Set when the owning partition is retired: nothing more may be taken.
+    retired: bool,
+}
+
+/// Why [`Partition::reserve_local`] found no place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoPlace {
+    /// The user holds `max_per_user` connections.
+    Full,
+    /// The partition was retired: look the user up again.
+    Retired,
 }
 
 impl Capacity {
@@ -63,6 +88,8 @@ impl Capacity {
             free: (0..(limit + headroom) as u32).map(Reverse).collect(),
             counted: 0,
             limit,
+            size: limit + headroom,
+            retired: false,
         }
     }
 
@@ -104,14 +131,28 @@ impl Capacity {
     pub(crate) fn has_room(&self) -> bool {
         self.counted < self.limit && !self.free.is_empty()
     }
+
+    /// Whether no index is in use, counted or not (a reclaimed borrow keeps its index).
+    fn all_free(&self) -> bool {
+        self.counted == 0 && self.free.len() == self.size
+    }
 }
 
+// SAFETY: `name` is the only field that is not `Sync`. It is written only by `reuse`,
+// which requires that no thread can reach the partition's name meanwhile (see there);
+// every other access reads it.
+unsafe impl Sync for Partition {}
+// SAFETY: `Arc<str>` is `Send`; the cell adds no thread affinity.
+unsafe impl Send for Partition {}
+
 impl Partition {
-    pub(crate) fn new(user: Arc<str>, max_per_user: usize) -> Self {
+    pub(crate) fn new(user: Arc<str>, serial: u64, max_per_user: usize) -> Self {
         let headroom = Capacity::headroom(max_per_user);
         let size = max_per_user + headroom;
         Partition {
-            user,
+            name: UnsafeCell::new(user),
+            serial: AtomicU64::new(serial),
+            vacant_since: AtomicU32::new(0),
             idle: IdleSet::new(size),
             slots: (0..size).map(|_| AtomicU32::new(NO_SLOT)).collect(),
             waiters: WaitQueue::new(),
@@ -123,9 +164,89 @@ impl Partition {
         }
     }
 
-    /// Reserves a local index for a new connection, or `None` at `max_per_user`.
-    pub(crate) fn reserve_local(&self) -> Option<u32> {
-        lock(&self.members).take()
+    /// The user this partition serves.
+    ///
+    /// Callers hold something that keeps the partition from being reused meanwhile: an
+    /// `Arc` from the user map, a connection of it (a claimed or reserved slot), or
+    /// the user registry's lock.
+    #[inline]
+    pub(crate) fn user(&self) -> &Arc<str> {
+        // SAFETY: `reuse` writes the name only while no `Arc` but the registry's exists,
+        // the partition is out of the map and has no slot, under the registry's lock;
+        // every caller holds one of those (see above), so no write overlaps this read.
+        unsafe { &*self.name.get() }
+    }
+
+    /// Which use of this partition this is (see the field).
+    #[inline]
+    pub(crate) fn serial(&self) -> u64 {
+        // Relaxed: read after claiming a slot of the partition (an Acquire CAS that
+        // follows the slot's publication, itself after any reuse's store).
+        self.serial.load(Ordering::Relaxed)
+    }
+
+    /// Reserves a local index for a new connection: `Full` at `max_per_user`,
+    /// `Retired` once the partition is retired.
+    pub(crate) fn reserve_local(&self) -> Result<u32, NoPlace> {
+        let mut members = lock(&self.members);
+        if members.retired {
+            return Err(NoPlace::Retired);
+        }
+        members.take().ok_or(NoPlace::Full)
+    }
+
+    /// Whether the partition has no connection, no waiter and no request for one: a
+    /// candidate for retirement (which re-checks under its locks).
+    pub(crate) fn is_vacant(&self) -> bool {
+        self.waiters.waiting() == 0
+            && self.factory_requests.load(Ordering::Relaxed) == 0
+            && self.connection_count() == 0
+    }
+
+    /// Retires the partition if it holds no connection (not even a reclaimed borrow)
+    /// and nobody waits: afterwards nothing can be added to it nor wait on it (its
+    /// queue is closed), so it can leave the user map. Whether it was retired.
+    ///
+    /// Both checks are made under the locks that adding and waiting take, so a
+    /// concurrent add or registration either comes first (and the retirement is
+    /// refused) or sees the retirement (and looks the user up again).
+    pub(crate) fn retire(&self) -> bool {
+        let mut members = lock(&self.members);
+        if members.retired || !members.all_free() {
+            return false;
+        }
+        if !self.waiters.close_if_empty() {
+            return false;
+        }
+        members.retired = true;
+        true
+    }
+
+    /// Makes a retired partition serve `user`: a new name and serial, counters from
+    /// zero, open for connections and waiters.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the registry's lock, the partition is retired and out of the
+    /// user map, and the caller's `Arc` is its only one (so no operation that could
+    /// read the name is under way: see [`user`](Self::user)). Threads that ended a
+    /// borrow of it long ago may still touch its atomics (an idle hint, the waiter
+    /// signal): harmless hints, which is why only the name needs this contract.
+    pub(crate) unsafe fn reuse(&self, user: Arc<str>, serial: u64) {
+        // SAFETY: the caller's contract: nothing reads the name meanwhile.
+        unsafe { *self.name.get() = user };
+        self.serial.store(serial, Ordering::Relaxed);
+        self.vacant_since.store(0, Ordering::Relaxed);
+        self.timeouts.store(0, Ordering::Relaxed);
+        self.factory_requests.store(0, Ordering::Relaxed);
+        self.factory_errors.store(0, Ordering::Relaxed);
+        *lock(&self.last_factory_error) = None;
+        self.idle.clear();
+        // Reopened last, under the members lock: from here the partition takes
+        // connections and waiters again.
+        let mut members = lock(&self.members);
+        self.waiters.reopen();
+        members.retired = false;
     }
 
     /// Returns a local index whose connection is gone; `counted` is false for a

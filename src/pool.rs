@@ -17,8 +17,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-
 use crate::acquire::Acquire;
 use crate::builder::{Hooks, PoolBuilder, Tuning};
 use crate::clock;
@@ -29,13 +27,14 @@ use crate::guard::RawHandle;
 use crate::health::ConnectionHealth;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::metrics::{BorrowInfo, Counters, Eviction, LeakStats, PoolStats, UserStats};
-use crate::partition::{Capacity, Partition, UserMap};
+use crate::partition::{Capacity, NoPlace, Partition};
 use crate::pool_leaks::PoolLeakDetector;
 use crate::slab::state::{self, Claim, Handle, Lifecycle, SlotState, TakeOut, flags};
 use crate::slab::{CallSite, Slab, SlotHeader, SlotInfo};
 use crate::sweeper::{HealthTable, SweepProgress, SweepState, SweeperHandle};
 use crate::sync::{Ordering, UnsafeCell};
 use crate::thread_tag;
+use crate::users::Users;
 use crate::wait::{Outcome, Registration, Waiter, Wakeup, lock};
 
 /// What [`EnhancedConnectionPool::remove_connection`] did.
@@ -126,10 +125,8 @@ pub(crate) struct PoolInner<C> {
     pub(crate) slab: Slab,
     /// The connections, indexed like the slab. Access protocol: see `value_ptr`.
     values: Box<[UnsafeCell<Option<C>>]>,
-    users: ArcSwap<UserMap>,
-    /// Every partition ever created, in creation order. Keeps them alive for the pool's
-    /// life (slots point at them) and serialises user creation and `close`.
-    partitions: Mutex<Vec<Arc<Partition>>>,
+    /// The users' partitions: lookup, creation, limits and retirement.
+    pub(crate) users: Users,
     /// Slab slots holding no connection, and how many count against
     /// `max_connections`. Add/remove path only.
     slots: Mutex<Capacity>,
@@ -158,31 +155,97 @@ pub(crate) struct PoolInner<C> {
     generation_jumps: Mutex<()>,
 }
 
+/// The longest user name an affinity entry keeps a copy of; longer names are looked
+/// up on every acquire.
+const AFFINITY_NAME_BYTES: usize = 48;
+
 /// The connection this thread returned last: its first choice for the next borrow
-/// (affinity, as in HikariCP), and a cache of the user's partition.
+/// (affinity, as in HikariCP), with a copy of its user's name.
+///
+/// The entry owns nothing: its partition may be retired and reused for another user
+/// at any time. So the name is compared against the entry's own copy, the slot is
+/// claimed at the generation it was returned at, and only then, holding the slot, is
+/// the partition read (its address from the slot, its serial against the entry's).
 #[derive(Clone, Copy)]
 struct LastReturned {
     /// Unique per pool for the process's life; 0 means none.
     pool_id: u64,
+    /// The partition's address: its memory is the pool's for the pool's life, so its
+    /// atomics may be read before the claim (a hint: the user may have changed).
     partition: *const Partition,
+    /// The partition's serial when the entry was written (see `Partition::serial`).
+    serial: u64,
     slot: u32,
     /// The generation the slot was returned at: claiming it succeeds only if nobody
     /// borrowed or emptied it since (or its generation came round, which is why the
-    /// claim also checks the slot's owner).
+    /// claim also checks the serial).
     generation: u64,
+    /// The user's name length, or [`NAME_NOT_KEPT`].
+    name_len: u32,
+    name: [u8; AFFINITY_NAME_BYTES],
+}
+
+/// `LastReturned::name_len` of a name too long to keep.
+const NAME_NOT_KEPT: u32 = u32::MAX;
+
+impl LastReturned {
+    /// Whether `user` is the entry's user, by its own copy of the name.
+    #[inline]
+    fn names(&self, user: &[u8]) -> bool {
+        self.name_len as usize == user.len() && same_bytes(&self.name[..user.len()], user)
+    }
+
+    /// For the C boundary: whether the NUL-terminated `user` is the entry's user,
+    /// compared without measuring or validating the C string first.
+    ///
+    /// # Safety
+    ///
+    /// `user` is non-NULL and NUL-terminated.
+    #[inline]
+    unsafe fn names_c(&self, user: *const std::ffi::c_char) -> bool {
+        if self.name_len == NAME_NOT_KEPT {
+            return false;
+        }
+        let len = self.name_len as usize;
+        for (i, &expected) in self.name[..len].iter().enumerate() {
+            // SAFETY: every byte before `i` was non-NUL, so `i` is within the string.
+            let byte = unsafe { *user.add(i) } as u8;
+            if byte == 0 || byte != expected {
+                return false;
+            }
+        }
+        // SAFETY: as above: the first `len` bytes were non-NUL.
+        unsafe { *user.add(len) == 0 }
+    }
 }
 
 thread_local! {
     /// The id of the pool whose sweeper pass runs on this thread now (0: none).
     static SWEEPING: Cell<u64> = const { Cell::new(0) };
-    static LAST_RETURNED: Cell<LastReturned> = const {
-        Cell::new(LastReturned {
+    /// Read and written only by this thread, through short borrows that never overlap
+    /// (no call out of this module happens while one is live).
+    static LAST_RETURNED: std::cell::UnsafeCell<LastReturned> = const {
+        std::cell::UnsafeCell::new(LastReturned {
             pool_id: 0,
             partition: std::ptr::null(),
+            serial: 0,
             slot: 0,
             generation: 0,
+            name_len: NAME_NOT_KEPT,
+            name: [0; AFFINITY_NAME_BYTES],
         })
     };
+}
+
+/// This thread's affinity entry. The pointer is taken out of `with` in a closure small
+/// enough to inline, so the hot path pays a thread-pointer offset, not a call.
+///
+/// The entry has no destructor (const-initialised, `Copy`), so the pointer stays valid
+/// for the thread's life; every use is a short borrow that ends before anything that
+/// could borrow the entry again runs (see `LAST_RETURNED`).
+#[inline(always)]
+fn last_returned() -> *mut LastReturned {
+    LAST_RETURNED.with(std::cell::UnsafeCell::get)
 }
 
 // SAFETY: the only non-Sync field is `values`. Each value is accessed only by the
@@ -234,8 +297,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
         let inner = Arc::new(PoolInner {
             slab: Slab::new(size, first_generation),
             values: (0..size).map(|_| UnsafeCell::new(None)).collect(),
-            users: ArcSwap::from_pointee(UserMap::default()),
-            partitions: Mutex::new(Vec::new()),
+            users: Users::new(tuning.user_limits, config.max_per_user),
             slots: Mutex::new(Capacity::new(config.max_connections, headroom)),
             closed: AtomicBool::new(false),
             next_sequence: AtomicU64::new(1),
@@ -505,13 +567,18 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::UnknownUser`] if the pool has never had a connection of `user`.
+    /// [`Error::UnknownUser`] if `user` has no partition (never had a connection, or
+    /// was retired after a time with none: see
+    /// [`PoolBuilder::retire_users_after`](crate::PoolBuilder::retire_users_after)).
     pub fn evict_user(&self, user: &str) -> Result<usize> {
-        let users = self.inner.users.load();
-        let partition = users.get(user).ok_or_else(|| Error::UnknownUser {
-            user: user.to_owned(),
-        })?;
-        Ok(self.inner.evict_partition(partition))
+        let partition = self
+            .inner
+            .users
+            .get(user)
+            .ok_or_else(|| Error::UnknownUser {
+                user: user.to_owned(),
+            })?;
+        Ok(self.inner.evict_partition(&partition))
     }
 
     /// Closes the pool: new acquires and adds fail with [`Error::Closed`], waiters wake
@@ -528,9 +595,12 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     ///
     /// # Safety
     ///
-    /// `user` is non-NULL and NUL-terminated.
+    /// `user` is non-NULL, NUL-terminated, and outlives `'u`.
     #[inline]
-    pub(crate) unsafe fn cached_user_c(&self, user: *const std::ffi::c_char) -> Option<&str> {
+    pub(crate) unsafe fn cached_user_c<'u>(
+        &self,
+        user: *const std::ffi::c_char,
+    ) -> Option<&'u str> {
         // SAFETY: forwarded contract.
         unsafe { self.inner.cached_user_c(user) }
     }
@@ -624,98 +694,200 @@ impl<C> std::fmt::Debug for EnhancedConnectionPool<C> {
     }
 }
 
+/// How an acquire starts: with a connection, or with the partition to wait on.
+pub(crate) enum Start<'a, C> {
+    /// Claimed and stamped.
+    Got(PooledConnection<'a, C>),
+    /// None idle: the user's partition, held so that it is not reused meanwhile.
+    Wait(Arc<Partition>),
+}
+
 impl<C> PoolInner<C> {
-    /// The user's partition, and this thread's last returned slot if it was one of
-    /// the user's (the affinity candidate, with the generation it was returned at).
+    /// An acquire's first attempt: this thread's last returned connection if it was
+    /// `user`'s and is still idle; else the user's partition (looked up, or created
+    /// with a factory) and its lowest idle connection.
     ///
-    /// A thread that keeps borrowing for one user pays a thread-local read and a string
-    /// compare; otherwise one lock-free `ArcSwap` load and a hash lookup.
+    /// A thread that keeps borrowing for one user pays a thread-local read, a compare
+    /// with its copy of the name and one CAS; otherwise one lock-free `ArcSwap` load,
+    /// a hash lookup and a reference count.
     #[inline]
-    pub(crate) fn resolve(&self, user: &str) -> Result<(&Partition, Option<(u32, u64)>)> {
-        let last = LAST_RETURNED.with(Cell::get);
-        if last.pool_id == self.id {
-            // SAFETY: the entry names a partition of the pool with this id; ids are
-            // unique for the process's life and partitions live as long as their pool,
-            // which `&self` keeps alive.
-            let partition = unsafe { &*last.partition };
-            if same_user(&partition.user, user) {
-                return Ok((partition, Some((last.slot, last.generation))));
-            }
+    pub(crate) fn start_acquire(&self, user: &str, site: CallSite) -> Result<Start<'_, C>> {
+        match self.take_affine_for(user, site) {
+            Some(conn) => Ok(Start::Got(conn)),
+            None => self.start_from_map(user, site),
         }
-        Ok((self.lookup_partition(user)?, None))
     }
 
-    /// For the C boundary: if this thread last returned a connection of this pool for a
-    /// user whose name equals the NUL-terminated `user`, that name (valid UTF-8, owned by
-    /// the partition), found without measuring or validating the C string; else `None`
-    /// and the caller takes the checked path.
+    /// The affinity part of [`start_acquire`](Self::start_acquire): this thread's last
+    /// returned connection, if the entry is for `user`, nobody waits for the user, and
+    /// the connection is still idle.
+    #[inline(always)]
+    fn take_affine_for(&self, user: &str, site: CallSite) -> Option<PooledConnection<'_, C>> {
+        // SAFETY: this thread's entry (see `last_returned`); the borrow ends before
+        // `take_affine`, which may write the entry.
+        let last = unsafe { &*last_returned() };
+        if last.pool_id != self.id || !last.names(user.as_bytes()) {
+            return None;
+        }
+        // SAFETY: an entry of this pool names one of its partitions, whose memory lives
+        // as long as the pool (`users.rs`), which `&self` keeps alive. Only its atomics
+        // are read before the claim: if someone waits for the user (or did, if the
+        // partition was reused), the slow path queues behind them.
+        if unsafe { (*last.partition).waiters.busy() } {
+            return None;
+        }
+        let (slot, generation, serial) = (last.slot, last.generation, last.serial);
+        self.take_affine(slot, generation, serial, site)
+    }
+
+    /// The rest of [`start_acquire`](Self::start_acquire): the user's partition
+    /// through the map and its lowest idle connection.
+    fn start_from_map(&self, user: &str, site: CallSite) -> Result<Start<'_, C>> {
+        let partition = self.lookup_partition(user)?;
+        Ok(match self.take_idle(&partition, site) {
+            Some(conn) => {
+                self.remember_user(&partition);
+                Start::Got(conn)
+            }
+            None => Start::Wait(partition),
+        })
+    }
+
+    /// Claims `slot` at `generation` for the affinity entry's user (`serial`): only
+    /// then, holding the slot, is its partition's user known. The claim is given back
+    /// if the slot turned out to be another user's (its generation came round, or its
+    /// partition was reused).
+    #[inline(always)]
+    fn take_affine(
+        &self,
+        slot: u32,
+        generation: u64,
+        serial: u64,
+        site: CallSite,
+    ) -> Option<PooledConnection<'_, C>> {
+        let header = self.slab.get(slot)?;
+        let claimed = state::try_claim(&header.state, generation, Claim::Borrow).ok()?;
+        // Holding the slot, its partition has a connection: neither retired nor reused
+        // while we hold it. (Acquire claim: the owner field is current.)
+        let partition = self.partition_of(header);
+        if partition.serial() != serial {
+            self.give_back_foreign(Handle::new(slot, claimed.generation()));
+            return None;
+        }
+        let conn = self.begin_borrow(slot, claimed.generation(), site);
+        match self.tuning.validate_after_ms {
+            None => Some(conn),
+            Some(window) if header.owner_idle_ms() < window => Some(conn),
+            Some(window) => {
+                // The replacement search needs the partition beyond this connection's
+                // life: hold it through the map (it is live: we hold its connection).
+                let held = self.users.get(partition.user())?;
+                self.validated(conn, window, &held, site)
+            }
+        }
+    }
+
+    /// Records `partition`'s user in this thread's affinity entry (after a borrow
+    /// through the map), so the next acquire can recognise it without a lookup. The
+    /// caller holds the partition, so its name is stable.
+    #[inline]
+    fn remember_user(&self, partition: &Partition) {
+        let serial = partition.serial();
+        {
+            // SAFETY: this thread's entry (see `last_returned`); the borrow ends here.
+            let last = unsafe { &mut *last_returned() };
+            if last.pool_id == self.id && last.serial == serial {
+                return;
+            }
+            let name = partition.user().as_bytes();
+            last.pool_id = self.id;
+            last.partition = partition;
+            last.serial = serial;
+            // The slot is unknown until the connection comes back: no generation
+            // names no slot.
+            last.slot = u32::MAX;
+            if name.len() <= AFFINITY_NAME_BYTES {
+                last.name[..name.len()].copy_from_slice(name);
+                last.name_len = name.len() as u32;
+            } else {
+                last.name_len = NAME_NOT_KEPT;
+            }
+        }
+    }
+
+    /// For the C boundary: if this thread's affinity entry is for a user whose name
+    /// equals the NUL-terminated `user`, that string as `&str`, recognised without
+    /// measuring or validating it (its bytes equal a name that is valid UTF-8); else
+    /// `None` and the caller takes the checked path.
     ///
     /// # Safety
     ///
-    /// `user` is non-NULL and NUL-terminated.
+    /// `user` is non-NULL, NUL-terminated, and outlives `'u`.
     #[inline]
-    pub(crate) unsafe fn cached_user_c(&self, user: *const std::ffi::c_char) -> Option<&str> {
-        let last = LAST_RETURNED.with(Cell::get);
-        if last.pool_id != self.id {
-            return None;
-        }
-        // SAFETY: as in `resolve`.
-        let name: &str = unsafe { &(*last.partition).user };
-        for (i, &expected) in name.as_bytes().iter().enumerate() {
-            // SAFETY: every byte before `i` was non-NUL, so `i` is within the string.
-            let byte = unsafe { *user.add(i) } as u8;
-            if byte == 0 || byte != expected {
-                return None;
-            }
-        }
-        // SAFETY: as above: the first `len` bytes were non-NUL.
-        (unsafe { *user.add(name.len()) } == 0).then_some(name)
+    pub(crate) unsafe fn cached_user_c<'u>(&self, user: *const std::ffi::c_char) -> Option<&'u str> {
+        // SAFETY: this thread's entry (see `last_returned`); the borrow ends here.
+        let last = unsafe { &*last_returned() };
+        // SAFETY: forwarded contract.
+        let len = (last.pool_id == self.id && unsafe { last.names_c(user) })
+            .then_some(last.name_len)?;
+        // SAFETY: the first `len` bytes of `user` are readable (they matched, none NUL)
+        // and equal a `str`'s bytes, so they are valid UTF-8; `user` outlives `'u`.
+        Some(unsafe {
+            std::str::from_utf8_unchecked(std::slice::from_raw_parts(user.cast::<u8>(), len as usize))
+        })
     }
 
-    /// The user's partition through the shared map: one `ArcSwap` load, a hash lookup.
+    /// The user's live partition; with a factory, created if it does not exist.
+    #[inline]
+    fn lookup_partition(&self, user: &str) -> Result<Arc<Partition>> {
+        match self.users.get(user) {
+            Some(found) => Ok(found),
+            None => self.missing_partition(user),
+        }
+    }
+
     #[cold]
-    fn lookup_partition(&self, user: &str) -> Result<&Partition> {
-        let users = self.users.load();
-        let found = match users.get(user) {
-            Some(p) => Arc::as_ptr(p),
-            None if self.closed.load(Ordering::Acquire) => return Err(Error::Closed),
-            // With a factory, any user is welcome: its connections will be opened.
-            None if self.hooks.factory.is_some() => {
-                Arc::as_ptr(&self.partition_or_create(&Arc::from(user))?)
-            }
-            None => {
-                return Err(Error::UnknownUser {
-                    user: user.to_owned(),
-                });
-            }
-        };
-        // SAFETY: every partition in the map is also in `self.partitions`, which only
-        // grows and lives as long as `self`; the reference is bound to `&self`.
-        Ok(unsafe { &*found })
+    #[inline(never)]
+    fn missing_partition(&self, user: &str) -> Result<Arc<Partition>> {
+        if self.closed() {
+            return Err(Error::Closed);
+        }
+        // With a factory, any user is welcome: its connections will be opened.
+        if self.hooks.factory.is_some() {
+            return self.users.get_or_create(user);
+        }
+        self.users.check_name(user)?;
+        Err(Error::UnknownUser {
+            user: user.to_owned(),
+        })
     }
 
-    /// The partition that owns an occupied slot.
+    /// The partition that owns a slot the caller owns (claimed, borrowed or
+    /// `Reserved`).
     #[inline]
     pub(crate) fn partition_of(&self, header: &SlotHeader) -> &Partition {
         let ptr = header.partition.load(Ordering::Acquire) as *const Partition;
         debug_assert!(!ptr.is_null(), "slot has no partition");
-        // SAFETY: set when the slot was filled, from an `Arc` kept in `self.partitions`
-        // for the pool's life; the caller owns the slot, so it is occupied.
+        // SAFETY: set when the slot was filled, from a partition whose memory lives as
+        // long as the pool (`users.rs`); the caller owns the slot, so the partition has
+        // a connection and is neither retired nor reused while the caller holds it.
         unsafe { &*ptr }
     }
 
-    /// The partition of a slot the caller does not own, if it is occupied now. Any
-    /// non-null pointer stays valid: partitions live as long as the pool.
+    /// The partition of a slot the caller does not own, if it is occupied now. For the
+    /// sweeper only: a partition is retired only by a sweeper pass (under the sweep
+    /// lock the caller holds), so a partition that had a connection when this was read
+    /// stays live, and its user unchanged, until the caller's pass ends.
     pub(crate) fn partition_if_occupied(&self, header: &SlotHeader) -> Option<&Partition> {
         let ptr = header.partition.load(Ordering::Acquire) as *const Partition;
-        // SAFETY: non-null pointers come from `Arc`s kept in `self.partitions` for the
-        // pool's life, so the partition outlives `&self`.
+        // SAFETY: non-null pointers name partitions whose memory lives as long as the
+        // pool (`users.rs`), so the reference outlives nothing it points to.
         (!ptr.is_null()).then(|| unsafe { &*ptr })
     }
 
-    /// Whether any partition matches `f`, without cloning the list.
+    /// Whether any live partition matches `f`, without cloning the list.
     pub(crate) fn any_partition(&self, f: impl Fn(&Partition) -> bool) -> bool {
-        lock(&self.partitions).iter().any(|p| f(p))
+        self.users.any(f)
     }
 
     /// The pool's process-unique id.
@@ -739,25 +911,9 @@ impl<C> PoolInner<C> {
         lock(&self.slots).uncount();
     }
 
-    /// Every partition created so far (a clone of the list).
+    /// Every live partition (a clone of the list).
     pub(crate) fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        lock(&self.partitions).clone()
-    }
-
-    fn partition_or_create(&self, user: &Arc<str>) -> Result<Arc<Partition>> {
-        let mut partitions = lock(&self.partitions);
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
-        if let Some(p) = self.users.load().get(&**user) {
-            return Ok(p.clone());
-        }
-        let partition = Arc::new(Partition::new(user.clone(), self.config.max_per_user));
-        let mut users = UserMap::clone(&self.users.load());
-        users.insert(user.clone(), partition.clone());
-        self.users.store(Arc::new(users));
-        partitions.push(partition.clone());
-        Ok(partition)
+        self.users.all()
     }
 
     pub(crate) fn add(
@@ -777,12 +933,22 @@ impl<C> PoolInner<C> {
                 ),
             });
         }
-        let partition = self.partition_or_create(&user)?;
-        let Some(local) = partition.reserve_local() else {
-            return Err(Error::UserAtCapacity {
-                user: user.to_string(),
-                max_per_user: self.config.max_per_user,
-            });
+        if self.closed() {
+            return Err(Error::Closed);
+        }
+        let (partition, local) = loop {
+            let partition = self.users.get_or_create(&user)?;
+            match partition.reserve_local() {
+                Ok(local) => break (partition, local),
+                Err(NoPlace::Full) => {
+                    return Err(Error::UserAtCapacity {
+                        user: user.to_string(),
+                        max_per_user: self.config.max_per_user,
+                    });
+                }
+                // Retired since the lookup: the registry's next answer is current.
+                Err(NoPlace::Retired) => self.users.settle(),
+            }
         };
         let Some(slot) = lock(&self.slots).take() else {
             partition.release_local(local, true);
@@ -1031,10 +1197,9 @@ impl<C> PoolInner<C> {
     pub(crate) fn take_idle<'a>(
         &'a self,
         partition: &Partition,
-        affinity: Option<(u32, u64)>,
         site: CallSite,
     ) -> Option<PooledConnection<'a, C>> {
-        let conn = self.claim_idle(partition, affinity, site)?;
+        let conn = self.claim_idle(partition, site)?;
         match self.tuning.validate_after_ms {
             None => Some(conn),
             Some(window) => self.validated(conn, window, partition, site),
@@ -1063,7 +1228,7 @@ impl<C> PoolInner<C> {
                 log::warn!("heliosdb-pool: closing a connection that failed validation: {e}");
             }
             self.want_replacement(partition);
-            conn = self.claim_idle(partition, None, site)?;
+            conn = self.claim_idle(partition, site)?;
         }
     }
 
@@ -1072,25 +1237,10 @@ impl<C> PoolInner<C> {
     fn claim_idle<'a>(
         &'a self,
         partition: &Partition,
-        affinity: Option<(u32, u64)>,
         site: CallSite,
     ) -> Option<PooledConnection<'a, C>> {
         if partition.waiters.busy() {
             return None;
-        }
-        if let Some((slot, generation)) = affinity {
-            let header = self.header(slot);
-            if let Ok(claimed) = state::try_claim(&header.state, generation, Claim::Borrow) {
-                // The slot may have been emptied and refilled for another user whose
-                // borrows brought its generation round to the cached one: the claim
-                // counts only if the slot is still this user's. (Acquire claim: the
-                // owner field, written before the slot was published, is current; one
-                // load on the line the claim just took.)
-                if header.partition.load(Ordering::Relaxed) == partition as *const _ as usize {
-                    return Some(self.begin_borrow(slot, claimed.generation(), site));
-                }
-                self.give_back_foreign(Handle::new(slot, claimed.generation()));
-            }
         }
         let (_, slot, claimed) =
             partition.claim_any(&self.slab, Claim::Borrow, Ordering::Relaxed)?;
@@ -1115,7 +1265,7 @@ impl<C> PoolInner<C> {
     }
 
     /// Stamps a borrow the caller has just claimed and wraps it in a guard.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn begin_borrow(
         &self,
         slot: u32,
@@ -1131,22 +1281,35 @@ impl<C> PoolInner<C> {
         PooledConnection::new(self, Handle::new(slot, generation))
     }
 
+    #[inline]
     pub(crate) fn try_acquire(
         &self,
         user: &str,
         site: CallSite,
     ) -> Result<PooledConnection<'_, C>> {
-        let (partition, affinity) = self.resolve(user)?;
-        if let Some(conn) = self.take_idle(partition, affinity, site) {
-            return Ok(conn);
+        match self.take_affine_for(user, site) {
+            Some(conn) => Ok(conn),
+            None => self.try_acquire_from_map(user, site),
         }
-        if partition.waiters.is_closed() {
+    }
+
+    fn try_acquire_from_map(
+        &self,
+        user: &str,
+        site: CallSite,
+    ) -> Result<PooledConnection<'_, C>> {
+        let partition = match self.start_from_map(user, site)? {
+            Start::Got(conn) => return Ok(conn),
+            Start::Wait(partition) => partition,
+        };
+        if self.closed() {
             return Err(Error::Closed);
         }
         // The partition's own name (a reference count, no allocation: a caller may
         // retry in a loop), and counts that a concurrent add cannot make underflow.
+        // (A partition retired since the lookup has no connection: the same answer.)
         Err(Error::NoIdleConnection {
-            user: partition.user.clone(),
+            user: partition.user().clone(),
             in_use: partition
                 .connection_count()
                 .saturating_sub(partition.idle_count(&self.slab)),
@@ -1159,22 +1322,27 @@ impl<C> PoolInner<C> {
         timeout: Duration,
         site: CallSite,
     ) -> Result<PooledConnection<'_, C>> {
-        let (partition, affinity) = self.resolve(user)?;
-        if let Some(conn) = self.take_idle(partition, affinity, site) {
-            return Ok(conn);
-        }
+        let (partition, node) = loop {
+            let partition = match self.start_acquire(user, site)? {
+                Start::Got(conn) => return Ok(conn),
+                Start::Wait(partition) => partition,
+            };
+            let waiter = Waiter {
+                site,
+                borrower: thread_tag::current(),
+            };
+            match partition
+                .waiters
+                .register(Wakeup::Thread(std::thread::current()), waiter)
+            {
+                Registration::Waiting(node) => break (partition, node),
+                Registration::Closed if self.closed() => return Err(Error::Closed),
+                // Retired since the lookup: the registry's next answer is current.
+                Registration::Closed => self.users.settle(),
+            }
+        };
         let started = Instant::now();
-        let waiter = Waiter {
-            site,
-            borrower: thread_tag::current(),
-        };
-        let node = match partition
-            .waiters
-            .register(Wakeup::Thread(std::thread::current()), waiter)
-        {
-            Registration::Waiting(node) => node,
-            Registration::Closed => return Err(Error::Closed),
-        };
+        let partition = &*partition;
         self.dispatch(partition);
         self.request_connection(partition);
         // Borrows are often short: spin, then yield, for a few microseconds before
@@ -1247,7 +1415,7 @@ impl<C> PoolInner<C> {
         self.counters.acquire_wait.record(waited);
         let idle = partition.idle_count(&self.slab);
         Error::Timeout {
-            user: partition.user.to_string(),
+            user: partition.user().to_string(),
             waited,
             in_use: partition.connection_count().saturating_sub(idle),
             idle,
@@ -1400,6 +1568,10 @@ impl<C> PoolInner<C> {
         let local = header.local.load(Ordering::Relaxed);
         let connection_id = header.conn_id.load(Ordering::Relaxed);
         let started_ms = header.owner_started_ms();
+        // The serial, not the name: after the CAS the partition may be retired and
+        // reused, and a stale handle's partition may be being reused now. (Its memory
+        // is the pool's for the pool's life, and the serial is atomic.)
+        let serial = partition.serial();
         // Validation on borrow needs the time the connection becomes idle: written by
         // the holder (the state still names its borrow) before the end CAS publishes it.
         if self.tuning.validate_after_ms.is_some() && {
@@ -1415,14 +1587,21 @@ impl<C> PoolInner<C> {
             self.note_leak_returned(connection_id, started_ms);
         }
         if !ended.closes() {
-            LAST_RETURNED.with(|last| {
-                last.set(LastReturned {
-                    pool_id: self.id,
-                    partition,
-                    slot,
-                    generation,
-                })
-            });
+            {
+                // SAFETY: this thread's entry (see `last_returned`); the borrow ends here.
+                let last = unsafe { &mut *last_returned() };
+                if last.pool_id != self.id || last.serial != serial {
+                    // Another user's (or pool's) entry: this one's name is not known
+                    // here (see `serial` above); the next borrow through the map
+                    // records it (`remember_user`).
+                    last.pool_id = self.id;
+                    last.partition = partition;
+                    last.serial = serial;
+                    last.name_len = NAME_NOT_KEPT;
+                }
+                last.slot = slot;
+                last.generation = generation;
+            }
             self.announce_idle(partition, local);
             return Ok(());
         }
@@ -1627,11 +1806,11 @@ impl<C> PoolInner<C> {
     }
 
     fn close(&self) {
-        {
-            let _partitions = lock(&self.partitions);
-            self.closed.store(true, Ordering::Release);
-        }
-        for partition in self.all_partitions() {
+        // Marked under the registry's lock: no user is created after it.
+        let live = self
+            .users
+            .close(|| self.closed.store(true, Ordering::Release));
+        for partition in live {
             partition.waiters.close();
             self.drain_idle(&partition);
         }
@@ -1688,7 +1867,7 @@ impl<C> PoolInner<C> {
         let (mut total, mut active, mut idle, mut waiting, mut timeouts) = (0, 0, 0, 0, 0);
         for partition in self.all_partitions() {
             let mut user = UserStats {
-                user: partition.user.to_string(),
+                user: partition.user().to_string(),
                 waiting: partition.waiters.waiting(),
                 timeouts: partition.timeouts.load(Ordering::Relaxed),
                 factory_errors: partition.factory_errors.load(Ordering::Relaxed),
@@ -1748,6 +1927,7 @@ impl<C> PoolInner<C> {
             acquires,
             timeouts,
             users,
+            users_retired: self.users.retired_count(),
             leak_stats: self.leak_stats(active),
             evictions: counters.evictions(),
             health_checks: get(&counters.health_checks),
@@ -1804,17 +1984,11 @@ pub(crate) fn closing_cause(ended: SlotState) -> Eviction {
     }
 }
 
-/// String equality without a `memcmp` call for the short names users have: compares
-/// eight bytes at a time inline.
+/// Byte-string equality of two equally long strings without a `memcmp` call, for the
+/// short names users have: compares eight bytes at a time.
 #[inline]
-fn same_user(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    if a.as_ptr() == b.as_ptr() {
-        return true; // The partition's own name, handed back by `cached_user_c`.
-    }
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
     let mut a_words = a.chunks_exact(8);
     let mut b_words = b.chunks_exact(8);
     let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("8 bytes"));

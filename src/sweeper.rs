@@ -15,7 +15,9 @@
 //!    closed for idle time or age (an expired idle connection is logged once).
 //! 4. **Health.** An idle connection not checked for `health_check_interval_ms` is
 //!    claimed (state `Checking`), checked outside any lock, then returned or evicted.
-//! 5. **Refill.** With a factory: connections waiters asked for, `min_idle`, and
+//! 5. **Users.** A user with no connection, no waiter and no request for
+//!    `retire_users_after` is retired (`users.rs`): its memory and metrics come back.
+//! 6. **Refill.** With a factory: connections waiters asked for, `min_idle`, and
 //!    replacements for health and age evictions; failures back off exponentially.
 //!
 //! A pass that finds nothing to do allocates nothing.
@@ -257,6 +259,9 @@ impl<C: Send + 'static> PoolInner<C> {
                 _ => self.tend_idle(slot, header, state, track, now),
             }
         }
+        // Last of the slot work: a partition read above stays live for the whole pass
+        // (see `partition_if_occupied`).
+        self.users.retire_vacant(now, Partition::is_vacant);
         self.refill(&mut sweep);
         drop(sweep);
         let progress = &self.sweep_progress;
@@ -427,7 +432,7 @@ impl<C: Send + 'static> PoolInner<C> {
                     "heliosdb-pool: connection {} of {:?} is past max_connection_age_ms but kept: \
                      without a connection factory or an on_evict hook nothing could replace it",
                     track.conn_id,
-                    partition.user
+                    partition.user()
                 );
             }
         }
@@ -554,7 +559,7 @@ impl<C: Send + 'static> PoolInner<C> {
                         .fetch_add((want - made) as u64, Ordering::Relaxed);
                     return;
                 }
-                let user = partition.user.clone();
+                let user = partition.user().clone();
                 let result =
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&user)))
                         .unwrap_or_else(|_| Err("the connection factory panicked".to_string()));

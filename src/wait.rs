@@ -246,6 +246,27 @@ impl WaitQueue {
         node.outcome()
     }
 
+    /// Closes the queue if nobody waits (its partition is being retired): a later
+    /// registration finds it closed while the pool is open, and looks the user up
+    /// again. Whether it closed. Under the queue lock, so no registration overlaps.
+    pub(crate) fn close_if_empty(&self) -> bool {
+        let queue = lock(&self.queue);
+        if !queue.is_empty() || self.is_closed() {
+            return false;
+        }
+        // Release is enough: registrations read CLOSED under the same lock; acquirers
+        // that see the bit (Relaxed, in `busy`) only step off the fast path.
+        self.signal.fetch_or(CLOSED, Ordering::Release);
+        true
+    }
+
+    /// Opens a queue closed by [`close_if_empty`](Self::close_if_empty) (its partition
+    /// is reused for another user).
+    pub(crate) fn reopen(&self) {
+        let _queue = lock(&self.queue);
+        self.signal.fetch_and(!CLOSED, Ordering::Release);
+    }
+
     /// Marks the queue closed and wakes every waiter with [`Outcome::Closed`] (after
     /// the lock is released).
     pub(crate) fn close(&self) {

@@ -652,3 +652,9 @@ fn c_bad_day_discard_reset_failover_thread_names() {
     let out = run(&compile("bad_day.c", "bad_day", Lang::C11, Link::Static));
     assert!(out.contains("bad_day: ok"), "{out}");
 }
+
+#[test]
+fn c_bounded_users() {
+    let out = run(&compile("users.c", "users", Lang::C11, Link::Static));
+    assert!(out.contains("users: ok"), "{out}");
+}

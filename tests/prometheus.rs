@@ -393,6 +393,7 @@ fn full_stats() -> PoolStats {
                 last_factory_error: Some("connection refused: \"db\" at \\\\host\nretrying".into()),
             },
         ],
+        users_retired: 5,
         leak_stats: LeakStats {
             leaks_detected: 21,
             current_tracked: 8,
@@ -478,6 +479,8 @@ fn every_field_is_rendered_and_parses_back() {
     assert_eq!(v("heliosdb_pool_waiting"), 3.0);
     assert_eq!(v("heliosdb_pool_acquires_total"), 100_001.0);
     assert_eq!(v("heliosdb_pool_acquire_timeouts_total"), 17.0);
+    assert_eq!(v("heliosdb_pool_users"), 2.0);
+    assert_eq!(v("heliosdb_pool_users_retired_total"), 5.0);
     assert_eq!(v("heliosdb_pool_leaks_detected_total"), 21.0);
     assert_eq!(v("heliosdb_pool_tracked_borrows"), 8.0);
     assert_eq!(v("heliosdb_pool_leaks_returned_total"), 15.0);
@@ -590,7 +593,7 @@ fn every_field_is_rendered_and_parses_back() {
 
     // Every family is there (a field forgotten by the renderer shows here).
     let families: HashSet<&str> = e.families.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert_eq!(families.len(), 26, "{families:?}");
+    assert_eq!(families.len(), 28, "{families:?}");
     // Every family has samples when every field is set.
     for f in &families {
         assert!(

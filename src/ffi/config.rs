@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::config::EnhancedPoolConfig;
 use crate::error::{Error, Result, Status};
+use crate::builder::UserLimits;
 use crate::health::HealthMonitorConfig;
 
 use super::boundary::{self, check_out, opt_str};
@@ -239,6 +240,22 @@ pub struct heliosdb_pool_config {
     /// connection in steady use pays one compare on acquire; with validation on, a
     /// release also records its time (a coarse-clock read and a store).
     pub validate_after_ms: u64,
+    // ---- version 5 (fields appended; older callers get the defaults) ----
+    /// The most users the pool keeps at once (a user exists from its first connection,
+    /// or with `connect` its first acquire, until it is retired). Beyond it, adding a
+    /// connection or (with `connect`) acquiring for a new user fails with
+    /// `HELIOSDB_ERR_TOO_MANY_USERS`. Bounds memory and metric series when user names
+    /// come from outside. Default 1024; at least 1.
+    pub max_users: usize,
+    /// The longest user name accepted, in bytes: longer is
+    /// `HELIOSDB_ERR_USER_NAME_TOO_LONG` (from add, and from acquires for users the pool
+    /// does not have). Default 256; at least 1.
+    pub max_user_name_len: usize,
+    /// A user with no connection, no waiter and no connection requested for this long
+    /// is retired by the sweeper: out of the stats and metrics, its memory reused for the
+    /// next new user; a later acquire or add starts it afresh. Default 60000; 0: at the
+    /// first pass that sees it vacant again; `UINT64_MAX`: never.
+    pub retire_users_after_ms: u64,
 }
 
 /// The size of version 1 of `heliosdb_pool_config` (before `leak_critical_threshold_ms`).
@@ -251,11 +268,15 @@ pub(crate) const CONFIG_V2_SIZE: usize = offset_of!(heliosdb_pool_config, reset)
 /// The size of version 3 of `heliosdb_pool_config` (before `on_evict`).
 pub(crate) const CONFIG_V3_SIZE: usize = offset_of!(heliosdb_pool_config, on_evict);
 
+/// The size of version 4 of `heliosdb_pool_config` (before `max_users`).
+pub(crate) const CONFIG_V4_SIZE: usize = offset_of!(heliosdb_pool_config, max_users);
+
 /// The sizes of every released version of `heliosdb_pool_config`, oldest first.
-const KNOWN_SIZES: [usize; 4] = [
+const KNOWN_SIZES: [usize; 5] = [
     CONFIG_V1_SIZE,
     CONFIG_V2_SIZE,
     CONFIG_V3_SIZE,
+    CONFIG_V4_SIZE,
     size_of::<heliosdb_pool_config>(),
 ];
 
@@ -290,6 +311,19 @@ impl heliosdb_pool_config {
             reset: None,
             on_evict: None,
             validate_after_ms: crate::builder::DEFAULT_VALIDATE_AFTER.as_millis() as u64,
+            max_users: crate::builder::DEFAULT_MAX_USERS,
+            max_user_name_len: crate::builder::DEFAULT_MAX_USER_NAME_LEN,
+            retire_users_after_ms: crate::builder::DEFAULT_RETIRE_USERS_AFTER.as_millis() as u64,
+        }
+    }
+
+    /// The limits on users (`UINT64_MAX` ms: never retire).
+    pub(crate) fn user_limits(&self) -> UserLimits {
+        UserLimits {
+            max_users: self.max_users,
+            max_name_len: self.max_user_name_len,
+            retire_after: (self.retire_users_after_ms != u64::MAX)
+                .then(|| Duration::from_millis(self.retire_users_after_ms)),
         }
     }
 
@@ -426,6 +460,7 @@ fn validate_tuning(config: &heliosdb_pool_config) -> Result<()> {
         ));
     }
     config.health_policy().validate()?;
+    config.user_limits().validate()?;
     // SAFETY: the config's contract on `name`.
     unsafe { config.name() }?;
     Ok(())
@@ -561,6 +596,7 @@ mod tests {
             (CONFIG_V1_SIZE, u64::MAX),
             (CONFIG_V2_SIZE, u64::MAX),
             (CONFIG_V3_SIZE, u64::MAX),
+            (CONFIG_V4_SIZE, 500),
             (size_of::<heliosdb_pool_config>(), 500),
         ] {
             config.struct_size = size;
@@ -568,6 +604,32 @@ mod tests {
             let read = unsafe { read_config(&config) }.unwrap();
             assert_eq!(read.validate_after_ms, expected, "struct_size {size}");
         }
+    }
+
+    /// A version-4 caller's struct ends before the user limits: whatever lies beyond it
+    /// is not read, and the pool gets the documented defaults.
+    #[test]
+    fn older_configs_get_the_default_user_limits() {
+        let mut config = heliosdb_pool_config::from_settings(&EnhancedPoolConfig::default());
+        (config.max_users, config.max_user_name_len) = (0, 0); // Invalid if read.
+        config.retire_users_after_ms = 7;
+        config.struct_size = CONFIG_V4_SIZE;
+        // SAFETY: a full, initialised struct; the size is at most its size.
+        let read = unsafe { read_config(&config) }.unwrap();
+        assert_eq!(read.user_limits(), UserLimits::default());
+        assert_eq!(validate_tuning(&read), Ok(()));
+        config.struct_size = size_of::<heliosdb_pool_config>();
+        // SAFETY: as above.
+        let read = unsafe { read_config(&config) }.unwrap();
+        assert!(matches!(
+            validate_tuning(&read),
+            Err(Error::InvalidConfig {
+                field: "max_users",
+                ..
+            })
+        ));
+        config.retire_users_after_ms = u64::MAX;
+        assert_eq!(config.user_limits().retire_after, None, "UINT64_MAX: never");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use super::boundary;
 /// Every status, indexed by its code. The codes are contiguous from 0
 /// (`status_codes_are_contiguous` checks it), and `c_description`'s exhaustive match
 /// stops the build when a variant is added without being listed here.
-const ALL: [Status; 23] = [
+const ALL: [Status; 25] = [
     Status::Ok,
     Status::NullArgument,
     Status::InvalidUtf8,
@@ -36,6 +36,8 @@ const ALL: [Status; 23] = [
     Status::Panic,
     Status::InvalidArgument,
     Status::Reentrant,
+    Status::TooManyUsers,
+    Status::UserNameTooLong,
 ];
 
 /// The status with this code, if there is one. Codes from C are taken as integers and
@@ -96,6 +98,8 @@ pub(crate) fn c_description(status: Status) -> &'static CStr {
         Status::Panic => c_description!(Panic),
         Status::InvalidArgument => c_description!(InvalidArgument),
         Status::Reentrant => c_description!(Reentrant),
+        Status::TooManyUsers => c_description!(TooManyUsers),
+        Status::UserNameTooLong => c_description!(UserNameTooLong),
     }
 }
 

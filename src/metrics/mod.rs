@@ -99,8 +99,12 @@ pub struct PoolStats {
     pub acquires: u64,
     /// Acquires that timed out.
     pub timeouts: u64,
-    /// Per-user counts, in the order users were first seen.
+    /// Per-user counts of the users the pool keeps now (retired ones are gone), in
+    /// the order they were created.
     pub users: Vec<UserStats>,
+    /// Users retired so far (see
+    /// [`PoolBuilder::retire_users_after`](crate::PoolBuilder::retire_users_after)).
+    pub users_retired: u64,
     /// Leak accounting; `current_tracked` is the number of borrows held now.
     pub leak_stats: LeakStats,
     /// Connections closed by the pool, by cause.

@@ -13,6 +13,8 @@
 //! | `heliosdb_pool_waiting` | gauge | | `waiting` |
 //! | `heliosdb_pool_acquires_total` | counter | | `acquires` |
 //! | `heliosdb_pool_acquire_timeouts_total` | counter | | `timeouts` |
+//! | `heliosdb_pool_users` | gauge | | `users.len()` |
+//! | `heliosdb_pool_users_retired_total` | counter | | `users_retired` |
 //! | `heliosdb_pool_user_connections` | gauge | `user` | `users[].total_connections` |
 //! | `heliosdb_pool_user_active_connections` | gauge | `user` | `users[].active_connections` |
 //! | `heliosdb_pool_user_idle_connections` | gauge | `user` | `users[].idle_connections` |
@@ -110,6 +112,18 @@ pub fn render_into(pool_name: &str, stats: &PoolStats, out: &mut String) {
             Kind::Counter,
             "Acquires that timed out.",
             stats.timeouts,
+        ),
+        (
+            "heliosdb_pool_users",
+            Kind::Gauge,
+            "Users the pool keeps now (at most max_users).",
+            stats.users.len() as u64,
+        ),
+        (
+            "heliosdb_pool_users_retired_total",
+            Kind::Counter,
+            "Users retired after a time with no connection and no waiter.",
+            stats.users_retired,
         ),
     ] {
         w.single(name, kind, help, value);

@@ -38,6 +38,15 @@ impl IdleSet {
         }
     }
 
+    /// Forgets every hint (a partition being reused). Relaxed: hints are only hints; a
+    /// bit set concurrently by a thread that returned a connection long ago costs a
+    /// searcher one failed check.
+    pub(crate) fn clear(&self) {
+        for word in self.words.iter() {
+            word.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// The words' current bits, lowest index first, as `(first index, bits)`.
     #[inline]
     pub(crate) fn words(&self, order: Ordering) -> impl Iterator<Item = (u32, u64)> + '_ {
