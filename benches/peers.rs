@@ -9,7 +9,12 @@
 //!   and `heliosdb_pool_acquire` + release (see `c_abi`);
 //! - r2d2 0.8 `get`+drop, with `test_on_check_out` off, and at its default (on);
 //! - deadpool 0.12 managed `get`+drop, polled once by a no-op-waker executor
-//!   (`common::block_on`), so no runtime is measured.
+//!   (`common::block_on`), so no runtime is measured;
+//! - two object pools that neither wait nor track leaks (a miss allocates a new object
+//!   instead of waiting, and nothing records who holds what): opool 0.2's concurrent
+//!   `Pool` (a crossbeam `ArrayQueue` plus an allocator) `get`+drop, prefilled with
+//!   `POOL_SIZE` objects, and lockfree-object-pool 0.1's `LinearObjectPool` `pull`+drop
+//!   (its reset closure a no-op).
 //!
 //! `cargo bench --bench peers` (smoke: add `-- --warm-up-time 1 --measurement-time 2`).
 
@@ -20,10 +25,19 @@ use std::sync::Mutex;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
-use common::{bench_floor_and_pool, block_on, deadpool_pool, r2d2_pool};
+use common::{NoopConn, bench_floor_and_pool, block_on, deadpool_pool, r2d2_pool};
 
 /// Connections in every pool.
 const POOL_SIZE: usize = 8;
+
+/// opool's object factory: the same no-op connection as every other peer.
+struct NoopAllocator;
+
+impl opool::PoolAllocator<NoopConn> for NoopAllocator {
+    fn allocate(&self) -> NoopConn {
+        0
+    }
+}
 
 fn peers(c: &mut Criterion) {
     let mut group = c.benchmark_group("peers");
@@ -67,6 +81,30 @@ fn peers(c: &mut Criterion) {
         })
     });
     drop(deadpool);
+
+    let opool = opool::Pool::new_prefilled(POOL_SIZE, NoopAllocator);
+    group.bench_function(
+        "opool: get+drop (object pool: no wait, no leak tracking)",
+        |b| {
+            b.iter(|| {
+                let obj = opool.get();
+                black_box(&*obj);
+            })
+        },
+    );
+    drop(opool);
+
+    let linear = lockfree_object_pool::LinearObjectPool::<NoopConn>::new(|| 0, |_| {});
+    group.bench_function(
+        "lockfree-object-pool: LinearObjectPool pull+drop (no wait, no leak tracking)",
+        |b| {
+            b.iter(|| {
+                let obj = linear.pull();
+                black_box(&*obj);
+            })
+        },
+    );
+    drop(linear);
 
     group.finish();
 }

@@ -3,7 +3,11 @@
 //! of a shared machine. `scripts/instruction-counts.sh` runs each variant at two N and
 //! divides the difference, which cancels the setup.
 //!
-//! `cargo run --release --example cycle_cost -- <floor|rust|c|c-site> <cycles>`
+//! `cargo run --release --example cycle_cost -- <variant> <cycles>`, the variant one of
+//! `floor` (a bare crossbeam `ArrayQueue` pop+push), `rust` (`try_acquire` + drop),
+//! `c` and `c-site` (the C calls, without and with a call site), `opool` and
+//! `lockfree` (two object pools that neither wait nor track leaks: opool's `get`,
+//! lockfree-object-pool's `LinearObjectPool::pull`, each + drop).
 
 use std::hint::black_box;
 use std::mem::MaybeUninit;
@@ -27,8 +31,10 @@ fn main() {
         "rust" => rust(cycles),
         "c" => c_abi(cycles, false),
         "c-site" => c_abi(cycles, true),
+        "opool" => opool(cycles),
+        "lockfree" => lockfree(cycles),
         _ => {
-            eprintln!("usage: cycle_cost <floor|rust|c|c-site> <cycles>");
+            eprintln!("usage: cycle_cost <floor|rust|c|c-site|opool|lockfree> <cycles>");
             std::process::exit(2);
         }
     }
@@ -43,6 +49,31 @@ fn floor(cycles: u64) {
         let item = queue.pop().unwrap();
         black_box(&item);
         queue.push(item).unwrap();
+    }
+}
+
+/// opool's object factory: a no-op `u64` connection.
+struct NoopAllocator;
+
+impl opool::PoolAllocator<u64> for NoopAllocator {
+    fn allocate(&self) -> u64 {
+        0
+    }
+}
+
+fn opool(cycles: u64) {
+    let pool = opool::Pool::new_prefilled(CONNECTIONS, NoopAllocator);
+    for _ in 0..cycles {
+        let obj = pool.get();
+        black_box(&*obj);
+    }
+}
+
+fn lockfree(cycles: u64) {
+    let pool = lockfree_object_pool::LinearObjectPool::<u64>::new(|| 0, |_| {});
+    for _ in 0..cycles {
+        let obj = pool.pull();
+        black_box(&*obj);
     }
 }
 

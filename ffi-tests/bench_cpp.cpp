@@ -10,10 +10,9 @@
 //
 // Build (see BENCHMARKS.md, "The C++ wrapper against the C calls"):
 //   cargo build --release --lib
-//   g++ -std=c++17 -O2 -I include ffi-tests/bench_cpp.cpp
+//   g++ -std=c++17 -O2 -I include -I ffi-tests ffi-tests/bench_cpp.cpp
 //       target/release/libheliosdb_pool.a -lpthread -ldl -lm -o target/tmp/bench_cpp
 //   (one line)
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -21,6 +20,7 @@
 #include <string_view>
 #include <vector>
 
+#include "bench_timing.hpp"
 #include "heliosdb_pool.hpp"
 
 namespace {
@@ -31,33 +31,11 @@ struct Conn {
   int id = 0;
 };
 
-[[noreturn]] void die(const char *what) {
-  std::fprintf(stderr, "bench_cpp: %s (%s)\n", what, heliosdb_last_error_message());
-  std::exit(1);
-}
+[[noreturn]] void die(const char *what) { bench::die("bench_cpp", what); }
 
-using Clock = std::chrono::steady_clock;
-
-/// One run of `n` cycles of `body`; ns per cycle.
-template <typename F>
-double time_run(long n, F &&body) {
-  const Clock::time_point t0 = Clock::now();
-  for (long i = 0; i < n; i++) {
-    body();
-  }
-  return std::chrono::duration<double, std::nano>(Clock::now() - t0).count() /
-         static_cast<double>(n);
-}
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-struct Variant {
-  const char *name;
-  std::vector<double> samples;
-};
+using bench::median;
+using bench::time_run;
+using bench::Variant;
 
 }  // namespace
 

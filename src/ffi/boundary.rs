@@ -32,11 +32,19 @@ pub(crate) fn call(body: impl FnOnce() -> Result<()>) -> Status {
     // AssertUnwindSafe: after a panic the export returns HELIOSDB_ERR_PANIC and touches
     // nothing the body may have left half-updated; the pool's own state is designed to
     // stay consistent across a panic (its locks are poison-tolerant).
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => Status::Ok,
+    //
+    // The body's `Result` becomes a `Status` inside the unwind guard: what crosses it is
+    // then 4 bytes, not the ~80-byte `Result<(), Error>`, which the success path would
+    // otherwise copy out of the guard's return slot on every call (callgrind: 14
+    // instructions per release).
+    let status = catch_unwind(AssertUnwindSafe(|| match body() {
+        Ok(()) => Status::Ok,
         // Moved into a cold function, so that the error's drop glue (a large enum with
         // strings and an `Arc`) stays off the success path.
-        Ok(Err(error)) => fail_owned(error),
+        Err(error) => fail_owned(error),
+    }));
+    match status {
+        Ok(status) => status,
         Err(payload) => fail(&panic_error(payload.as_ref())),
     }
 }
