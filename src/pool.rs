@@ -208,9 +208,10 @@ impl LastReturned {
         }
         let len = self.name_len as usize;
         for (i, &expected) in self.name[..len].iter().enumerate() {
-            // SAFETY: every byte before `i` was non-NUL, so `i` is within the string.
-            let byte = unsafe { *user.add(i) } as u8;
-            if byte == 0 || byte != expected {
+            // SAFETY: every byte before `i` equalled a kept name's byte, never NUL (see
+            // `remember_user`), so `i` is within the string. A NUL here differs from
+            // `expected` and ends the loop.
+            if unsafe { *user.add(i) } as u8 != expected {
                 return false;
             }
         }
@@ -591,18 +592,19 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
         self.shut_down();
     }
 
-    /// See `PoolInner::cached_user_c`.
+    /// See `PoolInner::take_affine_c`.
     ///
     /// # Safety
     ///
-    /// `user` is non-NULL, NUL-terminated, and outlives `'u`.
+    /// `user` is non-NULL and NUL-terminated.
     #[inline]
-    pub(crate) unsafe fn cached_user_c<'u>(
+    pub(crate) unsafe fn take_affine_c(
         &self,
         user: *const std::ffi::c_char,
-    ) -> Option<&'u str> {
+        site: CallSite,
+    ) -> Option<PooledConnection<'_, C>> {
         // SAFETY: forwarded contract.
-        unsafe { self.inner.cached_user_c(user) }
+        unsafe { self.inner.take_affine_c(user, site) }
     }
 
     /// Runs one sweeper pass now, on the calling thread (leak scan, health checks,
@@ -723,10 +725,37 @@ impl<C> PoolInner<C> {
     /// the connection is still idle.
     #[inline(always)]
     fn take_affine_for(&self, user: &str, site: CallSite) -> Option<PooledConnection<'_, C>> {
+        self.take_affine_if(|last| last.names(user.as_bytes()), site)
+    }
+
+    /// For the C boundary: [`take_affine_for`](Self::take_affine_for) with the user
+    /// recognised without measuring or validating the C string (a byte match against
+    /// the entry's copy, a name that is valid UTF-8); `None` sends the caller to the
+    /// checked path.
+    ///
+    /// # Safety
+    ///
+    /// `user` is non-NULL and NUL-terminated.
+    #[inline(always)]
+    pub(crate) unsafe fn take_affine_c(
+        &self,
+        user: *const std::ffi::c_char,
+        site: CallSite,
+    ) -> Option<PooledConnection<'_, C>> {
+        // SAFETY: forwarded contract.
+        self.take_affine_if(|last| unsafe { last.names_c(user) }, site)
+    }
+
+    #[inline(always)]
+    fn take_affine_if(
+        &self,
+        names_user: impl FnOnce(&LastReturned) -> bool,
+        site: CallSite,
+    ) -> Option<PooledConnection<'_, C>> {
         // SAFETY: this thread's entry (see `last_returned`); the borrow ends before
         // `take_affine`, which may write the entry.
         let last = unsafe { &*last_returned() };
-        if last.pool_id != self.id || !last.names(user.as_bytes()) {
+        if last.pool_id != self.id || !names_user(last) {
             return None;
         }
         // SAFETY: an entry of this pool names one of its partitions, whose memory lives
@@ -806,35 +835,14 @@ impl<C> PoolInner<C> {
             // The slot is unknown until the connection comes back: no generation
             // names no slot.
             last.slot = u32::MAX;
-            if name.len() <= AFFINITY_NAME_BYTES {
+            // A name with a NUL byte is not kept: `names_c` relies on kept names having none.
+            if name.len() <= AFFINITY_NAME_BYTES && !name.contains(&0) {
                 last.name[..name.len()].copy_from_slice(name);
                 last.name_len = name.len() as u32;
             } else {
                 last.name_len = NAME_NOT_KEPT;
             }
         }
-    }
-
-    /// For the C boundary: if this thread's affinity entry is for a user whose name
-    /// equals the NUL-terminated `user`, that string as `&str`, recognised without
-    /// measuring or validating it (its bytes equal a name that is valid UTF-8); else
-    /// `None` and the caller takes the checked path.
-    ///
-    /// # Safety
-    ///
-    /// `user` is non-NULL, NUL-terminated, and outlives `'u`.
-    #[inline]
-    pub(crate) unsafe fn cached_user_c<'u>(&self, user: *const std::ffi::c_char) -> Option<&'u str> {
-        // SAFETY: this thread's entry (see `last_returned`); the borrow ends here.
-        let last = unsafe { &*last_returned() };
-        // SAFETY: forwarded contract.
-        let len = (last.pool_id == self.id && unsafe { last.names_c(user) })
-            .then_some(last.name_len)?;
-        // SAFETY: the first `len` bytes of `user` are readable (they matched, none NUL)
-        // and equal a `str`'s bytes, so they are valid UTF-8; `user` outlives `'u`.
-        Some(unsafe {
-            std::str::from_utf8_unchecked(std::slice::from_raw_parts(user.cast::<u8>(), len as usize))
-        })
     }
 
     /// The user's live partition; with a factory, created if it does not exist.
@@ -2019,25 +2027,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cached_c_user_matches_whole_names_only() {
+    fn the_c_affinity_path_matches_whole_names_only() {
         let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
-        pool.add_connection_sync(0u8, "alice", ConnectionMetadata::for_user("alice"))
-            .unwrap();
+        for user in ["alice", "a\0b"] {
+            pool.add_connection_sync(0u8, user, ConnectionMetadata::for_user(user))
+                .unwrap();
+        }
         // SAFETY: every argument below is a NUL-terminated literal.
-        let lookup = |name: &std::ffi::CStr| unsafe { pool.cached_user_c(name.as_ptr()) };
-        assert_eq!(lookup(c"alice"), None, "nothing cached before a release");
+        let takes = |pool: &EnhancedConnectionPool<u8>, name: &std::ffi::CStr| unsafe {
+            pool.take_affine_c(name.as_ptr(), CallSite::Rust(Location::caller()))
+                .map(|c| c.user().to_owned())
+        };
+        assert_eq!(takes(&pool, c"alice"), None, "nothing cached before a borrow");
         drop(pool.try_acquire("alice").unwrap());
-        assert_eq!(lookup(c"alice"), Some("alice"));
-        assert_eq!(lookup(c"alic"), None);
-        assert_eq!(lookup(c"alicex"), None);
-        assert_eq!(lookup(c""), None);
-        assert_eq!(lookup(c"bob"), None);
+        assert_eq!(takes(&pool, c"alice").as_deref(), Some("alice"));
+        for other in [c"alic", c"alicex", c"", c"bob"] {
+            assert_eq!(takes(&pool, other), None, "{other:?}");
+        }
         let other = EnhancedConnectionPool::<u8>::new(EnhancedPoolConfig::default());
-        // SAFETY: a NUL-terminated literal.
-        assert_eq!(
-            unsafe { other.cached_user_c(c"alice".as_ptr()) },
-            None,
-            "per pool"
-        );
+        assert_eq!(takes(&other, c"alice"), None, "per pool");
+        // A name with a NUL byte is never kept: "a" must not match "a\0b".
+        drop(pool.try_acquire("a\0b").unwrap());
+        assert_eq!(takes(&pool, c"a"), None);
+        assert_eq!(pool.try_acquire("a\0b").unwrap().user(), "a\0b");
     }
 }

@@ -640,27 +640,28 @@ unsafe fn acquire_with(
     pool: *mut heliosdb_pool,
     user: *const c_char,
     out_lease: *mut heliosdb_lease,
+    site: CallSite,
     how: impl for<'p> FnOnce(
         &'p EnhancedConnectionPool<CConnection>,
         &str,
+        CallSite,
     ) -> Result<PooledConnection<'p, CConnection>>,
 ) -> Result<()> {
     // SAFETY: forwarded contract.
     let (p, out) = unsafe { (pool_ref(pool)?, check_out(out_lease, "out_lease")?) };
-    // The steady state: this thread's last user, recognised without strlen or UTF-8
-    // validation (a byte match against a name that is valid UTF-8 already).
-    let cached = if user.is_null() {
+    // The steady state: this thread's last connection, for a user recognised without
+    // strlen or UTF-8 validation (a byte match against a name that is valid UTF-8).
+    let affine = if user.is_null() {
         None
     } else {
         // SAFETY: non-NULL, and NUL-terminated by the export's contract.
-        unsafe { p.pool.cached_user_c(user) }
+        unsafe { p.pool.take_affine_c(user, site) }
     };
-    let user = match cached {
-        Some(user) => user,
+    let guard = match affine {
+        Some(guard) => guard,
         // SAFETY: forwarded contract.
-        None => unsafe { check_str(user, "user")? },
+        None => how(&p.pool, unsafe { check_str(user, "user")? }, site)?,
     };
-    let guard = how(&p.pool, user)?;
     let connection = guard.raw;
     let raw = guard.into_raw_handle();
     out.write(heliosdb_lease {
@@ -707,8 +708,8 @@ pub unsafe extern "C" fn heliosdb_pool_acquire(
     boundary::call(|| {
         // SAFETY: forwarded contract.
         unsafe {
-            acquire_with(pool, user, out_lease, |p, user| {
-                p.blocking_acquire_at(user, timeout_of(p, timeout_ms), UNKNOWN_SITE)
+            acquire_with(pool, user, out_lease, UNKNOWN_SITE, |p, user, site| {
+                p.blocking_acquire_at(user, timeout_of(p, timeout_ms), site)
             })
         }
     })
@@ -738,7 +739,7 @@ pub unsafe extern "C" fn heliosdb_pool_acquire_at(
         let site = unsafe { call_site(file, line, function) }?;
         // SAFETY: forwarded contract.
         unsafe {
-            acquire_with(pool, user, out_lease, |p, user| {
+            acquire_with(pool, user, out_lease, site, |p, user, site| {
                 p.blocking_acquire_at(user, timeout_of(p, timeout_ms), site)
             })
         }
@@ -766,8 +767,8 @@ pub unsafe extern "C" fn heliosdb_pool_try_acquire(
     boundary::call(|| {
         // SAFETY: forwarded contract.
         unsafe {
-            acquire_with(pool, user, out_lease, |p, user| {
-                p.try_acquire_at(user, UNKNOWN_SITE)
+            acquire_with(pool, user, out_lease, UNKNOWN_SITE, |p, user, site| {
+                p.try_acquire_at(user, site)
             })
         }
     })
@@ -793,7 +794,7 @@ pub unsafe extern "C" fn heliosdb_pool_try_acquire_at(
         let site = unsafe { call_site(file, line, function) }?;
         // SAFETY: forwarded contract.
         unsafe {
-            acquire_with(pool, user, out_lease, |p, user| {
+            acquire_with(pool, user, out_lease, site, |p, user, site| {
                 p.try_acquire_at(user, site)
             })
         }
