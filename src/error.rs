@@ -140,6 +140,8 @@ pub enum Error {
         idle: usize,
         /// The last error the connection factory reported for this user, if any.
         last_factory_error: Option<String>,
+        /// The user's factory backoff when the wait ended, if its last connect failed.
+        factory_backoff: Option<crate::metrics::FactoryBackoff>,
     },
     /// A non-waiting acquire found no idle connection for the user.
     NoIdleConnection {
@@ -294,6 +296,7 @@ impl fmt::Display for Error {
                 in_use,
                 idle,
                 last_factory_error,
+                factory_backoff,
             } => {
                 write!(
                     f,
@@ -303,6 +306,9 @@ impl fmt::Display for Error {
                 )?;
                 if let Some(e) = last_factory_error {
                     write!(f, "; last connection factory error: {e}")?;
+                }
+                if let Some(backoff) = factory_backoff {
+                    write!(f, " ({backoff})")?;
                 }
                 Ok(())
             }

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use crate::sync::Ordering;
 use std::sync::{Arc, Mutex};
 
+use crate::factory::UserFactory;
 use crate::slab::idle::IdleSet;
 use crate::slab::state::{Claim, Lifecycle, SlotState};
 use crate::slab::{Slab, SlotHeader};
@@ -35,11 +36,14 @@ pub(crate) struct Partition {
     members: Mutex<Capacity>,
     /// Acquires that timed out (slow path only).
     pub(crate) timeouts: AtomicU64,
-    /// Connections waiters asked the factory for and the sweeper has not yet made.
+    /// Connections asked of the factory (by waiters, for replacements) that no connect
+    /// has started on yet.
     pub(crate) factory_requests: AtomicU64,
     /// Factory failures for this user, and the last one's message.
     pub(crate) factory_errors: AtomicU64,
     pub(crate) last_factory_error: Mutex<Option<String>>,
+    /// Connects in flight, creations and backoff (see `factory`).
+    pub(crate) factory: UserFactory,
 }
 
 /// Fixed-size index space with a count limit below its size: the headroom holds
@@ -120,6 +124,7 @@ impl Partition {
             factory_requests: AtomicU64::new(0),
             factory_errors: AtomicU64::new(0),
             last_factory_error: Mutex::new(None),
+            factory: UserFactory::default(),
         }
     }
 
