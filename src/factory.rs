@@ -29,7 +29,6 @@ use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::error::Error;
 use crate::metadata::ConnectionMetadata;
 use crate::metrics::{FactoryBackoff, UserStats};
 use crate::partition::Partition;
@@ -148,7 +147,11 @@ struct Crew {
 
 /// What a connector thread does next.
 enum Plan {
-    Connect(Arc<Partition>),
+    /// Connect for this user; `took_request`: for one of its `factory_requests`.
+    Connect {
+        partition: Arc<Partition>,
+        took_request: bool,
+    },
     /// Nothing to do until woken, or until this instant (a backoff ends).
     Wait(Option<Instant>),
 }
@@ -188,7 +191,12 @@ impl Connector {
     /// Demand may have changed: a connector thread looks again, and one more starts if
     /// all are busy and the bound allows. Never waits for a connect.
     pub(crate) fn wake(&self) {
-        let mut crew = lock(&self.crew);
+        self.nudge(&mut lock(&self.crew));
+    }
+
+    /// With the crew locked: an idle thread looks for work, or one more starts if none
+    /// is idle and the bound allows.
+    fn nudge(&self, crew: &mut Crew) {
         if crew.stopping {
             return;
         }
@@ -241,9 +249,15 @@ impl<C: Send + 'static> PoolInner<C> {
                 return;
             }
             match self.plan_connect() {
-                Plan::Connect(partition) => {
+                Plan::Connect {
+                    partition,
+                    took_request,
+                } => {
+                    // Another thread looks for more work meanwhile (a burst of demand
+                    // may have woken only this one).
+                    connector.nudge(&mut crew);
                     drop(crew);
-                    self.connect(&partition);
+                    self.connect(&partition, took_request);
                     crew = lock(&connector.crew);
                 }
                 Plan::Wait(until) => {
@@ -299,21 +313,30 @@ impl<C: Send + 'static> PoolInner<C> {
         }
         match best {
             Some((partition, _)) => {
-                let _ = partition.factory_requests.fetch_update(
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                    |n| n.checked_sub(1),
-                );
+                // A connect for callers waiting or `min_idle` leaves the requests be;
+                // otherwise it is for a request, and takes one.
+                let live = self.live_demand(&partition) > 0;
+                let took_request = !live
+                    && partition
+                        .factory_requests
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                            n.checked_sub(1)
+                        })
+                        .is_ok();
                 partition.factory.connecting.fetch_add(1, Ordering::Relaxed);
                 self.connector.in_flight.fetch_add(1, Ordering::Relaxed);
-                Plan::Connect(partition)
+                Plan::Connect {
+                    partition,
+                    took_request,
+                }
             }
             None => Plan::Wait(retry_at),
         }
     }
 
     /// Runs the factory once for `partition`'s user and gives the pool what it made.
-    fn connect(&self, partition: &Partition) {
+    /// `started_for_request`: the connect took one of the user's `factory_requests`.
+    fn connect(&self, partition: &Partition, started_for_request: bool) {
         let user = partition.user.clone();
         let made = match &self.hooks.factory {
             Some(factory) => {
@@ -322,39 +345,47 @@ impl<C: Send + 'static> PoolInner<C> {
             }
             None => Err("no connection factory".to_string()),
         };
-        let outcome = made.and_then(|(conn, metadata)| {
-            match self.add(conn, user.clone(), metadata) {
-                Ok(_) => Ok(()),
-                // The connection is closed (dropped) by the failed add. Not the user's
-                // failure: the pool closed, or `add_connection` took the place meanwhile.
-                Err(
-                    e @ (Error::Closed | Error::PoolFull { .. } | Error::UserAtCapacity { .. }),
-                ) => {
-                    log::debug!("heliosdb-pool: factory connection not added: {e}");
-                    Err(String::new())
-                }
-                Err(e) => Err(format!("the factory's connection was refused: {e}")),
+        let made = made.and_then(|(conn, metadata)| {
+            if !metadata.user.is_empty() && *metadata.user != *user {
+                // `conn` is dropped (closed) here.
+                return Err(format!(
+                    "the factory's connection was refused: its metadata names user {:?}",
+                    metadata.user
+                ));
             }
+            Ok((conn, metadata))
         });
-        match outcome {
-            Ok(()) => {
+        match made {
+            Ok((conn, metadata)) => {
+                // Recorded before the add, which may hand the connection to a waiter at
+                // once: what that caller then reads in the stats is already true.
                 self.counters
                     .factory_creates
                     .fetch_add(1, Ordering::Relaxed);
                 partition.factory.succeeded();
                 *lock(&partition.last_factory_error) = None;
+                if let Err(e) = self.add(conn, user, metadata) {
+                    // Closed (dropped) by the failed add. Not the user's failure: the
+                    // pool closed, or `add_connection` took the place meanwhile.
+                    log::debug!("heliosdb-pool: factory connection not added: {e}");
+                    self.counters
+                        .factory_creates
+                        .fetch_sub(1, Ordering::Relaxed);
+                    partition.factory.creates.fetch_sub(1, Ordering::Relaxed);
+                }
             }
-            Err(message) if message.is_empty() => {}
             Err(message) => {
                 log::warn!("heliosdb-pool: connection factory failed for {user:?}: {message}");
                 self.counters.factory_errors.fetch_add(1, Ordering::Relaxed);
                 partition.factory_errors.fetch_add(1, Ordering::Relaxed);
                 *lock(&partition.last_factory_error) = Some(message);
-                if partition.factory.failed() < UNWANTED_RETRIES {
-                    // Asked for, and not yet given up on: ask again after the backoff.
-                    partition.factory_requests.fetch_add(1, Ordering::Relaxed);
-                } else {
+                let failures = partition.factory.failed();
+                if failures >= UNWANTED_RETRIES {
                     partition.factory_requests.store(0, Ordering::Relaxed);
+                } else if started_for_request {
+                    // A replacement nobody waits for, not yet given up on: asked again
+                    // after the backoff. (Callers waiting ask by waiting.)
+                    partition.factory_requests.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -373,19 +404,22 @@ impl<C> PoolInner<C> {
         if self.hooks.factory.is_none() {
             return 0;
         }
+        let asked = partition.factory_requests.load(Ordering::Relaxed) as usize;
+        let room = self.config.max_per_user.saturating_sub(
+            partition.connection_count() + partition.factory.connecting(),
+        );
+        self.live_demand(partition).max(asked).min(room)
+    }
+
+    /// Connections wanted for `partition`'s callers waiting and its `min_idle`, beyond
+    /// its idle ones and its connects in flight.
+    fn live_demand(&self, partition: &Partition) -> usize {
         let idle = partition.idle_count(&self.slab);
-        let connecting = partition.factory.connecting();
-        let for_live_demand = partition
+        partition
             .waiters
             .waiting()
             .max(self.tuning.min_idle)
-            .saturating_sub(idle + connecting);
-        let asked = partition.factory_requests.load(Ordering::Relaxed) as usize;
-        let room = self
-            .config
-            .max_per_user
-            .saturating_sub(partition.connection_count() + connecting);
-        for_live_demand.max(asked).min(room)
+            .saturating_sub(idle + partition.factory.connecting())
     }
 
     /// Places the pool can still fill, less the connects in flight (0 when full).

@@ -1226,13 +1226,15 @@ impl<C> PoolInner<C> {
     }
 
     /// A caller waits for `partition`: if a factory can open another connection for
-    /// it (user and pool under their limits), ask the connector to, now.
+    /// it (user and pool under their limits), ask the connector to, now. The waiter
+    /// itself is the request: the connector counts callers waiting, so a request a
+    /// full pool turns away is renewed when a place frees, and one served by a returned
+    /// connection is not made anyway.
     pub(crate) fn request_connection(&self, partition: &Partition) {
         if self.hooks.factory.is_none() || partition.connection_count() >= self.config.max_per_user
         {
             return;
         }
-        partition.factory_requests.fetch_add(1, Ordering::Relaxed);
         self.connector.wake();
     }
 
