@@ -72,9 +72,11 @@ struct Backoff {
 }
 
 impl UserFactory {
-    /// Connects running now for this user.
+    /// Connects running now for this user. Acquire, against the Release decrement
+    /// after a connect's add: a reader that sees the connect ended also sees the
+    /// connection it added, so reading this before the user's counts never misses both.
     pub(crate) fn connecting(&self) -> usize {
-        self.connecting.load(Ordering::Relaxed)
+        self.connecting.load(Ordering::Acquire)
     }
 
     /// When the user's backoff ends, if it is backing off now.
@@ -183,9 +185,9 @@ impl Connector {
         }
     }
 
-    /// Connects running now, all users.
+    /// Connects running now, all users. Acquire: as [`UserFactory::connecting`].
     pub(crate) fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.in_flight.load(Ordering::Acquire)
     }
 
     /// Demand may have changed: a connector thread looks again, and one more starts if
@@ -284,7 +286,9 @@ impl<C: Send + 'static> PoolInner<C> {
     fn plan_connect(&self) -> Plan {
         let now = Instant::now();
         let mut retry_at: Option<Instant> = None;
-        let mut best: Option<(Arc<Partition>, (bool, std::cmp::Reverse<usize>, usize))> = None;
+        // Callers waiting first, then fewer connects in flight, then more wanted.
+        type Rank = (bool, std::cmp::Reverse<usize>, usize);
+        let mut best: Option<(Arc<Partition>, Rank)> = None;
         // A slow user leaves at least one connect to the others.
         let per_user = self.connector.bound.saturating_sub(1).max(1);
         // A full pool opens nothing (an add would refuse it): `capacity_freed` wakes
@@ -391,8 +395,9 @@ impl<C: Send + 'static> PoolInner<C> {
         }
         // After the add: the connection (or the waiter it served) now stands for what
         // this connect was counted as, so no plan sees the demand twice.
-        partition.factory.connecting.fetch_sub(1, Ordering::Relaxed);
-        self.connector.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // Release: see `UserFactory::connecting`.
+        partition.factory.connecting.fetch_sub(1, Ordering::Release);
+        self.connector.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -405,21 +410,26 @@ impl<C> PoolInner<C> {
             return 0;
         }
         let asked = partition.factory_requests.load(Ordering::Relaxed) as usize;
-        let room = self.config.max_per_user.saturating_sub(
-            partition.connection_count() + partition.factory.connecting(),
-        );
+        // In flight first, then the count (see `UserFactory::connecting`).
+        let connecting = partition.factory.connecting();
+        let room = self
+            .config
+            .max_per_user
+            .saturating_sub(partition.connection_count() + connecting);
         self.live_demand(partition).max(asked).min(room)
     }
 
     /// Connections wanted for `partition`'s callers waiting and its `min_idle`, beyond
     /// its idle ones and its connects in flight.
     fn live_demand(&self, partition: &Partition) -> usize {
+        // In flight first, then the idle ones (see `UserFactory::connecting`).
+        let connecting = partition.factory.connecting();
         let idle = partition.idle_count(&self.slab);
         partition
             .waiters
             .waiting()
             .max(self.tuning.min_idle)
-            .saturating_sub(idle + partition.factory.connecting())
+            .saturating_sub(idle + connecting)
     }
 
     /// Places the pool can still fill, less the connects in flight (0 when full).
@@ -427,6 +437,8 @@ impl<C> PoolInner<C> {
         if !self.has_room() {
             return 0;
         }
+        // In flight first, then the counts (see `UserFactory::connecting`).
+        let in_flight = self.connector.in_flight();
         let held = Cell::new(0);
         let _ = self.any_partition(|p| {
             held.set(held.get() + p.connection_count());
@@ -434,7 +446,7 @@ impl<C> PoolInner<C> {
         });
         self.config
             .max_connections
-            .saturating_sub(held.get() + self.connector.in_flight())
+            .saturating_sub(held.get() + in_flight)
     }
 
     /// The sweeper's part of the factory: notices demand (a user below `min_idle`, a
