@@ -652,3 +652,9 @@ fn c_bad_day_discard_reset_failover_thread_names() {
     let out = run(&compile("bad_day.c", "bad_day", Lang::C11, Link::Static));
     assert!(out.contains("bad_day: ok"), "{out}");
 }
+
+#[test]
+fn c_factory_metadata_backoff_bound_and_free_during_a_connect() {
+    let out = run(&compile("factory.c", "factory", Lang::C11, Link::Static));
+    assert!(out.contains("factory: ok"), "{out}");
+}
