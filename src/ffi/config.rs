@@ -82,9 +82,11 @@ pub type heliosdb_connect_fn = Option<
 ///
 /// Ownership of the strings (and the `tags` array) stored in `*out_metadata`: they stay
 /// the callback's; the pool copies them right after the callback returns, on the same
-/// thread, and never frees them. So they must outlive the callback's return: point them
-/// at static strings or at memory the new connection owns (freed by your `close`),
-/// never at the callback's own stack. They are read only when the callback returns 0
+/// thread, before it calls any callback again on that thread, and never frees them. So
+/// they must outlive the callback's return: point them at static strings, at memory the
+/// new connection owns (freed by your `close`), or at a thread-local buffer the next
+/// call on the same thread may reuse; never at the callback's own stack, nor at one
+/// buffer shared by concurrent calls. They are read only when the callback returns 0
 /// with a connection; invalid UTF-8 there is a failed connect (the connection is then
 /// closed through `close`).
 pub type heliosdb_connect_with_metadata_fn = Option<
