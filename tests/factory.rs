@@ -458,6 +458,55 @@ fn a_failing_user_nobody_waits_for_is_not_retried_forever() {
     assert!((1..=4).contains(&settled), "{settled} calls");
 }
 
+/// A replacement for an evicted connection of a failing user, with nobody waiting, is
+/// tried a few times (backing off) and then given up.
+#[test]
+fn a_failing_replacement_nobody_waits_for_is_given_up() {
+    let ledger = Arc::new(Ledger::default());
+    let fx = ledger.clone();
+    let cfg = EnhancedPoolConfig {
+        health_check_enabled: true,
+        health_check_interval_ms: 1,
+        ..config(10, 5, 100)
+    };
+    let pool = EnhancedConnectionPool::builder(cfg)
+        .sweep_interval(Duration::from_millis(5))
+        .health_policy(heliosdb_pool::HealthMonitorConfig {
+            unhealthy_after_failures: 1,
+            ..Default::default()
+        })
+        .health_check(|_: &Conn| Err("the backend is gone".into()))
+        .connection_factory(move |user: &str| fx.connect(user, || Err("unreachable".into())))
+        .build()
+        .unwrap();
+    pool.add_connection_sync(
+        Conn {
+            user: "mallory".into(),
+            closes: ledger.closes.clone(),
+        },
+        "mallory",
+        ConnectionMetadata::for_user("mallory"),
+    )
+    .unwrap();
+    assert!(wait_until(Duration::from_secs(2), || pool
+        .stats()
+        .evictions
+        .health
+        == 1));
+    // Backoff 100, 200 ms: the third failure (at about 0.3 s) gives the request up.
+    std::thread::sleep(Duration::from_millis(1_500));
+    let settled = ledger.calls("mallory");
+    std::thread::sleep(Duration::from_millis(2_000));
+    assert_eq!(
+        ledger.calls("mallory"),
+        settled,
+        "retried with nobody waiting"
+    );
+    // Given up after three failures in a row, as `connection_factory_with_metadata`
+    // documents.
+    assert_eq!(settled, 3);
+}
+
 /// A connect in flight when the pool closes (or is dropped): close waits for it, and
 /// its connection is closed exactly once, never added.
 #[test]
