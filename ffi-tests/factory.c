@@ -204,7 +204,7 @@ static void metadata_backoff_and_bad_metadata(void) {
 
 typedef struct {
   heliosdb_pool *pool;
-  char user[16];
+  char user[32];
 } caller_t;
 
 static void *acquire_once(void *arg) {
