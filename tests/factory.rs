@@ -67,6 +67,16 @@ impl Ledger {
     fn closes(&self) -> usize {
         self.closes.load(Ordering::SeqCst)
     }
+
+    /// Adds a connection of `user` made without the factory.
+    fn add(&self, pool: &EnhancedConnectionPool<Conn>, user: &str) {
+        let conn = Conn {
+            user: user.into(),
+            closes: self.closes.clone(),
+        };
+        pool.add_connection_sync(conn, user, ConnectionMetadata::for_user(user))
+            .unwrap();
+    }
 }
 
 fn config(max_connections: usize, max_per_user: usize, timeout_ms: u64) -> EnhancedPoolConfig {
@@ -167,16 +177,7 @@ fn a_slow_connect_delays_no_other_connect_nor_leak_report_nor_eviction() {
             .build()
             .unwrap(),
     );
-    let closes = ledger.closes.clone();
-    pool.add_connection_sync(
-        Conn {
-            user: "idler".into(),
-            closes: closes.clone(),
-        },
-        "idler",
-        ConnectionMetadata::for_user("idler"),
-    )
-    .unwrap();
+    ledger.add(&pool, "idler");
     let slow = {
         let pool = pool.clone();
         std::thread::spawn(move || pool.blocking_acquire("slow").map(|c| c.user.clone()))
@@ -351,71 +352,11 @@ fn metadata_for_another_user_is_a_failed_connect_and_the_connection_is_closed() 
     assert_eq!(pool.stats().total_connections, 0);
 }
 
-/// The timeout error and the stats carry the user's last error and backoff; a success
-/// clears both.
-#[test]
-fn per_user_last_error_and_backoff_in_the_timeout_error_and_stats() {
-    let failing = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let fail = failing.clone();
-    let pool = EnhancedConnectionPool::builder(config(10, 5, 250))
-        .connection_factory(move |user: &str| {
-            if fail.load(Ordering::SeqCst) {
-                Err(format!("password authentication failed for {user}"))
-            } else {
-                Ok(user.to_string())
-            }
-        })
-        .build()
-        .unwrap();
-    let err = pool.blocking_acquire("carol").unwrap_err();
-    let Error::Timeout {
-        last_factory_error,
-        factory_backoff,
-        ..
-    } = &err
-    else {
-        panic!("{err:?}");
-    };
-    assert_eq!(
-        last_factory_error.as_deref(),
-        Some("password authentication failed for carol")
-    );
-    let backoff = factory_backoff.expect("backing off");
-    assert!(backoff.failures_in_a_row >= 1);
-    assert!(backoff.next_retry_in <= Duration::from_secs(10));
-    let text = err.to_string();
-    assert!(
-        text.contains("failures in a row, next retry in") || text.contains("failure in a row"),
-        "{text}"
-    );
-    eprintln!("{text}");
-    let stats = pool.stats();
-    let carol = stats.users.iter().find(|u| u.user == "carol").unwrap();
-    assert!(carol.factory_backoff.is_some());
-    assert_eq!(
-        carol.last_factory_error.as_deref(),
-        Some("password authentication failed for carol")
-    );
-    assert!(carol.factory_errors >= 1);
-
-    failing.store(false, Ordering::SeqCst);
-    let conn = pool
-        .blocking_acquire_timeout("carol", Duration::from_secs(15))
-        .unwrap();
-    assert_eq!(conn.as_str(), "carol");
-    let stats = pool.stats();
-    let carol = stats.users.iter().find(|u| u.user == "carol").unwrap();
-    assert_eq!(
-        (carol.factory_backoff, carol.last_factory_error.as_deref()),
-        (None, None)
-    );
-    assert_eq!(carol.factory_creates, 1);
-}
-
 /// A panicking connect counts as a failure of its user only; the pool goes on.
 #[test]
 fn a_panicking_connect_is_a_failure_and_the_pool_goes_on() {
-    let pool = EnhancedConnectionPool::builder(config(10, 5, 300))
+    // Long enough for the panic hook to print a backtrace on a loaded machine.
+    let pool = EnhancedConnectionPool::builder(config(10, 5, 2_000))
         .connection_factory(|user: &str| {
             if user == "boom" {
                 panic!("driver bug");
@@ -479,15 +420,7 @@ fn a_failing_replacement_nobody_waits_for_is_given_up() {
         .connection_factory(move |user: &str| fx.connect(user, || Err("unreachable".into())))
         .build()
         .unwrap();
-    pool.add_connection_sync(
-        Conn {
-            user: "mallory".into(),
-            closes: ledger.closes.clone(),
-        },
-        "mallory",
-        ConnectionMetadata::for_user("mallory"),
-    )
-    .unwrap();
+    ledger.add(&pool, "mallory");
     assert!(wait_until(Duration::from_secs(2), || pool
         .stats()
         .evictions
@@ -528,15 +461,7 @@ fn a_connect_in_flight_during_close_or_drop_is_closed_exactly_once() {
             })
             .build()
             .unwrap();
-        pool.add_connection_sync(
-            Conn {
-                user: "alice".into(),
-                closes: ledger.closes.clone(),
-            },
-            "alice",
-            ConnectionMetadata::for_user("alice"),
-        )
-        .unwrap();
+        ledger.add(&pool, "alice");
         let held = pool.try_acquire("alice").unwrap().detach().unwrap();
         assert!(wait_until(Duration::from_secs(2), || ledger
             .in_flight
