@@ -107,14 +107,14 @@ pub type heliosdb_connect_with_metadata_fn = Option<
 /// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), concurrently
 /// with calls on other threads, one sweeper callback at a time per pool.
 ///
-/// Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check` and
-/// `connect`): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
+/// Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check`, and
+/// for `connect`, which runs on the connector threads instead): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
 /// `heliosdb_pool_leaks`, `heliosdb_pool_for_each_leak`, `heliosdb_pool_is_closed`,
 /// `heliosdb_pool_try_acquire`, `heliosdb_pool_release`, `heliosdb_pool_add_connection`,
 /// `heliosdb_pool_remove_connection` and `heliosdb_pool_close` on the same pool (a
 /// close from a callback closes the pool; the sweeper thread ends after its pass).
-/// `heliosdb_pool_sweep_now` fails with `HELIOSDB_ERR_REENTRANT` there (the pass in
-/// progress would wait for itself). They must not call `heliosdb_pool_free` (the pool
+/// `heliosdb_pool_sweep_now` fails with `HELIOSDB_ERR_REENTRANT` in a sweeper callback
+/// (the pass in progress would wait for itself). They must not call `heliosdb_pool_free` (the pool
 /// must outlive the callback that is running), and should not wait in
 /// `heliosdb_pool_acquire` (that stalls the sweeper). Must not unwind (no C++ exception
 /// or `longjmp` may leave a callback).
