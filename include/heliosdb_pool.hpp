@@ -1232,17 +1232,22 @@ class Pool {
     }
   }
 
-  /// Runs a typed connect hook: its connection to `*out` (the pool owns it then), or
-  /// its failure (no connection, an exception) as the callback's reason.
+  /// Runs a connect hook (typed: a std::unique_ptr<T>) or callback (untyped: a void*):
+  /// its connection to `*out` (the pool owns it then), or its failure (no connection,
+  /// an exception) as the callback's reason.
   template <typename Connect>
   static std::int32_t run_connect(Connect &&connect, void **out) noexcept {
     try {
-      std::unique_ptr<T> connection = connect();
+      auto connection = connect();
       if (!connection) {
         connect_failed("the connect hook returned no connection");
         return HELIOSDB_ERR_CALLBACK_FAILED;
       }
-      *out = connection.release();  // the pool owns it now
+      if constexpr (std::is_pointer_v<decltype(connection)>) {
+        *out = connection;
+      } else {
+        *out = connection.release();  // the pool owns it now
+      }
       return HELIOSDB_OK;
     } catch (const std::exception &e) {
       connect_failed(e.what());
@@ -1301,20 +1306,7 @@ class Pool {
     }
     if (cb.connect) {
       s.connect = [](const char *user, void **out, void *user_data) -> std::int32_t {
-        try {
-          void *connection = untyped(user_data)->callbacks.connect(user);
-          if (connection == nullptr) {
-            connect_failed("the connect callback returned nullptr");
-            return HELIOSDB_ERR_CALLBACK_FAILED;
-          }
-          *out = connection;
-          return HELIOSDB_OK;
-        } catch (const std::exception &e) {
-          connect_failed(e.what());
-        } catch (...) {
-          connect_failed("the connect callback threw an exception not derived from std::exception");
-        }
-        return HELIOSDB_ERR_CALLBACK_FAILED;
+        return run_connect([&] { return untyped(user_data)->callbacks.connect(user); }, out);
       };
     }
     if (cb.on_leak) {
