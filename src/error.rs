@@ -141,7 +141,9 @@ pub enum Error {
         /// The last error the connection factory reported for this user, if any.
         last_factory_error: Option<String>,
         /// The user's factory backoff when the wait ended, if its last connect failed.
-        factory_backoff: Option<crate::metrics::FactoryBackoff>,
+        /// Boxed: it keeps `Error` (returned by every release) as small as it was,
+        /// which the C release path's instruction count depends on.
+        factory_backoff: Option<Box<crate::metrics::FactoryBackoff>>,
     },
     /// A non-waiting acquire found no idle connection for the user.
     NoIdleConnection {

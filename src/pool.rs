@@ -1259,7 +1259,7 @@ impl<C> PoolInner<C> {
             in_use: partition.connection_count().saturating_sub(idle),
             idle,
             last_factory_error: lock(&partition.last_factory_error).clone(),
-            factory_backoff: partition.factory.backoff(),
+            factory_backoff: partition.factory.backoff().map(Box::new),
         }
     }
 

@@ -486,7 +486,7 @@ fn the_factory_serves_unknown_users_and_its_errors_reach_the_timeout() {
                 Some("connection refused for stranger")
             );
             // The user's backoff, for whoever reads the error at 3 a.m.
-            let backoff = factory_backoff.expect("backing off");
+            let backoff = factory_backoff.as_deref().expect("backing off");
             assert!(backoff.failures_in_a_row >= 1);
             assert!(backoff.next_retry_in <= Duration::from_secs(10));
         }
