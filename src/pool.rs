@@ -520,7 +520,9 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// Idempotent. Dropping the pool closes it.
     ///
     /// May be called from the pool's own callbacks: the sweeper thread then ends after
-    /// the pass that runs the callback, without being waited for.
+    /// the pass that runs the callback, without being waited for. With a factory, close
+    /// waits for the connects in flight (a slow connect delays it) and drops what they
+    /// made; from the factory itself, that connector thread is not waited for.
     pub fn close(&self) {
         self.shut_down();
     }

@@ -452,7 +452,9 @@ fn deliver(
 ///
 /// The pool is closed first: waiting acquires fail with `HELIOSDB_ERR_CLOSED`, idle
 /// connections are closed now, and the sweeper thread is stopped (a pass in progress,
-/// with its callbacks, finishes first; no sweeper callback runs afterwards). Must not be
+/// with its callbacks, finishes first; no sweeper callback runs afterwards), as are the
+/// connector threads (a `connect` in progress finishes first, and its connection is
+/// closed through `close`). Must not be
 /// called from the pool's own callbacks. Leases still out stay valid: their connections
 /// stay usable by their holders, and releasing them through this same pool pointer
 /// (from any thread, also while this call runs) closes them. The pool's memory (and
