@@ -1114,7 +1114,8 @@ pub unsafe extern "C" fn heliosdb_pool_testing_advance_generation(
 
 /// Closes the pool: acquires and adds fail with `HELIOSDB_ERR_CLOSED` from now on,
 /// waiters wake with it, idle connections are closed now and borrowed ones when
-/// released. Idempotent. The pool must still be freed.
+/// released. Idempotent. The pool must still be freed. A `connect` in progress is
+/// waited for (outside a `connect` callback) and its connection closed through `close`.
 ///
 /// # Safety
 ///
