@@ -581,6 +581,54 @@ void bad_day() {
 
 }  // namespace
 
+// connect_with_metadata: the connection and its Metadata from one lambda, shown in leak
+// reports; a throwing or empty one is a failed connect, and `connect` is not used.
+void connect_with_metadata() {
+  const int before = alive();
+  {
+    heliosdb::Config config = small_config(8, 2);
+    config.settings.leak_detection_threshold_ms = 20;
+    config.settings.max_concurrent_connects = 2;
+    heliosdb::Hooks<Db> hooks;
+    hooks.connect = [](std::string_view) -> std::unique_ptr<Db> {
+      CHECK(!"connect is not used when connect_with_metadata is set");
+      return nullptr;
+    };
+    hooks.connect_with_metadata = [](std::string_view user) {
+      if (user == "dave") {
+        throw std::runtime_error("dave's server refused");
+      }
+      heliosdb::Connected<Db> made;
+      if (user != "erin") {
+        made.connection = std::make_unique<Db>(user, 7);
+        made.metadata = {"orders", "postgres", "10.0.0.9:5432", {"primary", std::string(user)}};
+      }
+      return made;
+    };
+    heliosdb::Pool<Db> pool(config, std::move(hooks));
+    heliosdb::Lease<Db> held = pool.acquire("alice", 2s);
+    CHECK(held->number == 7);
+    std::this_thread::sleep_for(40ms);
+    std::vector<heliosdb::LeakReport> leaks = pool.leaks();
+    CHECK(leaks.size() == 1);
+    std::vector<std::pair<std::string, std::string>> expected = {
+        {"database", "orders"},
+        {"protocol", "postgres"},
+        {"remote_addr", "10.0.0.9:5432"},
+        {"tags", "primary,alice"}};
+    CHECK(leaks[0].metadata == expected);
+    try {
+      (void)pool.acquire("dave", 200ms);
+      CHECK(!"dave's acquire times out");
+    } catch (const heliosdb::Error &e) {
+      CHECK(e.code() == heliosdb::errc::timeout);
+      CHECK(std::strstr(e.what(), "dave's server refused") != nullptr);
+    }
+    CHECK(!pool.try_acquire_for("erin", 200ms));
+  }
+  CHECK(alive() == before);
+}
+
 int main() {
   durations_and_errors();
   typed_basics();
@@ -590,6 +638,7 @@ int main() {
   no_allocation_per_acquire();
   untyped_still_deduced();
   bad_day();
+  connect_with_metadata();
   CHECK(alive() == 0);
   std::printf("typed_pool (call sites: %s): ok\n",
               HELIOSDB_CPP_LOCATION == 2   ? "std::source_location"

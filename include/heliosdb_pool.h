@@ -281,20 +281,26 @@ typedef bool (*heliosdb_health_check_fn)(void *connection, void *user_data);
  * Opens a new connection for `user` (the connection factory): on success store it in
  * `*out_connection` and return 0 (`HELIOSDB_OK`). Any other return value, or a NULL
  * `*out_connection`, is a failure: the pool then ignores `*out_connection`, counts
- * the error (`factory_errors`), retries with an exponential backoff (100 ms to 10 s),
- * and a caller whose acquire times out meanwhile gets `HELIOSDB_ERR_TIMEOUT` with the
- * failure in `heliosdb_last_error_message()` ("the connect callback returned 7"; a
- * callback that calls `heliosdb_callback_set_error("...")` before it fails has its own
- * message there: "the connect callback failed (7): ...").
+ * the error (`factory_errors`), backs that user off alone (100 ms doubling to 10 s;
+ * other users' connects go on), and a caller whose acquire times out meanwhile gets
+ * `HELIOSDB_ERR_TIMEOUT` with the failure and the backoff in
+ * `heliosdb_last_error_message()` ("the connect callback returned 7 (2 failures in a
+ * row, next retry in 0.1 s)"; a callback that calls `heliosdb_callback_set_error("...")`
+ * before it fails has its own message there: "the connect callback failed (7): ...").
  *
  * Called when a caller waits for a user below `max_per_user` (any user name is then
  * accepted by acquire: its connections are opened on demand), to keep `min_idle` idle
- * connections per user, and to replace connections evicted by health checks or age.
- * The new connection is owned by the pool (closed through `close`).
+ * connections per user, and to replace connections evicted by health checks or age
+ * (a replacement nobody waits for is given up after three failures in a row). The new
+ * connection is owned by the pool (closed through `close`); one made after
+ * `heliosdb_pool_close` is closed through `close` at once, before `user_data_free`.
  *
- * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), never on
- * the acquiring thread, concurrently with calls on other threads. `user` is valid
- * during the call. Re-entrancy: see `heliosdb_leak_fn`. Must not unwind.
+ * Runs on the pool's connector threads (`heliosdb-connect-<pool id>-<n>`, started on
+ * demand, stopped and joined by `heliosdb_pool_close`/`heliosdb_pool_free`), up to
+ * `max_concurrent_connects` calls at once (for different users or the same one: it
+ * must be thread-safe), never on the sweeper or an acquiring thread. `user` is valid
+ * during the call. Re-entrancy: see `heliosdb_leak_fn` (here `heliosdb_pool_sweep_now`
+ * works too). Must not unwind.
  */
 typedef int32_t (*heliosdb_connect_fn)(const char *user, void **out_connection, void *user_data);
 
@@ -400,14 +406,14 @@ typedef struct heliosdb_leak_report {
  * Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), concurrently
  * with calls on other threads, one sweeper callback at a time per pool.
  *
- * Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check` and
- * `connect`): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
+ * Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check`, and
+ * for `connect`, which runs on the connector threads instead): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
  * `heliosdb_pool_leaks`, `heliosdb_pool_for_each_leak`, `heliosdb_pool_is_closed`,
  * `heliosdb_pool_try_acquire`, `heliosdb_pool_release`, `heliosdb_pool_add_connection`,
  * `heliosdb_pool_remove_connection` and `heliosdb_pool_close` on the same pool (a
  * close from a callback closes the pool; the sweeper thread ends after its pass).
- * `heliosdb_pool_sweep_now` fails with `HELIOSDB_ERR_REENTRANT` there (the pass in
- * progress would wait for itself). They must not call `heliosdb_pool_free` (the pool
+ * `heliosdb_pool_sweep_now` fails with `HELIOSDB_ERR_REENTRANT` in a sweeper callback
+ * (the pass in progress would wait for itself). They must not call `heliosdb_pool_free` (the pool
  * must outlive the callback that is running), and should not wait in
  * `heliosdb_pool_acquire` (that stalls the sweeper). Must not unwind (no C++ exception
  * or `longjmp` may leave a callback).
@@ -464,6 +470,63 @@ typedef void (*heliosdb_evict_fn)(uint64_t connection_id,
                                   const char *user,
                                   const char *cause,
                                   void *user_data);
+
+/**
+ * What the service knows about a connection, given to `heliosdb_pool_add_connection`
+ * and repeated in leak reports and statistics. Every string is NUL-terminated UTF-8
+ * and is copied by the call.
+ *
+ * Thread-safety: plain data owned by the caller; not retained after the call.
+ */
+typedef struct heliosdb_connection_metadata {
+  /**
+   * `sizeof(heliosdb_connection_metadata)` as the caller was compiled.
+   */
+  size_t struct_size;
+  /**
+   * The database, or NULL.
+   */
+  const char *database;
+  /**
+   * The wire protocol ("postgres", "mysql", ...), or NULL for "".
+   */
+  const char *protocol;
+  /**
+   * The server's address, or NULL.
+   */
+  const char *remote_addr;
+  /**
+   * `tag_count` labels ("read-only", "replica", ...); may be NULL when
+   * `tag_count` is 0.
+   */
+  const char *const *tags;
+  /**
+   * The number of entries in `tags`.
+   */
+  size_t tag_count;
+} heliosdb_connection_metadata;
+
+/**
+ * Opens a new connection for `user` and describes it (version 5): as
+ * `heliosdb_connect_fn`, and on success the callback may also fill `*out_metadata`
+ * (database, protocol, remote_addr, tags), which leak reports, `heliosdb_pool_leaks`
+ * and statistics then show. The pool passes a zeroed struct with its `struct_size`
+ * set; fields left NULL (and `tag_count` 0) stay empty.
+ *
+ * Ownership of the strings (and the `tags` array) stored in `*out_metadata`: they stay
+ * the callback's; the pool copies them right after the callback returns, on the same
+ * thread, before it calls any callback again on that thread, and never frees them. So
+ * they must outlive the callback's return: point them at static strings, at memory the
+ * new connection owns (freed by your `close`), or at a thread-local buffer the next
+ * call on the same thread may reuse; never at the callback's own stack, nor at one
+ * buffer shared by concurrent calls. They are read only when the callback returns 0
+ * with a connection; invalid UTF-8 there is a failed connect (the connection is then
+ * closed through `close`).
+ */
+typedef int32_t (*heliosdb_connect_with_metadata_fn)(const char *user,
+                                                     void **out_connection,
+                                                     struct heliosdb_connection_metadata *out_metadata,
+                                                     void *user_data);
 
 /**
  * Settings of a pool, and its callbacks.
@@ -629,6 +692,17 @@ typedef struct heliosdb_pool_config {
    * first pass that sees it vacant again; `UINT64_MAX`: never.
    */
   uint64_t retire_users_after_ms;
+  /**
+   * Most connect calls running at once, all users together (and most connector
+   * threads); at least 1. Default 4 (also for older callers). With 1, a slow
+   * connect delays every other one.
+   */
+  size_t max_concurrent_connects;
+  /**
+   * Opens a connection and returns its metadata (nullable); when set it is used
+   * instead of `connect`. See `heliosdb_connect_with_metadata_fn`.
+   */
+  heliosdb_connect_with_metadata_fn connect_with_metadata;
 } heliosdb_pool_config;
 
 /**
@@ -663,41 +737,6 @@ typedef struct heliosdb_leak_stats {
    */
   uint64_t returned_after_leak;
 } heliosdb_leak_stats;
-
-/**
- * What the service knows about a connection, given to `heliosdb_pool_add_connection`
- * and repeated in leak reports and statistics. Every string is NUL-terminated UTF-8
- * and is copied by the call.
- *
- * Thread-safety: plain data owned by the caller; not retained after the call.
- */
-typedef struct heliosdb_connection_metadata {
-  /**
-   * `sizeof(heliosdb_connection_metadata)` as the caller was compiled.
-   */
-  size_t struct_size;
-  /**
-   * The database, or NULL.
-   */
-  const char *database;
-  /**
-   * The wire protocol ("postgres", "mysql", ...), or NULL for "".
-   */
-  const char *protocol;
-  /**
-   * The server's address, or NULL.
-   */
-  const char *remote_addr;
-  /**
-   * `tag_count` labels ("read-only", "replica", ...); may be NULL when
-   * `tag_count` is 0.
-   */
-  const char *const *tags;
-  /**
-   * The number of entries in `tags`.
-   */
-  size_t tag_count;
-} heliosdb_connection_metadata;
 
 /**
  * One borrowed connection, written by the acquire functions and given back to
@@ -1233,7 +1272,9 @@ heliosdb_status heliosdb_pool_new(const struct heliosdb_pool_config *config,
  *
  * The pool is closed first: waiting acquires fail with `HELIOSDB_ERR_CLOSED`, idle
  * connections are closed now, and the sweeper thread is stopped (a pass in progress,
- * with its callbacks, finishes first; no sweeper callback runs afterwards). Must not be
+ * with its callbacks, finishes first; no sweeper callback runs afterwards), as are the
+ * connector threads (a `connect` in progress finishes first, and its connection is
+ * closed through `close`). Must not be
  * called from the pool's own callbacks. Leases still out stay valid: their connections
  * stay usable by their holders, and releasing them through this same pool pointer
  * (from any thread, also while this call runs) closes them. The pool's memory (and
@@ -1517,7 +1558,8 @@ heliosdb_status heliosdb_pool_testing_advance_generation(struct heliosdb_pool *p
 /**
  * Closes the pool: acquires and adds fail with `HELIOSDB_ERR_CLOSED` from now on,
  * waiters wake with it, idle connections are closed now and borrowed ones when
- * released. Idempotent. The pool must still be freed.
+ * released. Idempotent. The pool must still be freed. A `connect` in progress is
+ * waited for (outside a `connect` callback) and its connection closed through `close`.
  *
  * # Safety
  *

@@ -46,8 +46,9 @@
 // passed to the C library as user_data and deleted when the pool's memory is
 // reclaimed. They run on the threads described in heliosdb_pool.h (a connection's
 // destructor / close: the releasing, removing or closing thread, or the sweeper;
-// reset: the releasing thread, inside Lease::release or ~Lease; health_check, connect,
-// on_leak, on_reclaim: the sweeper thread or the caller of Pool::sweep_now),
+// reset: the releasing thread, inside Lease::release or ~Lease; connect: the pool's
+// connector threads, several at once; health_check, on_leak, on_reclaim: the sweeper
+// thread or the caller of Pool::sweep_now),
 // concurrently with the pool's users. An exception escaping one is caught at the
 // boundary: swallowed (destructor, close, on_leak, on_reclaim), counted as "unhealthy"
 // (health_check) or as a failed reset (the connection is then closed), or a failed
@@ -713,6 +714,23 @@ struct ReportCollector {
 
 // ============================== configuration ==============================
 
+/// Descriptive facts about a connection (see heliosdb_connection_metadata); copied by
+/// add_connection.
+struct Metadata {
+  std::string database;
+  std::string protocol;
+  std::string remote_addr;
+  std::vector<std::string> tags;
+};
+
+/// What Hooks<T>::connect_with_metadata returns: the new connection (nullptr: a failed
+/// connect) and what leak reports and statistics say about it.
+template <typename T>
+struct Connected {
+  std::unique_ptr<T> connection;
+  Metadata metadata;
+};
+
 /// A connection the pool closed by itself (see heliosdb_evict_fn), as on_evict gets it:
 /// `user` and `cause` ("idle", "age", "health") are valid during the call only.
 struct Evicted {
@@ -763,6 +781,11 @@ struct Hooks {
   /// or an exception on failure. An exception's what() reaches the timeout error of a
   /// caller waiting for that user. The pool owns what it returns.
   std::function<std::unique_ptr<T>(std::string_view user)> connect;
+  /// As `connect`, and describes the connection (database, protocol, remote_addr,
+  /// tags: see heliosdb_connect_with_metadata_fn), which leak reports show. When set,
+  /// used instead of `connect`. Runs on the pool's connector threads, up to
+  /// config.settings.max_concurrent_connects at once: it must be thread-safe.
+  std::function<Connected<T>(std::string_view user)> connect_with_metadata;
   /// Receives leak reports (valid during the call; copy into a LeakReport to keep).
   std::function<void(const LeakReportView &report)> on_leak;
   /// Told when a critically leaked borrow is reclaimed (auto_cleanup_enabled).
@@ -785,8 +808,9 @@ template <>
 struct Hooks<void> {};
 
 /// Settings (the C struct, initialized by a preset) plus the untyped pool's callbacks.
-/// The C callback fields of `settings` (close, health_check, connect, on_leak,
-/// on_reclaim, reset, on_evict, user_data, user_data_free) are replaced by the Pool constructor: use
+/// The C callback fields of `settings` (close, health_check, connect,
+/// connect_with_metadata, on_leak, on_reclaim, reset, on_evict, user_data,
+/// user_data_free) are replaced by the Pool constructor: use
 /// `callbacks` (Pool<void>) or Hooks<T> (Pool<T>). `settings.name` is copied by the
 /// constructor. Plain data: copy it freely, share it read-only.
 struct Config {
@@ -808,15 +832,6 @@ struct Config {
     detail::check(init(&config.settings, sizeof config.settings));
     return config;
   }
-};
-
-/// Descriptive facts about a connection (see heliosdb_connection_metadata); copied by
-/// add_connection.
-struct Metadata {
-  std::string database;
-  std::string protocol;
-  std::string remote_addr;
-  std::vector<std::string> tags;
 };
 
 // ============================== leases ==============================
@@ -983,6 +998,7 @@ class Pool {
     settings.close = nullptr;
     settings.health_check = nullptr;
     settings.connect = nullptr;
+    settings.connect_with_metadata = nullptr;
     settings.on_leak = nullptr;
     settings.on_reclaim = nullptr;
     settings.reset = nullptr;
@@ -1221,6 +1237,47 @@ class Pool {
     }
   }
 
+  /// Runs a connect hook (typed: a std::unique_ptr<T>) or callback (untyped: a void*):
+  /// its connection to `*out` (the pool owns it then), or its failure (no connection,
+  /// an exception) as the callback's reason.
+  template <typename Connect>
+  static std::int32_t run_connect(Connect &&connect, void **out) noexcept {
+    try {
+      auto connection = connect();
+      if (!connection) {
+        connect_failed("the connect hook returned no connection");
+        return HELIOSDB_ERR_CALLBACK_FAILED;
+      }
+      if constexpr (std::is_pointer_v<decltype(connection)>) {
+        *out = connection;
+      } else {
+        *out = connection.release();  // the pool owns it now
+      }
+      return HELIOSDB_OK;
+    } catch (const std::exception &e) {
+      connect_failed(e.what());
+    } catch (...) {
+      connect_failed("the connect hook threw an exception not derived from std::exception");
+    }
+    return HELIOSDB_ERR_CALLBACK_FAILED;
+  }
+
+  /// Points `raw` (its struct_size already set) at `md`'s strings; `tags` holds the
+  /// tag pointers. Both must outlive the library's use of `raw`.
+  static void to_c(const Metadata &md, std::vector<const char *> &tags,
+                   heliosdb_connection_metadata &raw) {
+    tags.clear();
+    tags.reserve(md.tags.size());
+    for (const std::string &tag : md.tags) {
+      tags.push_back(tag.c_str());
+    }
+    raw.database = md.database.empty() ? nullptr : md.database.c_str();
+    raw.protocol = md.protocol.c_str();
+    raw.remote_addr = md.remote_addr.empty() ? nullptr : md.remote_addr.c_str();
+    raw.tags = tags.data();
+    raw.tag_count = tags.size();
+  }
+
   void create(heliosdb_pool_config &settings) {
     // On failure the library does not take user_data: the caller's unique_ptr frees it.
     detail::check(heliosdb_pool_new(&settings, &pool_));
@@ -1254,20 +1311,7 @@ class Pool {
     }
     if (cb.connect) {
       s.connect = [](const char *user, void **out, void *user_data) -> std::int32_t {
-        try {
-          void *connection = untyped(user_data)->callbacks.connect(user);
-          if (connection == nullptr) {
-            connect_failed("the connect callback returned nullptr");
-            return HELIOSDB_ERR_CALLBACK_FAILED;
-          }
-          *out = connection;
-          return HELIOSDB_OK;
-        } catch (const std::exception &e) {
-          connect_failed(e.what());
-        } catch (...) {
-          connect_failed("the connect callback threw an exception not derived from std::exception");
-        }
-        return HELIOSDB_ERR_CALLBACK_FAILED;
+        return run_connect([&] { return untyped(user_data)->callbacks.connect(user); }, out);
       };
     }
     if (cb.on_leak) {
@@ -1316,22 +1360,25 @@ class Pool {
         }
       };
     }
-    if (hooks->connect) {
-      s.connect = [](const char *user, void **out, void *user_data) -> std::int32_t {
-        try {
-          std::unique_ptr<T> connection = typed(user_data)->connect(std::string_view(user));
-          if (!connection) {
-            connect_failed("the connect hook returned no connection");
-            return HELIOSDB_ERR_CALLBACK_FAILED;
+    if (hooks->connect_with_metadata) {
+      s.connect_with_metadata = [](const char *user, void **out, heliosdb_connection_metadata *md,
+                                   void *user_data) -> std::int32_t {
+        return run_connect([&] {
+          Connected<T> made = typed(user_data)->connect_with_metadata(std::string_view(user));
+          if (made.connection) {
+            // The library copies these right after this returns, on this thread, before
+            // its next connect here: a thread-local copy outlives the call long enough.
+            thread_local Metadata kept;
+            thread_local std::vector<const char *> tags;
+            kept = std::move(made.metadata);
+            to_c(kept, tags, *md);
           }
-          *out = connection.release();  // the pool owns it now
-          return HELIOSDB_OK;
-        } catch (const std::exception &e) {
-          connect_failed(e.what());
-        } catch (...) {
-          connect_failed("the connect hook threw an exception not derived from std::exception");
-        }
-        return HELIOSDB_ERR_CALLBACK_FAILED;
+          return std::move(made.connection);
+        }, out);
+      };
+    } else if (hooks->connect) {
+      s.connect = [](const char *user, void **out, void *user_data) -> std::int32_t {
+        return run_connect([&] { return typed(user_data)->connect(std::string_view(user)); }, out);
       };
     }
     if (hooks->on_leak) {
@@ -1412,16 +1459,8 @@ class Pool {
     std::vector<const char *> tags;
     heliosdb_connection_metadata raw{};
     if (md != nullptr) {
-      tags.reserve(md->tags.size());
-      for (const std::string &tag : md->tags) {
-        tags.push_back(tag.c_str());
-      }
       raw.struct_size = sizeof raw;
-      raw.database = md->database.empty() ? nullptr : md->database.c_str();
-      raw.protocol = md->protocol.c_str();
-      raw.remote_addr = md->remote_addr.empty() ? nullptr : md->remote_addr.c_str();
-      raw.tags = tags.data();
-      raw.tag_count = tags.size();
+      to_c(*md, tags, raw);
     }
     return user.with_c_str([&](const char *name) {
       ConnectionId id = 0;

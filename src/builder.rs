@@ -31,8 +31,14 @@ pub use crate::users::{DEFAULT_MAX_USER_NAME_LEN, DEFAULT_MAX_USERS, DEFAULT_RET
 /// A health check: `Ok` if the connection is usable. Runs on the sweeper thread, on an
 /// idle connection nobody else can touch meanwhile; a panic counts as a failure.
 pub type HealthCheckFn<C> = Box<dyn Fn(&C) -> std::result::Result<(), String> + Send + Sync>;
-/// A connection factory: opens a connection for a user. Runs on the sweeper thread.
-pub type FactoryFn<C> = Box<dyn Fn(&str) -> std::result::Result<C, String> + Send + Sync>;
+/// A connection factory: opens a connection for a user and describes it (the metadata
+/// leak reports and `borrows()` show). Runs on the pool's connector threads
+/// (`heliosdb-connect-<pool id>-<n>`), up to
+/// [`max_concurrent_connects`](PoolBuilder::max_concurrent_connects) calls at once
+/// (for different users, or the same one), concurrently with the pool's users; a panic
+/// counts as a failure. See [`PoolBuilder::connection_factory_with_metadata`].
+pub type FactoryFn<C> =
+    Box<dyn Fn(&str) -> std::result::Result<(C, ConnectionMetadata), String> + Send + Sync>;
 /// A reset: makes a returned connection ready for its next borrower (roll back an open
 /// transaction, `DISCARD ALL`, clear session state); `Err` if it cannot. Runs on the
 /// releasing thread, before the connection becomes idle; see
@@ -63,8 +69,8 @@ pub struct Evicted<'a> {
 }
 
 /// The user's hooks. All optional; they run on the sweeper thread, concurrently with
-/// the pool's users, except: `reset` on the releasing thread (one branch on release
-/// when it is not set); the health check also on an acquiring thread with validation on
+/// the pool's users, except: the factory on the connector threads; `reset` on the
+/// releasing thread (one branch on release when it is not set); the health check also on an acquiring thread with validation on
 /// borrow; `on_evict` also where a connection leaves on a user's path (see its docs).
 pub(crate) struct Hooks<C> {
     pub(crate) health_check: Option<HealthCheckFn<C>>,
@@ -97,6 +103,8 @@ pub(crate) struct Tuning {
     pub(crate) validate_after_ms: Option<i32>,
     /// How many users, how long their names, when quiet ones are retired.
     pub(crate) user_limits: UserLimits,
+    /// Most factory connects running at once (and most connector threads).
+    pub(crate) max_concurrent_connects: usize,
 }
 
 /// Builds an [`EnhancedConnectionPool`] with hooks. Made by
@@ -160,6 +168,7 @@ pub struct PoolBuilder<C> {
     name: String,
     validate_after: Duration,
     user_limits: UserLimits,
+    max_concurrent_connects: usize,
     hooks: Hooks<C>,
 }
 
@@ -175,6 +184,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
             name: "default".to_string(),
             validate_after: DEFAULT_VALIDATE_AFTER,
             user_limits: UserLimits::default(),
+            max_concurrent_connects: crate::factory::DEFAULT_MAX_CONCURRENT_CONNECTS,
             hooks: Hooks {
                 health_check: None,
                 reset: None,
@@ -328,13 +338,56 @@ impl<C: Send + 'static> PoolBuilder<C> {
 
     /// Opens connections: when a caller waits and the user is under `max_per_user`
     /// (and the pool under `max_connections`), to keep `min_idle`, and to replace
-    /// evicted ones. Failures are counted and retried with backoff; an acquire timeout
-    /// carries the last error. Unknown users become known through it.
+    /// evicted ones. Unknown users become known through it. The connections are
+    /// described by the user and the tag `factory`; see
+    /// [`connection_factory_with_metadata`](Self::connection_factory_with_metadata) for
+    /// what else this factory shares with it (threads, backoff, errors).
     pub fn connection_factory(
-        mut self,
+        self,
         factory: impl Fn(&str) -> std::result::Result<C, String> + Send + Sync + 'static,
     ) -> Self {
+        self.connection_factory_with_metadata(crate::factory::with_default_metadata(factory))
+    }
+
+    /// Opens connections as [`connection_factory`](Self::connection_factory) does, each
+    /// with its [`ConnectionMetadata`] (database, protocol, address, tags), which leak
+    /// reports and [`borrows`](crate::EnhancedConnectionPool::borrows) then show. An
+    /// empty `metadata.user` is filled in; another user's name is a failure.
+    ///
+    /// Threading: runs on the pool's connector threads (`heliosdb-connect-<pool id>-<n>`,
+    /// started on demand, stopped and joined by `close`/drop), never on the sweeper or
+    /// an acquiring thread; up to [`max_concurrent_connects`](Self::max_concurrent_connects)
+    /// calls at once, so a slow connect delays neither another user's connect nor any
+    /// leak report, health check or eviction. One user never holds every connect (at
+    /// most the bound less one, when the bound is above 1).
+    ///
+    /// Errors: an `Err` (or a panic, caught) is counted (`factory_errors`, per user and
+    /// in all), kept as the user's `last_factory_error`, and backs that user off alone
+    /// (100 ms, doubling to 10 s; shown in [`UserStats::factory_backoff`](crate::UserStats)
+    /// and in an acquire's [`Error::Timeout`]). A user is connected for only while
+    /// callers wait for it, it is below `min_idle`, or a replacement or request is
+    /// outstanding (dropped after three failures in a row), so a failing user nobody
+    /// waits for is not retried forever.
+    ///
+    /// A connect that finishes after `close` has its connection dropped (closed), never
+    /// added. Calling back into the pool from the factory is allowed (`close` too; the
+    /// thread is then joined by a later close or drop on another thread).
+    pub fn connection_factory_with_metadata(
+        mut self,
+        factory: impl Fn(&str) -> std::result::Result<(C, ConnectionMetadata), String>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
         self.hooks.factory = Some(Box::new(factory));
+        self
+    }
+
+    /// Most factory connects running at once, all users together (and most connector
+    /// threads). Default [`DEFAULT_MAX_CONCURRENT_CONNECTS`](crate::DEFAULT_MAX_CONCURRENT_CONNECTS)
+    /// (4); at least 1. With 1, a slow connect delays the next one (of any user).
+    pub fn max_concurrent_connects(mut self, bound: usize) -> Self {
+        self.max_concurrent_connects = bound;
         self
     }
 
@@ -408,6 +461,12 @@ impl<C: Send + 'static> PoolBuilder<C> {
                 "must be within 0.0..=0.5",
             ));
         }
+        if self.max_concurrent_connects == 0 {
+            return Err(Error::invalid_config(
+                "max_concurrent_connects",
+                "must be at least 1",
+            ));
+        }
         if self.sweep_interval == Some(Duration::ZERO) {
             return Err(Error::invalid_config("sweep_interval", "must be non-zero"));
         }
@@ -425,6 +484,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
                 .ok()
                 .filter(|_| validating),
             user_limits: self.user_limits,
+            max_concurrent_connects: self.max_concurrent_connects,
         };
         Ok(EnhancedConnectionPool::from_parts(
             self.config,

@@ -146,6 +146,10 @@ pub enum Error {
         idle: usize,
         /// The last error the connection factory reported for this user, if any.
         last_factory_error: Option<String>,
+        /// The user's factory backoff when the wait ended, if its last connect failed.
+        /// Boxed: it keeps `Error` (returned by every release) as small as it was,
+        /// which the C release path's instruction count depends on.
+        factory_backoff: Option<Box<crate::metrics::FactoryBackoff>>,
     },
     /// A non-waiting acquire found no idle connection for the user.
     NoIdleConnection {
@@ -317,6 +321,7 @@ impl fmt::Display for Error {
                 in_use,
                 idle,
                 last_factory_error,
+                factory_backoff,
             } => {
                 write!(
                     f,
@@ -326,6 +331,9 @@ impl fmt::Display for Error {
                 )?;
                 if let Some(e) = last_factory_error {
                     write!(f, "; last connection factory error: {e}")?;
+                }
+                if let Some(backoff) = factory_backoff {
+                    write!(f, " ({backoff})")?;
                 }
                 Ok(())
             }

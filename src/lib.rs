@@ -42,6 +42,7 @@ full_crate! {
     mod clock;
     pub mod config;
     pub mod error;
+    mod factory;
     pub mod ffi;
     pub mod guard;
     pub mod health;
@@ -73,6 +74,8 @@ full_crate! {
     };
     pub use metadata::{ConnectionId, ConnectionMetadata};
     pub use metrics::{BorrowInfo, Eviction, Evictions, LeakStats, PoolStats, SweepStats, UserStats};
+    pub use metrics::FactoryBackoff;
+    pub use factory::DEFAULT_MAX_CONCURRENT_CONNECTS;
     pub use pool::{EnhancedConnectionPool, Removal};
     pub use pool_leaks::PoolLeakDetector;
     pub use slab::{CSite, CallSite};

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 use crate::sync::Ordering;
 use std::sync::{Arc, Mutex};
 
+use crate::factory::UserFactory;
 use crate::slab::idle::IdleSet;
 use crate::slab::state::{Claim, Lifecycle, SlotState};
 use crate::slab::{Slab, SlotHeader};
@@ -47,11 +48,14 @@ pub(crate) struct Partition {
     members: Mutex<Capacity>,
     /// Acquires that timed out (slow path only).
     pub(crate) timeouts: AtomicU64,
-    /// Connections waiters asked the factory for and the sweeper has not yet made.
+    /// Connections asked of the factory (by waiters, for replacements) that no connect
+    /// has started on yet.
     pub(crate) factory_requests: AtomicU64,
     /// Factory failures for this user, and the last one's message.
     pub(crate) factory_errors: AtomicU64,
     pub(crate) last_factory_error: Mutex<Option<String>>,
+    /// Connects in flight, creations and backoff (see `factory`).
+    pub(crate) factory: UserFactory,
 }
 
 /// Fixed-size index space with a count limit below its size: the headroom holds
@@ -161,6 +165,7 @@ impl Partition {
             factory_requests: AtomicU64::new(0),
             factory_errors: AtomicU64::new(0),
             last_factory_error: Mutex::new(None),
+            factory: UserFactory::default(),
         }
     }
 
@@ -200,6 +205,7 @@ impl Partition {
     pub(crate) fn is_vacant(&self) -> bool {
         self.waiters.waiting() == 0
             && self.factory_requests.load(Ordering::Relaxed) == 0
+            && self.factory.connecting() == 0
             && self.connection_count() == 0
     }
 
@@ -241,6 +247,7 @@ impl Partition {
         self.factory_requests.store(0, Ordering::Relaxed);
         self.factory_errors.store(0, Ordering::Relaxed);
         *lock(&self.last_factory_error) = None;
+        self.factory.clear();
         self.idle.clear();
         // Reopened last, under the members lock: from here the partition takes
         // connections and waiters again.

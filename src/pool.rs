@@ -31,6 +31,7 @@ use crate::partition::{Capacity, NoPlace, Partition};
 use crate::pool_leaks::PoolLeakDetector;
 use crate::slab::state::{self, Claim, Handle, Lifecycle, SlotState, TakeOut, flags};
 use crate::slab::{CallSite, Slab, SlotHeader, SlotInfo};
+use crate::factory::Connector;
 use crate::sweeper::{HealthTable, SweepProgress, SweepState, SweeperHandle};
 use crate::sync::{Ordering, UnsafeCell};
 use crate::thread_tag;
@@ -141,8 +142,8 @@ pub(crate) struct PoolInner<C> {
     pub(crate) sweep_progress: SweepProgress,
     /// Health-check records by slot.
     pub(crate) health: HealthTable,
-    /// Wakes the sweeper early (a waiter wants the factory to open a connection).
-    pub(crate) sweeper_wake: crossbeam_channel::Sender<()>,
+    /// The factory's connector threads (see `factory`).
+    pub(crate) connector: Connector,
     closed: AtomicBool,
     next_sequence: AtomicU64,
     /// Unique for the process's life (never reused, unlike addresses).
@@ -294,8 +295,8 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
         let first_generation = pool_seed();
         // Relaxed: the id only needs to be unique.
         let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
-        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
-        let inner = Arc::new(PoolInner {
+        let connects = tuning.max_concurrent_connects;
+        let inner = Arc::new_cyclic(|pool| PoolInner {
             slab: Slab::new(size, first_generation),
             values: (0..size).map(|_| UnsafeCell::new(None)).collect(),
             users: Users::new(tuning.user_limits, config.max_per_user),
@@ -310,12 +311,12 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
             sweep: Mutex::new(SweepState::new(size)),
             sweep_progress: SweepProgress::default(),
             health: Mutex::new(vec![None; size]),
-            sweeper_wake: wake_tx,
+            connector: Connector::new(pool.clone(), connects),
             tuning,
             hooks,
             config,
         });
-        let sweeper = SweeperHandle::start(&inner, wake_rx);
+        let sweeper = SweeperHandle::start(&inner);
         EnhancedConnectionPool {
             leak_detector: PoolLeakDetector::new(inner.clone()),
             inner,
@@ -587,7 +588,9 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// Idempotent. Dropping the pool closes it.
     ///
     /// May be called from the pool's own callbacks: the sweeper thread then ends after
-    /// the pass that runs the callback, without being waited for.
+    /// the pass that runs the callback, without being waited for. With a factory, close
+    /// waits for the connects in flight (a slow connect delays it) and drops what they
+    /// made; from the factory itself, that connector thread is not waited for.
     pub fn close(&self) {
         self.shut_down();
     }
@@ -608,14 +611,17 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     }
 
     /// Runs one sweeper pass now, on the calling thread (leak scan, health checks,
-    /// eviction, refill), whether or not the sweeper thread runs; waits for a pass in
-    /// progress on another thread. For tests, tools and benchmarks; the background
+    /// eviction, handing refills to the factory), whether or not the sweeper thread
+    /// runs; waits for a pass in progress on another thread. With a factory it then
+    /// waits (up to 10 s) for the connects the pool wants, except those of users
+    /// backing off, so their connections are there when it returns (not when called
+    /// from the factory itself). For tests, tools and benchmarks; the background
     /// sweeper makes it unnecessary in production.
     ///
     /// # Errors
     ///
     /// [`Error::Reentrant`] when called from one of this pool's sweeper callbacks
-    /// (`on_leak`, `on_reclaim`, the health check, the factory): that pass is still
+    /// (`on_leak`, `on_reclaim`, the health check): that pass is still
     /// running on this thread, and a nested one would wait for it forever.
     pub fn sweep_now(&self) -> Result<()> {
         if self.inner.in_own_sweep() {
@@ -625,6 +631,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
             });
         }
         self.inner.sweep_pass();
+        self.inner.settle_connects();
         Ok(())
     }
 
@@ -663,6 +670,7 @@ impl<C> EnhancedConnectionPool<C> {
     /// `close`, also for pools whose connection type is not `Send` (`Drop`).
     fn shut_down(&self) {
         self.inner.close();
+        self.inner.connector.stop_and_join();
         let mut handle = lock(&self.sweeper);
         let Some(sweeper) = handle.as_mut() else {
             return;
@@ -1188,8 +1196,8 @@ impl<C> PoolInner<C> {
             self.request_connection(partition);
         } else if self.waiting_anywhere() {
             // A pool-wide place: another user's waiter may have been refused for
-            // `max_connections`. The sweeper's refill serves every waiting user.
-            let _ = self.sweeper_wake.try_send(());
+            // `max_connections`. The connector serves every waiting user.
+            self.connector.wake();
         }
     }
 
@@ -1396,15 +1404,16 @@ impl<C> PoolInner<C> {
     }
 
     /// A caller waits for `partition`: if a factory can open another connection for
-    /// it (user and pool under their limits), ask the sweeper to, now.
+    /// it (user and pool under their limits), ask the connector to, now. The waiter
+    /// itself is the request: the connector counts callers waiting, so a request a
+    /// full pool turns away is renewed when a place frees, and one served by a returned
+    /// connection is not made anyway.
     pub(crate) fn request_connection(&self, partition: &Partition) {
         if self.hooks.factory.is_none() || partition.connection_count() >= self.config.max_per_user
         {
             return;
         }
-        partition.factory_requests.fetch_add(1, Ordering::Relaxed);
-        // A full channel means a wake-up is already pending: enough.
-        let _ = self.sweeper_wake.try_send(());
+        self.connector.wake();
     }
 
     /// Gives back a borrow granted to a waiter that stopped waiting.
@@ -1428,6 +1437,7 @@ impl<C> PoolInner<C> {
             in_use: partition.connection_count().saturating_sub(idle),
             idle,
             last_factory_error: lock(&partition.last_factory_error).clone(),
+            factory_backoff: partition.factory.backoff().map(Box::new),
         }
     }
 
@@ -1878,10 +1888,9 @@ impl<C> PoolInner<C> {
                 user: partition.user().to_string(),
                 waiting: partition.waiters.waiting(),
                 timeouts: partition.timeouts.load(Ordering::Relaxed),
-                factory_errors: partition.factory_errors.load(Ordering::Relaxed),
-                last_factory_error: lock(&partition.last_factory_error).clone(),
                 ..UserStats::default()
             };
+            partition.factory_stats(&mut user);
             for entry in partition.slots.iter() {
                 let Some(header) = self.slab.get(entry.load(Ordering::Relaxed)) else {
                     continue;
@@ -1942,6 +1951,7 @@ impl<C> PoolInner<C> {
             health_failures: get(&counters.health_failures),
             factory_creates: get(&counters.factory_creates),
             factory_errors: get(&counters.factory_errors),
+            connects_in_flight: self.connector.in_flight(),
             acquire_wait,
             sweep: self.sweep_progress.stats(),
         }

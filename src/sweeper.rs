@@ -17,8 +17,10 @@
 //!    claimed (state `Checking`), checked outside any lock, then returned or evicted.
 //! 5. **Users.** A user with no connection, no waiter and no request for
 //!    `retire_users_after` is retired (`users.rs`): its memory and metrics come back.
-//! 6. **Refill.** With a factory: connections waiters asked for, `min_idle`, and
-//!    replacements for health and age evictions; failures back off exponentially.
+//! 6. **Refill.** With a factory: notices what is wanted (`min_idle`, replacements for
+//!    health and age evictions, requests a full pool turned away) and hands it to the
+//!    connector (`factory.rs`), which connects on its own threads: a pass never waits
+//!    for a connect.
 //!
 //! A pass that finds nothing to do allocates nothing.
 
@@ -27,13 +29,13 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use crate::builder::HealthCheckFn;
 use crate::clock;
 use crate::health::{ConnectionHealth, HealthCheck, HealthRecord, HealthStatus, run_health_check};
 use crate::leak::{LeakLevel, LeakReport, ResourceId, ResourceType};
-use crate::metadata::{ConnectionId, ConnectionMetadata};
+use crate::metadata::ConnectionId;
 use crate::metrics::{Eviction, SweepStats};
 use crate::partition::Partition;
 use crate::pool::PoolInner;
@@ -71,9 +73,6 @@ fn reached(at: u32, now: u32) -> bool {
 /// The sweeper's state across passes.
 pub(crate) struct SweepState {
     tracks: Vec<SlotTrack>,
-    /// When the factory may be tried again after a failure.
-    retry_at: Option<Instant>,
-    retry_delay: Duration,
 }
 
 /// Counters of the sweeper's own progress, readable without its lock.
@@ -105,15 +104,10 @@ pub(crate) type HealthTable = Mutex<Vec<Option<(u64, HealthRecord)>>>;
 /// few nanoseconds of work per slot.
 const PREFETCH_AHEAD: usize = 16;
 
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const MAX_RETRY: Duration = Duration::from_secs(10);
-
 impl SweepState {
     pub(crate) fn new(slots: usize) -> Self {
         SweepState {
             tracks: vec![SlotTrack::default(); slots],
-            retry_at: None,
-            retry_delay: FIRST_RETRY,
         }
     }
 }
@@ -127,10 +121,7 @@ pub(crate) struct SweeperHandle {
 
 impl SweeperHandle {
     /// Starts the sweeper if any background feature needs it.
-    pub(crate) fn start<C: Send + 'static>(
-        pool: &Arc<PoolInner<C>>,
-        wake: Receiver<()>,
-    ) -> Option<Self> {
+    pub(crate) fn start<C: Send + 'static>(pool: &Arc<PoolInner<C>>) -> Option<Self> {
         let interval = pool.sweep_interval()?;
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
         let pool = pool.clone();
@@ -138,12 +129,10 @@ impl SweeperHandle {
             .name(format!("heliosdb-sweeper-{}", pool.id()))
             .spawn(move || {
                 loop {
-                    let wait = pool.next_sweep_in(interval);
                     crossbeam_channel::select! {
                         // Disconnected: the pool is closing.
                         recv(stopped) -> _ => return,
-                        recv(wake) -> _ => {}
-                        default(wait) => {}
+                        default(interval) => {}
                     }
                     if pool.closed() {
                         return; // Closed while it slept or waited for a pass.
@@ -223,14 +212,6 @@ impl<C: Send + 'static> PoolInner<C> {
             .map(|d| d.max(Duration::from_millis(1)))
     }
 
-    /// How long the sweeper may sleep: its interval, or less if a factory retry is due.
-    fn next_sweep_in(&self, interval: Duration) -> Duration {
-        match lock(&self.sweep).retry_at {
-            Some(at) => interval.min(at.saturating_duration_since(Instant::now())),
-            None => interval,
-        }
-    }
-
     /// One sweeper pass (see the module docs). Serialised by the `sweep` lock.
     pub(crate) fn sweep_pass(&self) {
         self.as_sweeper(|| self.sweep_pass_marked());
@@ -262,8 +243,8 @@ impl<C: Send + 'static> PoolInner<C> {
         // Last of the slot work: a partition read above stays live for the whole pass
         // (see `partition_if_occupied`).
         self.users.retire_vacant(now, Partition::is_vacant);
-        self.refill(&mut sweep);
         drop(sweep);
+        self.hand_over_demand();
         let progress = &self.sweep_progress;
         progress.passes.fetch_add(1, Ordering::Relaxed);
         progress
@@ -514,92 +495,6 @@ impl<C: Send + 'static> PoolInner<C> {
         }
     }
 
-    /// Opens the connections waiters asked for, keeps `min_idle`, replaces evictions.
-    fn refill(&self, sweep: &mut SweepState) {
-        let Some(factory) = &self.hooks.factory else {
-            return;
-        };
-        if sweep.retry_at.is_some_and(|at| Instant::now() < at) || self.closed() {
-            return;
-        }
-        let min_idle = self.tuning.min_idle;
-        // What each user needs: what was asked for, enough for every caller waiting now
-        // (so a request lost to a full pool is renewed by the next pass), and min_idle.
-        let wanted = |p: &Partition| {
-            let idle = p.idle_count(&self.slab);
-            let requested = p.factory_requests.load(Ordering::Relaxed) as usize;
-            let waiting = p.waiters.waiting().saturating_sub(idle);
-            requested
-                .max(waiting)
-                .max(min_idle.saturating_sub(idle))
-                .min(
-                    self.config
-                        .max_per_user
-                        .saturating_sub(p.connection_count()),
-                )
-        };
-        // Checked first without cloning the list, so a quiet pass allocates nothing; and
-        // a full pool opens nothing (an add would refuse it: a connection made and
-        // closed at once, every pass, for as long as someone waits).
-        if !self.has_room() || !self.any_partition(|p| wanted(p) > 0) {
-            return;
-        }
-        // Users with callers waiting first: a replacement for an idle user must not
-        // take the pool's last place from a caller who waits.
-        let mut partitions = self.all_partitions();
-        partitions.sort_by_key(|p| std::cmp::Reverse(p.waiters.waiting()));
-        for partition in partitions {
-            let want = wanted(&partition);
-            partition.factory_requests.store(0, Ordering::Relaxed);
-            for made in 0..want {
-                if !self.has_room() {
-                    // Keep what is still wanted for the next pass.
-                    partition
-                        .factory_requests
-                        .fetch_add((want - made) as u64, Ordering::Relaxed);
-                    return;
-                }
-                let user = partition.user().clone();
-                let result =
-                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| factory(&user)))
-                        .unwrap_or_else(|_| Err("the connection factory panicked".to_string()));
-                match result {
-                    Ok(conn) => {
-                        let metadata = ConnectionMetadata {
-                            tags: vec!["factory".into()],
-                            ..ConnectionMetadata::for_user(&*user)
-                        };
-                        if let Err(e) = self.add(conn, user, metadata) {
-                            log::debug!("heliosdb-pool: factory connection not added: {e}");
-                            break;
-                        }
-                        self.counters
-                            .factory_creates
-                            .fetch_add(1, Ordering::Relaxed);
-                        *lock(&partition.last_factory_error) = None;
-                        sweep.retry_delay = FIRST_RETRY;
-                    }
-                    Err(message) => {
-                        log::warn!(
-                            "heliosdb-pool: connection factory failed for {user:?}: {message}"
-                        );
-                        self.counters.factory_errors.fetch_add(1, Ordering::Relaxed);
-                        partition.factory_errors.fetch_add(1, Ordering::Relaxed);
-                        *lock(&partition.last_factory_error) = Some(message);
-                        // Ask again after the backoff.
-                        partition
-                            .factory_requests
-                            .fetch_add((want - made) as u64, Ordering::Relaxed);
-                        sweep.retry_at = Some(Instant::now() + sweep.retry_delay);
-                        sweep.retry_delay = (sweep.retry_delay * 2).min(MAX_RETRY);
-                        return;
-                    }
-                }
-            }
-        }
-        sweep.retry_at = None;
-    }
-
     /// Builds the report for a validated borrow; `None` if it changed hands meanwhile.
     pub(crate) fn leak_report(
         &self,
@@ -714,10 +609,11 @@ impl<C: Send + 'static> PoolInner<C> {
 /// The parts of health and replacement that the acquire path uses too.
 impl<C> PoolInner<C> {
     /// With a factory, an evicted connection is replaced (unless callers wait: then
-    /// `capacity_freed` has asked for them already).
+    /// `capacity_freed` has asked for them already), by the connector, now.
     pub(crate) fn want_replacement(&self, partition: &Partition) {
         if self.hooks.factory.is_some() && partition.waiters.waiting() == 0 {
             partition.factory_requests.fetch_add(1, Ordering::Relaxed);
+            self.connector.wake();
         }
     }
 

@@ -658,3 +658,9 @@ fn c_bounded_users() {
     let out = run(&compile("users.c", "users", Lang::C11, Link::Static));
     assert!(out.contains("users: ok"), "{out}");
 }
+
+#[test]
+fn c_factory_metadata_backoff_bound_and_free_during_a_connect() {
+    let out = run(&compile("factory.c", "factory", Lang::C11, Link::Static));
+    assert!(out.contains("factory: ok"), "{out}");
+}

@@ -166,6 +166,7 @@ fn timeout_reports_wait_and_counts() {
             in_use,
             idle,
             last_factory_error,
+            ..
         } => {
             assert_eq!(user, "a");
             assert!(*waited >= Duration::from_millis(100), "{waited:?}");
@@ -507,6 +508,7 @@ async fn async_acquire_times_out_without_a_runtime_timer() {
         in_use,
         idle,
         last_factory_error,
+        ..
     } = err
     else {
         panic!("{err}");

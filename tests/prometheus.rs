@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use heliosdb_pool::metrics::prometheus::{render, render_into};
 use heliosdb_pool::metrics::{
-    Evictions, LeakStats, PoolStats, SweepStats, UserStats, WAIT_BUCKETS_US, WaitHistogramSnapshot,
+    Evictions, FactoryBackoff, LeakStats, PoolStats, SweepStats, UserStats, WAIT_BUCKETS_US,
+    WaitHistogramSnapshot,
 };
 
 // ---------------------------------------------------------------------------------------
@@ -381,6 +382,9 @@ fn full_stats() -> PoolStats {
                 timeouts: 13,
                 factory_errors: 0,
                 last_factory_error: None,
+                factory_creates: 12,
+                connects_in_flight: 0,
+                factory_backoff: None,
             },
             UserStats {
                 user: USER_B.into(),
@@ -391,6 +395,12 @@ fn full_stats() -> PoolStats {
                 timeouts: 4,
                 factory_errors: 9,
                 last_factory_error: Some("connection refused: \"db\" at \\\\host\nretrying".into()),
+                factory_creates: 3,
+                connects_in_flight: 2,
+                factory_backoff: Some(FactoryBackoff {
+                    failures_in_a_row: 5,
+                    next_retry_in: Duration::from_millis(3_200),
+                }),
             },
         ],
         users_retired: 5,
@@ -416,6 +426,7 @@ fn full_stats() -> PoolStats {
         health_failures: 23,
         factory_creates: 41,
         factory_errors: 42,
+        connects_in_flight: 2,
         acquire_wait,
         sweep: SweepStats {
             passes: 77,
@@ -488,6 +499,7 @@ fn every_field_is_rendered_and_parses_back() {
     assert_eq!(v("heliosdb_pool_health_check_failures_total"), 23.0);
     assert_eq!(v("heliosdb_pool_factory_creates_total"), 41.0);
     assert_eq!(v("heliosdb_pool_factory_errors_total"), 42.0);
+    assert_eq!(v("heliosdb_pool_connects_in_flight"), 2.0);
     assert_eq!(v("heliosdb_pool_sweep_passes_total"), 77.0);
     assert_eq!(v("heliosdb_pool_sweep_last_duration_seconds"), 0.0015);
     assert_eq!(v("heliosdb_pool_sweep_last_completed_age_seconds"), 2.25);
@@ -507,6 +519,23 @@ fn every_field_is_rendered_and_parses_back() {
             timeouts
         );
         assert_eq!(user("heliosdb_pool_user_factory_errors_total", u), errors);
+    }
+    for (u, ok, failed, in_flight, in_a_row) in
+        [(USER_A, 12.0, 0.0, 0.0, 0.0), (USER_B, 3.0, 9.0, 2.0, 5.0)]
+    {
+        let connects = |result: &str| {
+            value(
+                &e,
+                "heliosdb_pool_user_connects_total",
+                &[("user", u), ("result", result)],
+            )
+        };
+        assert_eq!((connects("ok"), connects("failed")), (ok, failed));
+        assert_eq!(user("heliosdb_pool_user_connects_in_flight", u), in_flight);
+        assert_eq!(
+            user("heliosdb_pool_user_connect_failures_in_a_row", u),
+            in_a_row
+        );
     }
     let users: HashSet<&str> = e.samples.iter().filter_map(|s| s.label("user")).collect();
     assert_eq!(users, HashSet::from([USER_A, USER_B]));
@@ -593,7 +622,7 @@ fn every_field_is_rendered_and_parses_back() {
 
     // Every family is there (a field forgotten by the renderer shows here).
     let families: HashSet<&str> = e.families.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert_eq!(families.len(), 28, "{families:?}");
+    assert_eq!(families.len(), 32, "{families:?}");
     // Every family has samples when every field is set.
     for f in &families {
         assert!(

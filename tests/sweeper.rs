@@ -475,20 +475,54 @@ fn the_factory_serves_unknown_users_and_its_errors_reach_the_timeout() {
     drop(guard);
     fail.store(true, Ordering::SeqCst);
     let err = pool.blocking_acquire("stranger").unwrap_err();
-    match err {
+    match &err {
         Error::Timeout {
-            last_factory_error, ..
+            last_factory_error,
+            factory_backoff,
+            ..
         } => {
             assert_eq!(
                 last_factory_error.as_deref(),
                 Some("connection refused for stranger")
             );
+            // The user's backoff, for whoever reads the error at 3 a.m.
+            let backoff = factory_backoff.as_deref().expect("backing off");
+            assert!(backoff.failures_in_a_row >= 1);
+            assert!(backoff.next_retry_in <= Duration::from_secs(10));
         }
         other => panic!("expected a timeout, got {other}"),
     }
+    let text = err.to_string();
+    assert!(text.contains(" in a row, next retry in "), "{text}");
     let stats = pool.stats();
     assert!(stats.factory_errors >= 1);
     assert_eq!(stats.factory_creates, 1);
+    let stranger = |stats: &heliosdb_pool::PoolStats| {
+        stats
+            .users
+            .iter()
+            .find(|u| u.user == "stranger")
+            .cloned()
+            .unwrap()
+    };
+    let before = stranger(&stats);
+    assert!(before.factory_errors >= 1 && before.factory_backoff.is_some());
+    assert_eq!(
+        before.last_factory_error.as_deref(),
+        Some("connection refused for stranger")
+    );
+    // A success clears the user's error and backoff.
+    fail.store(false, Ordering::SeqCst);
+    let guard = pool
+        .blocking_acquire_timeout("stranger", Duration::from_secs(15))
+        .unwrap();
+    let after = stranger(&pool.stats());
+    assert_eq!(
+        (after.factory_backoff, after.last_factory_error.as_deref()),
+        (None, None)
+    );
+    assert_eq!(after.factory_creates, 1);
+    drop(guard);
 }
 
 #[test]

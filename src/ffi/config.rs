@@ -47,24 +47,54 @@ pub type heliosdb_health_check_fn =
 /// Opens a new connection for `user` (the connection factory): on success store it in
 /// `*out_connection` and return 0 (`HELIOSDB_OK`). Any other return value, or a NULL
 /// `*out_connection`, is a failure: the pool then ignores `*out_connection`, counts
-/// the error (`factory_errors`), retries with an exponential backoff (100 ms to 10 s),
-/// and a caller whose acquire times out meanwhile gets `HELIOSDB_ERR_TIMEOUT` with the
-/// failure in `heliosdb_last_error_message()` ("the connect callback returned 7"; a
-/// callback that calls `heliosdb_callback_set_error("...")` before it fails has its own
-/// message there: "the connect callback failed (7): ...").
+/// the error (`factory_errors`), backs that user off alone (100 ms doubling to 10 s;
+/// other users' connects go on), and a caller whose acquire times out meanwhile gets
+/// `HELIOSDB_ERR_TIMEOUT` with the failure and the backoff in
+/// `heliosdb_last_error_message()` ("the connect callback returned 7 (2 failures in a
+/// row, next retry in 0.1 s)"; a callback that calls `heliosdb_callback_set_error("...")`
+/// before it fails has its own message there: "the connect callback failed (7): ...").
 ///
 /// Called when a caller waits for a user below `max_per_user` (any user name is then
 /// accepted by acquire: its connections are opened on demand), to keep `min_idle` idle
-/// connections per user, and to replace connections evicted by health checks or age.
-/// The new connection is owned by the pool (closed through `close`).
+/// connections per user, and to replace connections evicted by health checks or age
+/// (a replacement nobody waits for is given up after three failures in a row). The new
+/// connection is owned by the pool (closed through `close`); one made after
+/// `heliosdb_pool_close` is closed through `close` at once, before `user_data_free`.
 ///
-/// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), never on
-/// the acquiring thread, concurrently with calls on other threads. `user` is valid
-/// during the call. Re-entrancy: see `heliosdb_leak_fn`. Must not unwind.
+/// Runs on the pool's connector threads (`heliosdb-connect-<pool id>-<n>`, started on
+/// demand, stopped and joined by `heliosdb_pool_close`/`heliosdb_pool_free`), up to
+/// `max_concurrent_connects` calls at once (for different users or the same one: it
+/// must be thread-safe), never on the sweeper or an acquiring thread. `user` is valid
+/// during the call. Re-entrancy: see `heliosdb_leak_fn` (here `heliosdb_pool_sweep_now`
+/// works too). Must not unwind.
 pub type heliosdb_connect_fn = Option<
     unsafe extern "C" fn(
         user: *const c_char,
         out_connection: *mut *mut c_void,
+        user_data: *mut c_void,
+    ) -> i32,
+>;
+
+/// Opens a new connection for `user` and describes it (version 5): as
+/// `heliosdb_connect_fn`, and on success the callback may also fill `*out_metadata`
+/// (database, protocol, remote_addr, tags), which leak reports, `heliosdb_pool_leaks`
+/// and statistics then show. The pool passes a zeroed struct with its `struct_size`
+/// set; fields left NULL (and `tag_count` 0) stay empty.
+///
+/// Ownership of the strings (and the `tags` array) stored in `*out_metadata`: they stay
+/// the callback's; the pool copies them right after the callback returns, on the same
+/// thread, before it calls any callback again on that thread, and never frees them. So
+/// they must outlive the callback's return: point them at static strings, at memory the
+/// new connection owns (freed by your `close`), or at a thread-local buffer the next
+/// call on the same thread may reuse; never at the callback's own stack, nor at one
+/// buffer shared by concurrent calls. They are read only when the callback returns 0
+/// with a connection; invalid UTF-8 there is a failed connect (the connection is then
+/// closed through `close`).
+pub type heliosdb_connect_with_metadata_fn = Option<
+    unsafe extern "C" fn(
+        user: *const c_char,
+        out_connection: *mut *mut c_void,
+        out_metadata: *mut super::pool::heliosdb_connection_metadata,
         user_data: *mut c_void,
     ) -> i32,
 >;
@@ -78,14 +108,14 @@ pub type heliosdb_connect_fn = Option<
 /// Runs on the sweeper thread (or the caller of `heliosdb_pool_sweep_now`), concurrently
 /// with calls on other threads, one sweeper callback at a time per pool.
 ///
-/// Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check` and
-/// `connect`): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
+/// Re-entrancy (for the sweeper callbacks `on_leak`, `on_reclaim`, `health_check`, and
+/// for `connect`, which runs on the connector threads instead): they may call `heliosdb_pool_get_stats`, `heliosdb_pool_prometheus`,
 /// `heliosdb_pool_leaks`, `heliosdb_pool_for_each_leak`, `heliosdb_pool_is_closed`,
 /// `heliosdb_pool_try_acquire`, `heliosdb_pool_release`, `heliosdb_pool_add_connection`,
 /// `heliosdb_pool_remove_connection` and `heliosdb_pool_close` on the same pool (a
 /// close from a callback closes the pool; the sweeper thread ends after its pass).
-/// `heliosdb_pool_sweep_now` fails with `HELIOSDB_ERR_REENTRANT` there (the pass in
-/// progress would wait for itself). They must not call `heliosdb_pool_free` (the pool
+/// `heliosdb_pool_sweep_now` fails with `HELIOSDB_ERR_REENTRANT` in a sweeper callback
+/// (the pass in progress would wait for itself). They must not call `heliosdb_pool_free` (the pool
 /// must outlive the callback that is running), and should not wait in
 /// `heliosdb_pool_acquire` (that stalls the sweeper). Must not unwind (no C++ exception
 /// or `longjmp` may leave a callback).
@@ -256,6 +286,13 @@ pub struct heliosdb_pool_config {
     /// next new user; a later acquire or add starts it afresh. Default 60000; 0: at the
     /// first pass that sees it vacant again; `UINT64_MAX`: never.
     pub retire_users_after_ms: u64,
+    /// Most connect calls running at once, all users together (and most connector
+    /// threads); at least 1. Default 4 (also for older callers). With 1, a slow
+    /// connect delays every other one.
+    pub max_concurrent_connects: usize,
+    /// Opens a connection and returns its metadata (nullable); when set it is used
+    /// instead of `connect`. See `heliosdb_connect_with_metadata_fn`.
+    pub connect_with_metadata: heliosdb_connect_with_metadata_fn,
 }
 
 /// The size of version 1 of `heliosdb_pool_config` (before `leak_critical_threshold_ms`).
@@ -314,6 +351,8 @@ impl heliosdb_pool_config {
             max_users: crate::builder::DEFAULT_MAX_USERS,
             max_user_name_len: crate::builder::DEFAULT_MAX_USER_NAME_LEN,
             retire_users_after_ms: crate::builder::DEFAULT_RETIRE_USERS_AFTER.as_millis() as u64,
+            max_concurrent_connects: crate::factory::DEFAULT_MAX_CONCURRENT_CONNECTS,
+            connect_with_metadata: None,
         }
     }
 
@@ -461,6 +500,12 @@ fn validate_tuning(config: &heliosdb_pool_config) -> Result<()> {
     }
     config.health_policy().validate()?;
     config.user_limits().validate()?;
+    if config.max_concurrent_connects == 0 {
+        return Err(Error::invalid_config(
+            "max_concurrent_connects",
+            "must be at least 1",
+        ));
+    }
     // SAFETY: the config's contract on `name`.
     unsafe { config.name() }?;
     Ok(())

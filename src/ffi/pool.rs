@@ -356,35 +356,42 @@ fn build(
             };
         });
     }
-    if let Some(connect) = config.connect {
+    if let Some(connect) = config.connect_with_metadata {
+        let cb = callbacks.clone();
+        builder = builder.connection_factory_with_metadata(move |user: &str| {
+            let mut md = heliosdb_connection_metadata {
+                struct_size: size_of::<heliosdb_connection_metadata>(),
+                database: ptr::null(),
+                protocol: ptr::null(),
+                remote_addr: ptr::null(),
+                tags: ptr::null(),
+                tag_count: 0,
+            };
+            let conn = c_connect(&cb, user, |user, out| {
+                // SAFETY: the config's contract: `connect_with_metadata(user, out, md,
+                // user_data)` is callable on any thread; `user` is NUL-terminated and
+                // outlives the call; `out` and `md` are valid out-pointers.
+                unsafe { connect(user, out, &mut md, cb.user_data) }
+            })?;
+            // Copied now, as the callback type documents; a failure drops (closes) `conn`.
+            // SAFETY: the callback's contract: what it stored in `md` is NULL or valid
+            // strings (and a `tags` array of `tag_count` of them) until copied here.
+            let metadata = unsafe { read_metadata(&md) }
+                .map_err(|e| format!("the connect callback's metadata was refused: {e}"))?;
+            Ok((conn, metadata))
+        });
+    } else if let Some(connect) = config.connect {
         let cb = callbacks.clone();
         builder = builder.connection_factory(move |user: &str| {
-            let user = CString::new(user).map_err(|e| e.to_string())?;
-            let mut raw: *mut c_void = ptr::null_mut();
-            // The callback may give its reason through `heliosdb_callback_set_error`.
-            super::callback_error::clear();
-            // SAFETY: the config's contract: `connect(user, out, user_data)` is callable
-            // on any thread; `user` is NUL-terminated and outlives the call; `raw` is a
-            // valid out-pointer.
-            let rc = unsafe { connect(user.as_ptr(), &mut raw, cb.user_data) };
-            let reason = super::callback_error::take();
-            if rc != 0 {
-                return Err(match reason {
-                    Some(reason) => format!("the connect callback failed ({rc}): {reason}"),
-                    None => format!("the connect callback returned {rc}"),
-                });
-            }
-            if raw.is_null() {
-                return Err(String::from(
-                    "the connect callback returned 0 but no connection",
-                ));
-            }
-            Ok(CConnection {
-                raw,
-                callbacks: cb.clone(),
+            c_connect(&cb, user, |user, out| {
+                // SAFETY: the config's contract: `connect(user, out, user_data)` is
+                // callable on any thread; `user` is NUL-terminated and outlives the
+                // call; `out` is a valid out-pointer.
+                unsafe { connect(user, out, cb.user_data) }
             })
         });
     }
+    builder = builder.max_concurrent_connects(config.max_concurrent_connects);
     if let Some(on_leak) = config.on_leak {
         let cb = callbacks.clone();
         builder = builder.on_leak(move |report| deliver(on_leak, &cb, report));
@@ -394,6 +401,36 @@ fn build(
         builder = builder.on_reclaim(move |report| deliver(on_reclaim, &cb, report));
     }
     builder.build()
+}
+
+/// Runs a C connect callback through `call(user, out_connection)`: its status, its
+/// connection and its reason (`heliosdb_callback_set_error`) as the factory's result.
+fn c_connect(
+    callbacks: &Arc<Callbacks>,
+    user: &str,
+    call: impl FnOnce(*const c_char, *mut *mut c_void) -> i32,
+) -> std::result::Result<CConnection, String> {
+    let user = CString::new(user).map_err(|e| e.to_string())?;
+    let mut raw: *mut c_void = ptr::null_mut();
+    // The callback may give its reason through `heliosdb_callback_set_error`.
+    super::callback_error::clear();
+    let rc = call(user.as_ptr(), &mut raw);
+    let reason = super::callback_error::take();
+    if rc != 0 {
+        return Err(match reason {
+            Some(reason) => format!("the connect callback failed ({rc}): {reason}"),
+            None => format!("the connect callback returned {rc}"),
+        });
+    }
+    if raw.is_null() {
+        return Err(String::from(
+            "the connect callback returned 0 but no connection",
+        ));
+    }
+    Ok(CConnection {
+        raw,
+        callbacks: callbacks.clone(),
+    })
 }
 
 /// Gives one report to a C leak callback. The core runs hooks inside `catch_unwind`,
@@ -416,7 +453,9 @@ fn deliver(
 ///
 /// The pool is closed first: waiting acquires fail with `HELIOSDB_ERR_CLOSED`, idle
 /// connections are closed now, and the sweeper thread is stopped (a pass in progress,
-/// with its callbacks, finishes first; no sweeper callback runs afterwards). Must not be
+/// with its callbacks, finishes first; no sweeper callback runs afterwards), as are the
+/// connector threads (a `connect` in progress finishes first, and its connection is
+/// closed through `close`). Must not be
 /// called from the pool's own callbacks. Leases still out stay valid: their connections
 /// stay usable by their holders, and releasing them through this same pool pointer
 /// (from any thread, also while this call runs) closes them. The pool's memory (and
@@ -1079,7 +1118,8 @@ pub unsafe extern "C" fn heliosdb_pool_testing_advance_generation(
 
 /// Closes the pool: acquires and adds fail with `HELIOSDB_ERR_CLOSED` from now on,
 /// waiters wake with it, idle connections are closed now and borrowed ones when
-/// released. Idempotent. The pool must still be freed.
+/// released. Idempotent. The pool must still be freed. A `connect` in progress is
+/// waited for (outside a `connect` callback) and its connection closed through `close`.
 ///
 /// # Safety
 ///

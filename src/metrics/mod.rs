@@ -45,6 +45,36 @@ pub struct UserStats {
     pub factory_errors: u64,
     /// The factory's last error for the user, if any.
     pub last_factory_error: Option<String>,
+    /// Connections the factory made for the user (and the pool took).
+    pub factory_creates: u64,
+    /// Connects running now for the user.
+    pub connects_in_flight: usize,
+    /// The user's factory backoff, while its last connect failed: how many failures in
+    /// a row, and when the next try may start.
+    pub factory_backoff: Option<FactoryBackoff>,
+}
+
+/// A user's connection factory backing off after failures (in [`UserStats`] and the
+/// acquire timeout error). Displays as `5 failures in a row, next retry in 3.2 s`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FactoryBackoff {
+    /// Connects that failed in a row for the user (reset by a success).
+    pub failures_in_a_row: u32,
+    /// Time until the next connect for the user may start (zero: due now, when the user
+    /// still wants one).
+    pub next_retry_in: std::time::Duration,
+}
+
+impl std::fmt::Display for FactoryBackoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.failures_in_a_row;
+        write!(
+            f,
+            "{n} failure{} in a row, next retry in {:.1} s",
+            if n == 1 { "" } else { "s" },
+            self.next_retry_in.as_secs_f64()
+        )
+    }
 }
 
 /// Connections closed by the pool, by cause.
@@ -117,6 +147,8 @@ pub struct PoolStats {
     pub factory_creates: u64,
     /// Factory calls that failed.
     pub factory_errors: u64,
+    /// Connects running now (all users), at most `max_concurrent_connects`.
+    pub connects_in_flight: usize,
     /// How long acquires waited: every acquire, the ones served at once in the first
     /// bucket.
     pub acquire_wait: WaitHistogramSnapshot,

@@ -22,6 +22,9 @@
 //! | `heliosdb_pool_user_acquire_timeouts_total` | counter | `user` | `users[].timeouts` |
 //! | `heliosdb_pool_user_factory_errors_total` | counter | `user` | `users[].factory_errors` |
 //! | `heliosdb_pool_user_last_factory_error_info` | gauge (1) | `user`, `error` | `users[].last_factory_error`, when set |
+//! | `heliosdb_pool_user_connects_total` | counter | `user`, `result` (`ok`, `failed`) | `users[].factory_creates`, `.factory_errors` |
+//! | `heliosdb_pool_user_connects_in_flight` | gauge | `user` | `users[].connects_in_flight` |
+//! | `heliosdb_pool_user_connect_failures_in_a_row` | gauge | `user` | `users[].factory_backoff` (0 when `None`) |
 //! | `heliosdb_pool_leaks_detected_total` | counter | | `leak_stats.leaks_detected` |
 //! | `heliosdb_pool_tracked_borrows` | gauge | | `leak_stats.current_tracked` |
 //! | `heliosdb_pool_leak_reports_total` | counter | `level` (`alert`, `critical`) | `leak_stats.alerts`, `.criticals` |
@@ -31,6 +34,7 @@
 //! | `heliosdb_pool_health_check_failures_total` | counter | | `health_failures` |
 //! | `heliosdb_pool_factory_creates_total` | counter | | `factory_creates` |
 //! | `heliosdb_pool_factory_errors_total` | counter | | `factory_errors` |
+//! | `heliosdb_pool_connects_in_flight` | gauge | | `connects_in_flight` |
 //! | `heliosdb_pool_acquire_wait_seconds` | histogram | `le` | `acquire_wait` |
 //! | `heliosdb_pool_sweep_passes_total` | counter | | `sweep.passes` |
 //! | `heliosdb_pool_sweep_last_duration_seconds` | gauge | | `sweep.last_duration` |
@@ -130,7 +134,7 @@ pub fn render_into(pool_name: &str, stats: &PoolStats, out: &mut String) {
     }
 
     type UserField = fn(&UserStats) -> u64;
-    let user_families: [(&str, Kind, &str, UserField); 6] = [
+    let user_families: [(&str, Kind, &str, UserField); 8] = [
         (
             "heliosdb_pool_user_connections",
             Kind::Gauge,
@@ -167,11 +171,34 @@ pub fn render_into(pool_name: &str, stats: &PoolStats, out: &mut String) {
             "Connections the factory failed to create for the user.",
             |u| u.factory_errors,
         ),
+        (
+            "heliosdb_pool_user_connects_in_flight",
+            Kind::Gauge,
+            "Factory connects running now for the user.",
+            |u| u.connects_in_flight as u64,
+        ),
+        (
+            "heliosdb_pool_user_connect_failures_in_a_row",
+            Kind::Gauge,
+            "The user's factory connects that failed in a row (0: the last one worked).",
+            |u| u.factory_backoff.map_or(0, |b| u64::from(b.failures_in_a_row)),
+        ),
     ];
     for (name, kind, help, field) in user_families {
         w.family(name, kind, help);
         for u in &stats.users {
             w.sample(name, &[("user", &u.user)], field(u));
+        }
+    }
+    let name = "heliosdb_pool_user_connects_total";
+    w.family(
+        name,
+        Kind::Counter,
+        "Factory connects for the user, by result.",
+    );
+    for u in &stats.users {
+        for (result, n) in [("ok", u.factory_creates), ("failed", u.factory_errors)] {
+            w.sample(name, &[("user", &u.user), ("result", &result)], n);
         }
     }
     let name = "heliosdb_pool_user_last_factory_error_info";
@@ -256,6 +283,13 @@ pub fn render_into(pool_name: &str, stats: &PoolStats, out: &mut String) {
     ] {
         w.single(name, Kind::Counter, help, value);
     }
+
+    w.single(
+        "heliosdb_pool_connects_in_flight",
+        Kind::Gauge,
+        "Factory connects running now, all users.",
+        stats.connects_in_flight as u64,
+    );
 
     let wait = &stats.acquire_wait;
     let name = "heliosdb_pool_acquire_wait_seconds";
