@@ -36,6 +36,8 @@ enum State<'a> {
         partition: &'a Partition,
         node: Arc<WaitNode>,
         started: Instant,
+        /// Whether this waiter has declared itself past the fairness bound.
+        overdue: bool,
     },
     Done,
 }
@@ -81,10 +83,12 @@ impl<'a, C> Future for Acquire<'a, C> {
                 site: this.site,
                 borrower: thread_tag::current(),
             };
-            let node = match partition
-                .waiters
-                .register(Wakeup::Task(cx.waker().clone()), waiter)
-            {
+            let overdue = pool.overdue_after(Duration::ZERO);
+            let node = match partition.waiters.register(
+                Wakeup::Task(cx.waker().clone()),
+                waiter,
+                overdue,
+            ) {
                 Registration::Waiting(node) => node,
                 Registration::Closed => {
                     this.state = State::Done;
@@ -95,35 +99,51 @@ impl<'a, C> Future for Acquire<'a, C> {
             if let Some(deadline) = started.checked_add(this.timeout) {
                 timer::arm(deadline, &node);
             }
-            pool.dispatch(partition);
+            // Polled again at the fairness bound, to declare itself overdue.
+            let bound = pool.tuning.fairness_bound;
+            if !overdue && bound < this.timeout {
+                timer::arm(started + bound, &node);
+            }
             pool.request_connection(partition);
             this.state = State::Waiting {
                 partition,
                 node,
                 started,
+                overdue,
             };
         }
         let State::Waiting {
             partition,
             ref node,
             started,
+            ref mut overdue,
         } = this.state
         else {
             panic!("`Acquire` polled after completion");
         };
+        let waited = started.elapsed();
         let outcome = match node.outcome() {
             Some(outcome) => Some(outcome),
-            None if started.elapsed() >= this.timeout => match partition.waiters.cancel(node) {
+            None if waited >= this.timeout => match partition.waiters.cancel(node) {
                 None => {
                     this.state = State::Done;
+                    pool.leave_queue(partition);
                     return Poll::Ready(Err(pool.timeout_error(partition, started.elapsed())));
                 }
                 Some(outcome) => Some(outcome),
             },
             None => {
+                if !*overdue && pool.overdue_after(waited) {
+                    *overdue = true;
+                    partition.waiters.declare_overdue(node);
+                }
                 node.set_waker(cx.waker());
-                // Re-check after publishing the waker: a grant between the first check
-                // and `set_waker` woke the old waker, and must not be missed.
+                // A polled waiter is the awake one (registered, or woken by a release
+                // or a grant): it stops being so and searches before it sleeps, after
+                // publishing the waker (a grant before `set_waker` woke the old waker,
+                // and must not be missed).
+                partition.waiters.stop_awake();
+                pool.dispatch(partition);
                 node.outcome()
             }
         };
@@ -131,7 +151,7 @@ impl<'a, C> Future for Acquire<'a, C> {
             None => Poll::Pending,
             Some(outcome) => {
                 this.state = State::Done;
-                Poll::Ready(pool.finish_wait(outcome, started))
+                Poll::Ready(pool.finish_wait(partition, outcome, started))
             }
         }
     }
@@ -148,6 +168,7 @@ impl<C> Drop for Acquire<'_, C> {
             if let Some(outcome) = partition.waiters.cancel(&node) {
                 self.pool.return_grant(outcome);
             }
+            self.pool.leave_queue(partition);
         }
     }
 }

@@ -42,6 +42,13 @@ pub type ReportFn = Box<dyn Fn(&LeakReport) + Send + Sync>;
 /// The default of [`PoolBuilder::validate_after`] (HikariCP's).
 pub const DEFAULT_VALIDATE_AFTER: Duration = Duration::from_millis(500);
 
+/// The default of [`PoolBuilder::fairness_bound`].
+pub const DEFAULT_FAIRNESS_BOUND: Duration = Duration::from_millis(1);
+
+/// The largest [`PoolBuilder::fairness_bound`] accepted: past this, waiters would be
+/// passed over for longer than a request can sensibly wait.
+pub const MAX_FAIRNESS_BOUND: Duration = Duration::from_secs(1);
+
 /// An eviction hook; see [`PoolBuilder::on_evict`].
 pub type EvictFn = Box<dyn Fn(&Evicted<'_>) + Send + Sync>;
 
@@ -93,6 +100,9 @@ pub(crate) struct Tuning {
     /// Validation on borrow: a connection idle at least this long (ms) is checked by
     /// the borrower first. `None`: no validation (no health check, or turned off).
     pub(crate) validate_after_ms: Option<i32>,
+    /// Eventual fairness: how long a waiter may be passed over by callers taking a
+    /// just-released connection before hand-off turns strictly FIFO (zero: always).
+    pub(crate) fairness_bound: Duration,
 }
 
 /// Builds an [`EnhancedConnectionPool`] with hooks. Made by
@@ -155,6 +165,7 @@ pub struct PoolBuilder<C> {
     health_policy: HealthMonitorConfig,
     name: String,
     validate_after: Duration,
+    fairness_bound: Duration,
     hooks: Hooks<C>,
 }
 
@@ -169,6 +180,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
             health_policy: HealthMonitorConfig::default(),
             name: "default".to_string(),
             validate_after: DEFAULT_VALIDATE_AFTER,
+            fairness_bound: DEFAULT_FAIRNESS_BOUND,
             hooks: Hooks {
                 health_check: None,
                 reset: None,
@@ -253,6 +265,21 @@ impl<C: Send + 'static> PoolBuilder<C> {
     /// waiting was released for it just then, and is not checked.
     pub fn validate_after(mut self, window: Duration) -> Self {
         self.validate_after = window;
+        self
+    }
+
+    /// Eventual fairness on the waiting path (as Go's `sync.Mutex` starvation mode and
+    /// WebKit's ParkingLot): while no waiter has waited longer than `bound`, a released
+    /// connection goes idle and whoever asks first takes it, the releasing thread
+    /// included, so a busy pool does not pay a thread wake-up per borrow. A waiter past
+    /// `bound` turns hand-off strictly FIFO until it is served: each release then goes
+    /// to the oldest waiter, and new callers queue behind. Default 1 ms
+    /// ([`DEFAULT_FAIRNESS_BOUND`]); `Duration::ZERO` is strict FIFO at all times (every
+    /// release hands its connection to the oldest waiter). At most
+    /// [`MAX_FAIRNESS_BOUND`]; [`build`](Self::build) refuses more with
+    /// [`Error::InvalidConfig`] naming `fairness_bound`.
+    pub fn fairness_bound(mut self, bound: Duration) -> Self {
+        self.fairness_bound = bound;
         self
     }
 
@@ -363,6 +390,15 @@ impl<C: Send + 'static> PoolBuilder<C> {
         if self.sweep_interval == Some(Duration::ZERO) {
             return Err(Error::invalid_config("sweep_interval", "must be non-zero"));
         }
+        if self.fairness_bound > MAX_FAIRNESS_BOUND {
+            return Err(Error::invalid_config(
+                "fairness_bound",
+                format!(
+                    "{:?} exceeds the maximum of {MAX_FAIRNESS_BOUND:?}",
+                    self.fairness_bound
+                ),
+            ));
+        }
         self.health_policy.validate()?;
         let validating = self.hooks.health_check.is_some() && self.config.health_check_enabled;
         let tuning = Tuning {
@@ -375,6 +411,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
             validate_after_ms: i32::try_from(self.validate_after.as_millis())
                 .ok()
                 .filter(|_| validating),
+            fairness_bound: self.fairness_bound,
         };
         Ok(EnhancedConnectionPool::from_parts(
             self.config,

@@ -1168,37 +1168,80 @@ impl<C> PoolInner<C> {
             site,
             borrower: thread_tag::current(),
         };
-        let node = match partition
-            .waiters
-            .register(Wakeup::Thread(std::thread::current()), waiter)
-        {
+        let mut overdue = self.overdue_after(Duration::ZERO);
+        let node = match partition.waiters.register(
+            Wakeup::Thread(std::thread::current()),
+            waiter,
+            overdue,
+        ) {
             Registration::Waiting(node) => node,
             Registration::Closed => return Err(Error::Closed),
         };
         self.dispatch(partition);
         self.request_connection(partition);
-        // Borrows are often short: spin, then yield, for a few microseconds before
-        // parking, so a hand-off to this waiter usually costs no futex wake-up and no
-        // context switch (an unpark of a thread that is not parked is an atomic store).
+        // Borrows are often short: while awake, spin, then yield, for a few
+        // microseconds before parking. Releasers wake nobody while a waiter is awake,
+        // and a hand-off to a spinning waiter costs no futex wake-up.
         let backoff = crossbeam_utils::Backoff::new();
-        while !backoff.is_completed() && started.elapsed() < timeout {
-            if let Some(outcome) = node.outcome() {
-                return self.finish_wait(outcome, started);
-            }
-            backoff.snooze();
-        }
         loop {
             if let Some(outcome) = node.outcome() {
-                return self.finish_wait(outcome, started);
+                return self.finish_wait(partition, outcome, started);
             }
             let waited = started.elapsed();
             if waited >= timeout {
                 return match partition.waiters.cancel(&node) {
-                    None => Err(self.timeout_error(partition, waited)),
-                    Some(outcome) => self.finish_wait(outcome, started),
+                    None => {
+                        self.leave_queue(partition);
+                        Err(self.timeout_error(partition, waited))
+                    }
+                    Some(outcome) => self.finish_wait(partition, outcome, started),
                 };
             }
-            std::thread::park_timeout(timeout - waited);
+            if !overdue && self.overdue_after(waited) {
+                overdue = true;
+                partition.waiters.declare_overdue(&node);
+                self.dispatch(partition);
+                continue;
+            }
+            if !backoff.is_completed() {
+                backoff.snooze();
+                // Compete for a connection released meanwhile (barging is allowed
+                // until someone is overdue; then releasers hand off themselves).
+                if !partition.waiters.busy() {
+                    self.dispatch(partition);
+                }
+                continue;
+            }
+            // About to park: no longer the awake waiter, so search once more first.
+            partition.waiters.stop_awake();
+            self.dispatch(partition);
+            if node.outcome().is_none() {
+                // Until the deadline, or until the fairness bound makes this waiter
+                // overdue (then it declares so, and the next release hands off to the
+                // front); a release or a grant wakes it sooner.
+                let until = match overdue {
+                    true => timeout,
+                    false => timeout.min(self.tuning.fairness_bound),
+                };
+                std::thread::park_timeout(until.saturating_sub(waited));
+                // Woken: awake again (a releaser set AWAKE for it, or a timeout did
+                // not), so it spins again before the next park.
+                backoff.reset();
+            }
+        }
+    }
+
+    /// Whether a waiter that has waited `waited` is past the fairness bound (see
+    /// `wait`'s module docs); a bound of zero makes every waiter overdue at once.
+    pub(crate) fn overdue_after(&self, waited: Duration) -> bool {
+        waited >= self.tuning.fairness_bound
+    }
+
+    /// A waiter left the queue (granted, closed, timed out, cancelled): if it was the
+    /// awake one that releasers relied on, the next waiters are served in its place.
+    pub(crate) fn leave_queue(&self, partition: &Partition) {
+        if partition.waiters.stop_awake() {
+            self.dispatch(partition);
         }
     }
 
@@ -1206,9 +1249,11 @@ impl<C> PoolInner<C> {
     /// was stamped by its granter already (see `dispatch`).
     pub(crate) fn finish_wait(
         &self,
+        partition: &Partition,
         outcome: Outcome,
         started: Instant,
     ) -> Result<PooledConnection<'_, C>> {
+        self.leave_queue(partition);
         match outcome {
             Outcome::Granted { slot, generation } => {
                 self.counters.acquire_wait.record(started.elapsed());

@@ -239,6 +239,15 @@ pub struct heliosdb_pool_config {
     /// connection in steady use pays one compare on acquire; with validation on, a
     /// release also records its time (a coarse-clock read and a store).
     pub validate_after_ms: u64,
+    // ---- version 5 (fields appended; older callers get the defaults) ----
+    /// Eventual fairness (microseconds): while no waiting caller has waited longer
+    /// than this, a released connection may be taken by whoever asks first (the
+    /// releasing thread included), so a busy pool does not wake a thread per borrow;
+    /// past it, each release goes to the oldest waiter (strictly FIFO) until that
+    /// waiter is served. 0: strictly FIFO at all times. Default 1000 (1 ms), also
+    /// for a caller compiled against an older header; at most 1000000 (1 s), more is
+    /// `HELIOSDB_ERR_INVALID_CONFIG`.
+    pub fairness_bound_us: u64,
 }
 
 /// The size of version 1 of `heliosdb_pool_config` (before `leak_critical_threshold_ms`).
@@ -251,11 +260,15 @@ pub(crate) const CONFIG_V2_SIZE: usize = offset_of!(heliosdb_pool_config, reset)
 /// The size of version 3 of `heliosdb_pool_config` (before `on_evict`).
 pub(crate) const CONFIG_V3_SIZE: usize = offset_of!(heliosdb_pool_config, on_evict);
 
+/// The size of version 4 of `heliosdb_pool_config` (before `fairness_bound_us`).
+pub(crate) const CONFIG_V4_SIZE: usize = offset_of!(heliosdb_pool_config, fairness_bound_us);
+
 /// The sizes of every released version of `heliosdb_pool_config`, oldest first.
-const KNOWN_SIZES: [usize; 4] = [
+const KNOWN_SIZES: [usize; 5] = [
     CONFIG_V1_SIZE,
     CONFIG_V2_SIZE,
     CONFIG_V3_SIZE,
+    CONFIG_V4_SIZE,
     size_of::<heliosdb_pool_config>(),
 ];
 
@@ -290,6 +303,7 @@ impl heliosdb_pool_config {
             reset: None,
             on_evict: None,
             validate_after_ms: crate::builder::DEFAULT_VALIDATE_AFTER.as_millis() as u64,
+            fairness_bound_us: crate::builder::DEFAULT_FAIRNESS_BOUND.as_micros() as u64,
         }
     }
 
@@ -327,6 +341,25 @@ impl heliosdb_pool_config {
             unhealthy_after_failures: self.unhealthy_after_failures,
             ..HealthMonitorConfig::default()
         }
+    }
+
+    /// The fairness bound, checked against [`MAX_FAIRNESS_BOUND`] here: a C caller's
+    /// microseconds could overflow a `Duration` conversion the builder never sees.
+    ///
+    /// [`MAX_FAIRNESS_BOUND`]: crate::builder::MAX_FAIRNESS_BOUND
+    pub(crate) fn fairness_bound(&self) -> Result<Duration> {
+        let bound = Duration::from_micros(self.fairness_bound_us);
+        if bound > crate::builder::MAX_FAIRNESS_BOUND {
+            return Err(Error::invalid_config(
+                "fairness_bound_us",
+                format!(
+                    "{} exceeds the maximum of {} (1 s)",
+                    self.fairness_bound_us,
+                    crate::builder::MAX_FAIRNESS_BOUND.as_micros()
+                ),
+            ));
+        }
+        Ok(bound)
     }
 
     /// The pool name, copied out of `name` (NULL: none).
@@ -426,6 +459,7 @@ fn validate_tuning(config: &heliosdb_pool_config) -> Result<()> {
         ));
     }
     config.health_policy().validate()?;
+    config.fairness_bound()?;
     // SAFETY: the config's contract on `name`.
     unsafe { config.name() }?;
     Ok(())
@@ -561,12 +595,48 @@ mod tests {
             (CONFIG_V1_SIZE, u64::MAX),
             (CONFIG_V2_SIZE, u64::MAX),
             (CONFIG_V3_SIZE, u64::MAX),
+            (CONFIG_V4_SIZE, 500),
             (size_of::<heliosdb_pool_config>(), 500),
         ] {
             config.struct_size = size;
             // SAFETY: `config` is a full, initialised struct; `size` is at most its size.
             let read = unsafe { read_config(&config) }.unwrap();
             assert_eq!(read.validate_after_ms, expected, "struct_size {size}");
+        }
+    }
+
+    /// The version-5 fairness bound: a caller built before it gets the default, and an
+    /// out-of-range value is refused with a message naming the field.
+    #[test]
+    fn the_fairness_bound_defaults_for_older_configs_and_is_range_checked() {
+        let mut config = heliosdb_pool_config::from_settings(&EnhancedPoolConfig::default());
+        assert_eq!(config.fairness_bound_us, 1_000);
+        config.fairness_bound_us = 0;
+        config.struct_size = CONFIG_V4_SIZE;
+        // SAFETY: a full, initialised struct; the size is at most its size.
+        let read = unsafe { read_config(&config) }.unwrap();
+        assert_eq!(read.fairness_bound_us, 1_000, "not read past a v4 struct");
+        config.struct_size = size_of::<heliosdb_pool_config>();
+        for (value, ok) in [
+            (0, true),
+            (1_000_000, true),
+            (1_000_001, false),
+            (u64::MAX, false),
+        ] {
+            config.fairness_bound_us = value;
+            // SAFETY: a valid, full config.
+            let status = unsafe { heliosdb_pool_config_validate(&config) };
+            if ok {
+                assert_eq!(status, Status::Ok, "{value}");
+                continue;
+            }
+            assert_eq!(status, Status::InvalidConfig, "{value}");
+            // SAFETY: `last_error` returns a NUL-terminated thread-local string.
+            let message = unsafe { std::ffi::CStr::from_ptr(boundary::last_error()) };
+            assert!(
+                message.to_str().unwrap().contains("fairness_bound_us"),
+                "{message:?}"
+            );
         }
     }
 

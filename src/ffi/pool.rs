@@ -300,7 +300,8 @@ fn build(
     let mut builder = EnhancedConnectionPool::builder(config.settings())
         .min_idle(config.min_idle)
         .health_policy(config.health_policy())
-        .validate_after(Duration::from_millis(config.validate_after_ms));
+        .validate_after(Duration::from_millis(config.validate_after_ms))
+        .fairness_bound(config.fairness_bound()?);
     if let Some(critical) = config.critical_threshold() {
         builder = builder.leak_critical_threshold(critical);
     }
