@@ -317,7 +317,9 @@ fn never_stranded(w: Arc<Waiting>) {
 
 #[test]
 fn a_waiter_at_the_fairness_bound_is_handed_the_connection_before_a_barger() {
-    loom::model(|| {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
         let w = Waiting::borrowed();
         let other = w.clone();
         let waiter = thread::spawn(move || {
@@ -343,13 +345,18 @@ fn a_waiter_at_the_fairness_bound_is_handed_the_connection_before_a_barger() {
     // Once the waiter is past the bound, a release hands off: the barger gets nothing.
     loom::model(|| {
         let w = Waiting::borrowed();
+        // Registered (and woken) on this thread.
         let node = w.register(true).expect("not closed");
         assert_eq!(node.outcome(), None);
-        let other = w.clone();
-        let waiter = thread::spawn(move || other.sleep_until_served(&node));
-        w.release(0);
-        assert_eq!(w.barge(), None, "an overdue waiter is never barged");
-        assert_eq!(waiter.join().unwrap(), GRANTED_AT_1);
+        let holder = {
+            let w = w.clone();
+            thread::spawn(move || {
+                w.release(0);
+                w.barge()
+            })
+        };
+        assert_eq!(w.sleep_until_served(&node), GRANTED_AT_1);
+        assert_eq!(holder.join().unwrap(), None, "an overdue waiter is never barged");
     });
 }
 
