@@ -58,7 +58,6 @@ fn async_acquire(c: &mut Criterion) {
 }
 
 fn shape(c: &mut Criterion, rt: &Runtime, tasks: u64, connections: usize) {
-
     let helios = Arc::new(heliosdb_pool(connections));
     let deadpool = deadpool_pool(connections);
     let bb8 = rt.block_on(async {

@@ -213,10 +213,16 @@ const WINDOW: Duration = Duration::from_millis(200);
 fn window_fairness(records: &[ThreadRecord], full: usize) -> f64 {
     (0..full)
         .map(|w| {
-            let ops = records.iter().map(|r| r.window_ops.get(w).copied().unwrap_or(0));
+            let ops = records
+                .iter()
+                .map(|r| r.window_ops.get(w).copied().unwrap_or(0));
             let max = ops.clone().max().unwrap_or(0);
             let min = ops.min().unwrap_or(0);
-            if max == 0 { 1.0 } else { min as f64 / max as f64 }
+            if max == 0 {
+                1.0
+            } else {
+                min as f64 / max as f64
+            }
         })
         .fold(1.0, f64::min)
 }

@@ -356,7 +356,11 @@ fn a_waiter_at_the_fairness_bound_is_handed_the_connection_before_a_barger() {
             })
         };
         assert_eq!(w.sleep_until_served(&node), GRANTED_AT_1);
-        assert_eq!(holder.join().unwrap(), None, "an overdue waiter is never barged");
+        assert_eq!(
+            holder.join().unwrap(),
+            None,
+            "an overdue waiter is never barged"
+        );
     });
 }
 
