@@ -89,7 +89,7 @@ impl<'a, C> Future for Acquire<'a, C> {
                 waiter,
                 overdue,
             ) {
-                Registration::Waiting(node) => node,
+                Registration::Waiting(node, _) => node,
                 Registration::Closed => {
                     this.state = State::Done;
                     return Poll::Ready(Err(Error::Closed));

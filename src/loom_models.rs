@@ -248,7 +248,7 @@ impl Waiting {
             .queue
             .register(Wakeup::Thread(thread::current()), waiter, overdue)
         {
-            Registration::Waiting(node) => {
+            Registration::Waiting(node, _) => {
                 self.dispatch();
                 Some(node)
             }

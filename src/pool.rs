@@ -1169,19 +1169,21 @@ impl<C> PoolInner<C> {
             borrower: thread_tag::current(),
         };
         let mut overdue = self.overdue_after(Duration::ZERO);
-        let node = match partition.waiters.register(
+        let (node, mut awake) = match partition.waiters.register(
             Wakeup::Thread(std::thread::current()),
             waiter,
             overdue,
         ) {
-            Registration::Waiting(node) => node,
+            Registration::Waiting(node, awake) => (node, awake),
             Registration::Closed => return Err(Error::Closed),
         };
         self.dispatch(partition);
         self.request_connection(partition);
-        // Borrows are often short: while awake, spin, then yield, for a few
+        // Borrows are often short: the awake waiter spins, then yields, for a few
         // microseconds before parking. Releasers wake nobody while a waiter is awake,
-        // and a hand-off to a spinning waiter costs no futex wake-up.
+        // and a hand-off to a spinning waiter costs no futex wake-up. The others park
+        // at once: one release serves one waiter, and spinners would only take CPU
+        // from the holders they wait for.
         let backoff = crossbeam_utils::Backoff::new();
         loop {
             if let Some(outcome) = node.outcome() {
@@ -1203,7 +1205,7 @@ impl<C> PoolInner<C> {
                 self.dispatch(partition);
                 continue;
             }
-            if !backoff.is_completed() {
+            if awake && !backoff.is_completed() {
                 backoff.snooze();
                 // Compete for a connection released meanwhile (barging is allowed
                 // until someone is overdue; then releasers hand off themselves).
@@ -1213,8 +1215,10 @@ impl<C> PoolInner<C> {
                 continue;
             }
             // About to park: no longer the awake waiter, so search once more first.
-            partition.waiters.stop_awake();
-            self.dispatch(partition);
+            if awake {
+                partition.waiters.stop_awake();
+                self.dispatch(partition);
+            }
             if node.outcome().is_none() {
                 // Until the deadline, or until the fairness bound makes this waiter
                 // overdue (then it declares so, and the next release hands off to the
@@ -1224,8 +1228,10 @@ impl<C> PoolInner<C> {
                     false => timeout.min(self.tuning.fairness_bound),
                 };
                 std::thread::park_timeout(until.saturating_sub(waited));
-                // Woken: awake again (a releaser set AWAKE for it, or a timeout did
-                // not), so it spins again before the next park.
+                // Woken: a releaser may have made it the awake one (or a timeout ran
+                // out: then its clearing of AWAKE before the next park costs at most a
+                // spare wake-up), so it spins again before the next park.
+                awake = true;
                 backoff.reset();
             }
         }

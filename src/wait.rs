@@ -206,7 +206,10 @@ pub(crate) struct WaitQueue {
 
 /// What a registration found.
 pub(crate) enum Registration {
-    Waiting(Arc<WaitNode>),
+    /// Queued. The flag: whether this waiter became the awake one (no other was), so
+    /// it should spin before parking; otherwise the awake one searches for it and it
+    /// may park at once.
+    Waiting(Arc<WaitNode>, bool),
     Closed,
 }
 
@@ -284,7 +287,8 @@ impl WaitQueue {
     }
 
     /// Joins the back of the queue, awake (the caller searches right after, see the
-    /// module docs). `overdue`: the waiter is past the fairness bound already (a bound
+    /// module docs; if another waiter was awake already, that one keeps the promise
+    /// and this one need not spin). `overdue`: the waiter is past the fairness bound already (a bound
     /// of zero), so hand-off mode starts now.
     pub(crate) fn register(&self, wakeup: Wakeup, waiter: Waiter, overdue: bool) -> Registration {
         let mut queue = lock(&self.queue);
@@ -310,10 +314,10 @@ impl WaitQueue {
         // before the SeqCst loads of the search that follows (a fence under loom,
         // which models SeqCst accesses as AcqRel; without it the models find the
         // lost wake-up). The flags first: a releaser that sees the count sees them.
-        self.signal.fetch_or(flags, Ordering::Relaxed);
+        let before = self.signal.fetch_or(flags, Ordering::Relaxed);
         self.signal.fetch_add(ONE_WAITER, Ordering::SeqCst);
         crate::sync::handshake();
-        Registration::Waiting(node)
+        Registration::Waiting(node, before & AWAKE == 0)
     }
 
     /// `node` has waited past the fairness bound: hand-off mode until it is served.
