@@ -38,6 +38,8 @@ enum State<'a> {
         started: Instant,
         /// Whether this waiter has declared itself past the fairness bound.
         overdue: bool,
+        /// Whether the timer will poll it at the fairness bound.
+        bound_armed: bool,
     },
     Done,
 }
@@ -99,17 +101,13 @@ impl<'a, C> Future for Acquire<'a, C> {
             if let Some(deadline) = started.checked_add(this.timeout) {
                 timer::arm(deadline, &node);
             }
-            // Polled again at the fairness bound, to declare itself overdue.
-            let bound = pool.tuning.fairness_bound;
-            if !overdue && bound < this.timeout {
-                timer::arm(started + bound, &node);
-            }
             pool.request_connection(partition);
             this.state = State::Waiting {
                 partition,
                 node,
                 started,
                 overdue,
+                bound_armed: false,
             };
         }
         let State::Waiting {
@@ -117,6 +115,7 @@ impl<'a, C> Future for Acquire<'a, C> {
             ref node,
             started,
             ref mut overdue,
+            ref mut bound_armed,
         } = this.state
         else {
             panic!("`Acquire` polled after completion");
@@ -144,7 +143,16 @@ impl<'a, C> Future for Acquire<'a, C> {
                 // and must not be missed).
                 partition.waiters.stop_awake();
                 pool.dispatch(partition);
-                node.outcome()
+                let outcome = node.outcome();
+                // Going to sleep: polled again at the fairness bound, to declare itself
+                // overdue. Armed only now, so an acquire served at once by its own
+                // search never wakes the timer thread.
+                let bound = pool.tuning.fairness_bound;
+                if outcome.is_none() && !*overdue && !*bound_armed && bound < this.timeout {
+                    *bound_armed = true;
+                    timer::arm(started + bound, node);
+                }
+                outcome
             }
         };
         match outcome {
