@@ -1,6 +1,6 @@
-//! Async acquire on a tokio multi-thread runtime (default worker count = cores): 64
-//! tasks share 8 connections; each task borrows and returns in a loop. Peers over the
-//! same no-op connection:
+//! Async acquire on a tokio multi-thread runtime (default worker count = cores), in two
+//! shapes: 4 tasks sharing 1 connection, and 64 tasks sharing 8; each task borrows and
+//! returns in a loop. Peers over the same no-op connection:
 //!
 //! - this pool: `acquire(user).await` + drop (default settings);
 //! - deadpool 0.12 managed: `get().await` + drop (FIFO, no timeouts: its defaults);
@@ -9,7 +9,8 @@
 //!
 //! Two holds: `none` (drop at once) and `yield` (one `tokio::task::yield_now().await`
 //! while holding, so borrows overlap and the waiting path runs). One iteration is one
-//! acquire+release by any task; the time is the wall time of all 64 tasks.
+//! acquire+release by any task; the time is the wall time of all the tasks. Groups are
+//! `async_<tasks>_tasks_<connections>_conns`, ids `<peer>/<hold>`.
 //!
 //! `cargo bench --bench async_acquire -- --warm-up-time 1 --measurement-time 2`
 
@@ -24,18 +25,18 @@ use tokio::runtime::Runtime;
 
 use common::{Bb8Noop, USER, deadpool_pool, heliosdb_pool};
 
-const TASKS: u64 = 64;
-const CONNECTIONS: usize = 8;
+/// The shapes: (tasks, connections).
+const SHAPES: [(u64, usize); 2] = [(4, 1), (64, 8)];
 
-/// Splits `iters` over `TASKS` tasks running `body(share)` and returns the wall time.
-fn run_tasks<F, Fut>(rt: &Runtime, iters: u64, body: F) -> Duration
+/// Splits `iters` over `tasks` tasks running `body(share)` and returns the wall time.
+fn run_tasks<F, Fut>(rt: &Runtime, tasks: u64, iters: u64, body: F) -> Duration
 where
     F: Fn(u64) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     rt.block_on(async {
-        let tasks: Vec<_> = (0..TASKS)
-            .map(|t| body(iters / TASKS + u64::from(t < iters % TASKS)))
+        let tasks: Vec<_> = (0..tasks)
+            .map(|t| body(iters / tasks + u64::from(t < iters % tasks)))
             .collect();
         let start = Instant::now();
         let handles: Vec<_> = tasks.into_iter().map(tokio::spawn).collect();
@@ -51,13 +52,18 @@ fn async_acquire(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
+    for (tasks, connections) in SHAPES {
+        shape(c, &rt, tasks, connections);
+    }
+}
 
-    let helios = Arc::new(heliosdb_pool(CONNECTIONS));
-    let deadpool = deadpool_pool(CONNECTIONS);
+fn shape(c: &mut Criterion, rt: &Runtime, tasks: u64, connections: usize) {
+    let helios = Arc::new(heliosdb_pool(connections));
+    let deadpool = deadpool_pool(connections);
     let bb8 = rt.block_on(async {
         bb8::Pool::builder()
-            .max_size(CONNECTIONS as u32)
-            .min_idle(CONNECTIONS as u32)
+            .max_size(connections as u32)
+            .min_idle(connections as u32)
             .test_on_check_out(false)
             .connection_timeout(Duration::from_secs(60))
             .build(Bb8Noop::default())
@@ -65,14 +71,14 @@ fn async_acquire(c: &mut Criterion) {
             .unwrap()
     });
 
-    let mut group = c.benchmark_group("async_64_tasks_8_conns");
+    let mut group = c.benchmark_group(format!("async_{tasks}_tasks_{connections}_conns"));
     group.sample_size(10);
     group.throughput(Throughput::Elements(1));
     for hold in ["none", "yield"] {
         let yield_while_held = hold == "yield";
         group.bench_with_input(BenchmarkId::new("heliosdb", hold), &hold, |b, _| {
             b.iter_custom(|iters| {
-                run_tasks(&rt, iters, |n| {
+                run_tasks(rt, tasks, iters, |n| {
                     let pool = Arc::clone(&helios);
                     async move {
                         for _ in 0..n {
@@ -88,7 +94,7 @@ fn async_acquire(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("deadpool", hold), &hold, |b, _| {
             b.iter_custom(|iters| {
-                run_tasks(&rt, iters, |n| {
+                run_tasks(rt, tasks, iters, |n| {
                     let pool = deadpool.clone();
                     async move {
                         for _ in 0..n {
@@ -104,7 +110,7 @@ fn async_acquire(c: &mut Criterion) {
         });
         group.bench_with_input(BenchmarkId::new("bb8", hold), &hold, |b, _| {
             b.iter_custom(|iters| {
-                run_tasks(&rt, iters, |n| {
+                run_tasks(rt, tasks, iters, |n| {
                     let pool = bb8.clone();
                     async move {
                         for _ in 0..n {

@@ -1,7 +1,7 @@
 //! Contention: N threads (1, 2, 4, 8, and 16 on a machine with 16+ cores) borrow and
 //! return connections as fast as they can, holding each for ~0 or ~1 us of simulated
-//! work, on a pool of N connections and of N/2 (so the waiting path runs). Peers, each
-//! over the same no-op connection and pool size:
+//! work, on a pool of N connections and of 1, 2 and 4 below N (so the waiting path
+//! runs). Peers, each over the same no-op connection and pool size:
 //!
 //! - floor: crossbeam `ArrayQueue`, spinning (then yielding) while empty;
 //! - this pool: `blocking_acquire` + drop, default settings (sweeper running);
@@ -17,12 +17,15 @@
 //!    any thread; threads claim work in chunks of 64 from a shared counter until the
 //!    total is done, and the time is the wall time from a barrier start until the last
 //!    thread finishes, so criterion's elements/s is the aggregate throughput. Groups are
-//!    `contention/hold_<0ns|1us>/pool_<threads|half>` (half: threads/2 connections), ids `<peer>/<threads>`.
+//!    `contention/hold_<0ns|1us>/pool_<threads|1|2|4>` (threads: one connection per
+//!    thread), ids `<peer>/<threads>`.
 //! 2. Latency and fairness (own harness, before criterion): every thread records the
 //!    wait of each acquire (clock read before and after) into a preallocated buffer for
-//!    `HELIOSDB_BENCH_LATENCY_MS` (default 200) ms; the summary (p50, p90, p99, p99.9,
-//!    max wait; per-thread operations and total wait, and fairness = the longest
-//!    per-thread total wait over the median one) goes to
+//!    `HELIOSDB_BENCH_LATENCY_MS` (default 600) ms, and counts its operations per 200 ms
+//!    window; the summary (p50, p90, p99, p99.9, max wait; per-thread operations and
+//!    total wait; fairness = the slowest thread's operations over the fastest's in the
+//!    worst full 200 ms window, 1.0 being perfectly fair; and the older measure, the
+//!    longest per-thread total wait over the median one) goes to
 //!    `target/heliosdb-bench/latency.json` and `latency.csv`, and to stdout.
 //!
 //! `HELIOSDB_BENCH_MODE=latency|throughput` runs only one of them;
@@ -198,6 +201,30 @@ struct ThreadRecord {
     ops: u64,
     waits_ns: Vec<u32>,
     total_wait_ns: u64,
+    /// Operations completed in each 200 ms window since the start.
+    window_ops: Vec<u64>,
+}
+
+/// The fairness window.
+const WINDOW: Duration = Duration::from_millis(200);
+
+/// The slowest thread's operations over the fastest's, in the worst full window of
+/// `full` windows (1.0: every thread did as much as every other in every window).
+fn window_fairness(records: &[ThreadRecord], full: usize) -> f64 {
+    (0..full)
+        .map(|w| {
+            let ops = records
+                .iter()
+                .map(|r| r.window_ops.get(w).copied().unwrap_or(0));
+            let max = ops.clone().max().unwrap_or(0);
+            let min = ops.min().unwrap_or(0);
+            if max == 0 {
+                1.0
+            } else {
+                min as f64 / max as f64
+            }
+        })
+        .fold(1.0, f64::min)
 }
 
 /// Most waits recorded per thread (4 bytes each); later ones are counted, not stored.
@@ -256,11 +283,17 @@ impl<P: Peer> PeerRun for P {
                     let mut n = 0usize;
                     let mut ops = 0u64;
                     let mut total = 0u64;
+                    let mut window_ops = vec![0u64; run_for.div_duration_f64(WINDOW) as usize + 2];
                     barrier.wait();
+                    let base = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
                         let t0 = Instant::now();
                         let guard = self.acquire(&ctx);
                         let waited = t0.elapsed().as_nanos() as u64;
+                        let window = (t0 - base).div_duration_f64(WINDOW) as usize;
+                        if let Some(count) = window_ops.get_mut(window) {
+                            *count += 1;
+                        }
                         black_box(&guard);
                         hold.run();
                         drop(guard);
@@ -276,6 +309,7 @@ impl<P: Peer> PeerRun for P {
                         ops,
                         waits_ns: waits,
                         total_wait_ns: total,
+                        window_ops,
                     });
                 });
             }
@@ -292,14 +326,19 @@ fn holds() -> [(&'static str, Duration); 2] {
     [("0ns", Duration::ZERO), ("1us", Duration::from_micros(1))]
 }
 
+/// The pool sizes run at `threads`: one connection per thread, and 1, 2 and 4 where
+/// that is fewer (the waiting path).
 fn pool_modes(threads: usize) -> Vec<(&'static str, usize)> {
     let mut modes = vec![("threads", threads)];
-    // With one thread the halved pool is the same pool.
-    if threads >= 2 {
-        modes.push(("half", threads / 2));
+    for (label, size) in POOL_LABELS[1..].iter().zip([1, 2, 4]) {
+        if size < threads {
+            modes.push((label, size));
+        }
     }
     modes
 }
+
+const POOL_LABELS: [&str; 4] = ["threads", "1", "2", "4"];
 
 fn group_name(hold: &str, pool: &str) -> String {
     format!("contention/hold_{hold}/pool_{pool}")
@@ -320,12 +359,14 @@ fn latency_harness() {
         std::env::var("HELIOSDB_BENCH_LATENCY_MS")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(200),
+            .unwrap_or(600),
     );
+    let full_windows = run_for.div_duration_f64(WINDOW) as usize;
     let mut json = String::from("[\n");
     let mut csv = String::from(
         "group,peer,threads,pool_size,ops_per_sec,p50_ns,p90_ns,p99_ns,p999_ns,max_ns,\
-         p99_over_p50,fairness_longest_over_median_thread_wait,ops_max_over_min_thread\n",
+         p99_over_p50,fairness_window_slowest_over_fastest_thread,\
+         fairness_longest_over_median_thread_wait,ops_max_over_min_thread\n",
     );
     println!(
         "{:<40} {:<14} {:>3} {:>4} {:>12} {:>8} {:>8} {:>9} {:>10} {:>8} {:>9}",
@@ -341,6 +382,7 @@ fn latency_harness() {
         "p99/p50",
         "fairness"
     );
+    println!("(fairness: slowest thread's operations over the fastest's, worst 200 ms window)");
     let mut first = true;
     for (hold_label, hold) in holds() {
         let spin = Spin::calibrate(hold);
@@ -373,7 +415,8 @@ fn latency_harness() {
                     let mut totals: Vec<u64> = records.iter().map(|r| r.total_wait_ns).collect();
                     totals.sort_unstable();
                     let median_total = totals[(totals.len() - 1) / 2].max(1);
-                    let fairness = *totals.last().unwrap() as f64 / median_total as f64;
+                    let wait_spread = *totals.last().unwrap() as f64 / median_total as f64;
+                    let fairness = window_fairness(&records, full_windows);
                     let ops_max = records.iter().map(|r| r.ops).max().unwrap_or(0);
                     let ops_min = records.iter().map(|r| r.ops).min().unwrap_or(0).max(1);
                     let ops_ratio = ops_max as f64 / ops_min as f64;
@@ -399,7 +442,8 @@ fn latency_harness() {
                          \"ops\": {ops}, \"ops_per_sec\": {ops_per_sec:.0}, \"recorded\": {}, \
                          \"p50_ns\": {p50}, \"p90_ns\": {p90}, \"p99_ns\": {p99}, \"p999_ns\": {p999}, \
                          \"max_ns\": {max}, \"p99_over_p50\": {p99_over_p50:.3}, \
-                         \"fairness_longest_over_median_thread_wait\": {fairness:.3}, \
+                         \"fairness_window_slowest_over_fastest_thread\": {fairness:.3}, \
+                         \"fairness_longest_over_median_thread_wait\": {wait_spread:.3}, \
                          \"ops_max_over_min_thread\": {ops_ratio:.3}, \
                          \"per_thread_ops\": [{}], \"per_thread_wait_ns\": [{}]}}",
                         run_for.as_millis(),
@@ -409,7 +453,7 @@ fn latency_harness() {
                     );
                     let _ = writeln!(
                         csv,
-                        "{group},{peer},{threads},{size},{ops_per_sec:.0},{p50},{p90},{p99},{p999},{max},{p99_over_p50:.3},{fairness:.3},{ops_ratio:.3}"
+                        "{group},{peer},{threads},{size},{ops_per_sec:.0},{p50},{p90},{p99},{p999},{max},{p99_over_p50:.3},{fairness:.3},{wait_spread:.3},{ops_ratio:.3}"
                     );
                 }
             }
@@ -431,7 +475,7 @@ fn throughput(c: &mut Criterion) {
     for (hold_label, hold) in holds() {
         let spin = Spin::calibrate(hold);
         let counts = thread_counts();
-        for pool_label in ["threads", "half"] {
+        for pool_label in POOL_LABELS {
             let mut group = c.benchmark_group(group_name(hold_label, pool_label));
             group.sample_size(10);
             group.throughput(Throughput::Elements(1));

@@ -703,6 +703,16 @@ typedef struct heliosdb_pool_config {
    * instead of `connect`. See `heliosdb_connect_with_metadata_fn`.
    */
   heliosdb_connect_with_metadata_fn connect_with_metadata;
+  /**
+   * Eventual fairness (microseconds): while no waiting caller has waited longer
+   * than this, a released connection may be taken by whoever asks first (the
+   * releasing thread included), so a busy pool does not wake a thread per borrow;
+   * past it, each release goes to the oldest waiter (strictly FIFO) until that
+   * waiter is served. 0: strictly FIFO at all times. Default 1000 (1 ms), also
+   * for a caller compiled against an older header; at most 1000000 (1 s), more is
+   * `HELIOSDB_ERR_INVALID_CONFIG`.
+   */
+  uint64_t fairness_bound_us;
 } heliosdb_pool_config;
 
 /**

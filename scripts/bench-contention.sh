@@ -19,7 +19,7 @@
 #
 # Settings (environment): WARMUP (s, default 0.5), MEASURE (s, default 1),
 # HELIOSDB_BENCH_THREADS (default 1,2,4,8 plus 16 on 16+ cores),
-# HELIOSDB_BENCH_LATENCY_MS (default 200). About 4 minutes on 16 cores with the defaults.
+# HELIOSDB_BENCH_LATENCY_MS (default 600). About 4 minutes on 16 cores with the defaults.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -87,7 +87,7 @@ START=$(date +%s)
     echo "nproc: $(nproc)"
     echo "kernel: $(uname -srm)"
     echo "rustc: $(rustc -V 2>/dev/null || echo 'n/a (prebuilt binaries)')"
-    echo "settings: WARMUP=$WARMUP MEASURE=$MEASURE HELIOSDB_BENCH_THREADS=${HELIOSDB_BENCH_THREADS:-default} HELIOSDB_BENCH_LATENCY_MS=${HELIOSDB_BENCH_LATENCY_MS:-200}"
+    echo "settings: WARMUP=$WARMUP MEASURE=$MEASURE HELIOSDB_BENCH_THREADS=${HELIOSDB_BENCH_THREADS:-default} HELIOSDB_BENCH_LATENCY_MS=${HELIOSDB_BENCH_LATENCY_MS:-600}"
     echo
     lscpu 2>/dev/null || cat /proc/cpuinfo
     echo

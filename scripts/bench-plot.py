@@ -177,13 +177,14 @@ def tables(rows, latency_path):
         with open(latency_path) as f:
             lat = json.load(f)
         lines.append("#### Latency and fairness (own harness)\n")
-        lines.append("| group | peer | threads | pool | M ops/s | p50 ns | p99 ns | p99.9 ns | max ns | p99/p50 | longest/median thread wait | most/fewest ops per thread |")
-        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+        lines.append("| group | peer | threads | pool | M ops/s | p50 ns | p99 ns | p99.9 ns | max ns | p99/p50 | fairness (200 ms windows) | longest/median thread wait | most/fewest ops per thread |")
+        lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in lat:
             lines.append(
                 f"| {r['group']} | {r['peer']} | {r['threads']} | {r['pool_size']} | "
                 f"{r['ops_per_sec'] / 1e6:.2f} | {r['p50_ns']} | {r['p99_ns']} | {r['p999_ns']} | "
                 f"{r['max_ns']:,} | {r['p99_over_p50']:.1f} | "
+                f"{r.get('fairness_window_slowest_over_fastest_thread', float('nan')):.2f} | "
                 f"{r['fairness_longest_over_median_thread_wait']:.2f} | {r['ops_max_over_min_thread']:.2f} |"
             )
         lines.append("")

@@ -37,6 +37,10 @@ enum State {
         partition: Arc<Partition>,
         node: Arc<WaitNode>,
         started: Instant,
+        /// Whether this waiter has declared itself past the fairness bound.
+        overdue: bool,
+        /// Whether the timer will poll it at the fairness bound.
+        bound_armed: bool,
     },
     Done,
 }
@@ -66,6 +70,7 @@ impl<'a, C> Future for Acquire<'a, C> {
         let this = self.get_mut();
         let pool = this.pool;
         if let State::Start = this.state {
+            let overdue = pool.overdue_after(Duration::ZERO);
             let (partition, node) = loop {
                 // One fast attempt, exactly like `try_acquire`, before queueing.
                 let partition = match pool.start_acquire(this.user, this.site) {
@@ -83,11 +88,12 @@ impl<'a, C> Future for Acquire<'a, C> {
                     site: this.site,
                     borrower: thread_tag::current(),
                 };
-                match partition
-                    .waiters
-                    .register(Wakeup::Task(cx.waker().clone()), waiter)
-                {
-                    Registration::Waiting(node) => break (partition, node),
+                match partition.waiters.register(
+                    Wakeup::Task(cx.waker().clone()),
+                    waiter,
+                    overdue,
+                ) {
+                    Registration::Waiting(node, _) => break (partition, node),
                     Registration::Closed if pool.closed() => {
                         this.state = State::Done;
                         return Poll::Ready(Err(Error::Closed));
@@ -100,26 +106,31 @@ impl<'a, C> Future for Acquire<'a, C> {
             if let Some(deadline) = started.checked_add(this.timeout) {
                 timer::arm(deadline, &node);
             }
-            pool.dispatch(&partition);
             pool.request_connection(&partition);
             this.state = State::Waiting {
                 partition,
                 node,
                 started,
+                overdue,
+                bound_armed: false,
             };
         }
         let State::Waiting {
             ref partition,
             ref node,
             started,
+            ref mut overdue,
+            ref mut bound_armed,
         } = this.state
         else {
             panic!("`Acquire` polled after completion");
         };
+        let waited = started.elapsed();
         let outcome = match node.outcome() {
             Some(outcome) => Some(outcome),
-            None if started.elapsed() >= this.timeout => match partition.waiters.cancel(node) {
+            None if waited >= this.timeout => match partition.waiters.cancel(node) {
                 None => {
+                    pool.leave_queue(partition);
                     let error = pool.timeout_error(partition, started.elapsed());
                     this.state = State::Done;
                     return Poll::Ready(Err(error));
@@ -127,17 +138,35 @@ impl<'a, C> Future for Acquire<'a, C> {
                 Some(outcome) => Some(outcome),
             },
             None => {
+                if !*overdue && pool.overdue_after(waited) {
+                    *overdue = true;
+                    partition.waiters.declare_overdue(node);
+                }
                 node.set_waker(cx.waker());
-                // Re-check after publishing the waker: a grant between the first check
-                // and `set_waker` woke the old waker, and must not be missed.
-                node.outcome()
+                // A polled waiter is the awake one (registered, or woken by a release
+                // or a grant): it stops being so and searches before it sleeps, after
+                // publishing the waker (a grant before `set_waker` woke the old waker,
+                // and must not be missed).
+                partition.waiters.stop_awake();
+                pool.dispatch(partition);
+                let outcome = node.outcome();
+                // Going to sleep: polled again at the fairness bound, to declare itself
+                // overdue. Armed only now, so an acquire served at once by its own
+                // search never wakes the timer thread.
+                let bound = pool.tuning.fairness_bound;
+                if outcome.is_none() && !*overdue && !*bound_armed && bound < this.timeout {
+                    *bound_armed = true;
+                    timer::arm(started + bound, node);
+                }
+                outcome
             }
         };
         match outcome {
             None => Poll::Pending,
             Some(outcome) => {
+                let result = pool.finish_wait(partition, outcome, started);
                 this.state = State::Done;
-                Poll::Ready(pool.finish_wait(outcome, started))
+                Poll::Ready(result)
             }
         }
     }
@@ -154,6 +183,7 @@ impl<C> Drop for Acquire<'_, C> {
             if let Some(outcome) = partition.waiters.cancel(&node) {
                 self.pool.return_grant(outcome);
             }
+            self.pool.leave_queue(&partition);
         }
     }
 }

@@ -50,6 +50,13 @@ pub type ReportFn = Box<dyn Fn(&LeakReport) + Send + Sync>;
 /// The default of [`PoolBuilder::validate_after`] (HikariCP's).
 pub const DEFAULT_VALIDATE_AFTER: Duration = Duration::from_millis(500);
 
+/// The default of [`PoolBuilder::fairness_bound`].
+pub const DEFAULT_FAIRNESS_BOUND: Duration = Duration::from_millis(1);
+
+/// The largest [`PoolBuilder::fairness_bound`] accepted: past this, waiters would be
+/// passed over for longer than a request can sensibly wait.
+pub const MAX_FAIRNESS_BOUND: Duration = Duration::from_secs(1);
+
 /// An eviction hook; see [`PoolBuilder::on_evict`].
 pub type EvictFn = Box<dyn Fn(&Evicted<'_>) + Send + Sync>;
 
@@ -105,6 +112,9 @@ pub(crate) struct Tuning {
     pub(crate) user_limits: UserLimits,
     /// Most factory connects running at once (and most connector threads).
     pub(crate) max_concurrent_connects: usize,
+    /// Eventual fairness: how long a waiter may be passed over by callers taking a
+    /// just-released connection before hand-off turns strictly FIFO (zero: always).
+    pub(crate) fairness_bound: Duration,
 }
 
 /// Builds an [`EnhancedConnectionPool`] with hooks. Made by
@@ -169,6 +179,7 @@ pub struct PoolBuilder<C> {
     validate_after: Duration,
     user_limits: UserLimits,
     max_concurrent_connects: usize,
+    fairness_bound: Duration,
     hooks: Hooks<C>,
 }
 
@@ -185,6 +196,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
             validate_after: DEFAULT_VALIDATE_AFTER,
             user_limits: UserLimits::default(),
             max_concurrent_connects: crate::factory::DEFAULT_MAX_CONCURRENT_CONNECTS,
+            fairness_bound: DEFAULT_FAIRNESS_BOUND,
             hooks: Hooks {
                 health_check: None,
                 reset: None,
@@ -311,6 +323,21 @@ impl<C: Send + 'static> PoolBuilder<C> {
     /// detection, health checks, eviction or a factory is on).
     pub fn retire_users_after(mut self, after: Duration) -> Self {
         self.user_limits.retire_after = (after != Duration::MAX).then_some(after);
+        self
+    }
+
+    /// Eventual fairness on the waiting path (as Go's `sync.Mutex` starvation mode and
+    /// WebKit's ParkingLot): while no waiter has waited longer than `bound`, a released
+    /// connection goes idle and whoever asks first takes it, the releasing thread
+    /// included, so a busy pool does not pay a thread wake-up per borrow. A waiter past
+    /// `bound` turns hand-off strictly FIFO until it is served: each release then goes
+    /// to the oldest waiter, and new callers queue behind. Default 1 ms
+    /// ([`DEFAULT_FAIRNESS_BOUND`]); `Duration::ZERO` is strict FIFO at all times (every
+    /// release hands its connection to the oldest waiter). At most
+    /// [`MAX_FAIRNESS_BOUND`]; [`build`](Self::build) refuses more with
+    /// [`Error::InvalidConfig`] naming `fairness_bound`.
+    pub fn fairness_bound(mut self, bound: Duration) -> Self {
+        self.fairness_bound = bound;
         self
     }
 
@@ -471,6 +498,15 @@ impl<C: Send + 'static> PoolBuilder<C> {
             return Err(Error::invalid_config("sweep_interval", "must be non-zero"));
         }
         self.user_limits.validate()?;
+        if self.fairness_bound > MAX_FAIRNESS_BOUND {
+            return Err(Error::invalid_config(
+                "fairness_bound",
+                format!(
+                    "{:?} exceeds the maximum of {MAX_FAIRNESS_BOUND:?}",
+                    self.fairness_bound
+                ),
+            ));
+        }
         self.health_policy.validate()?;
         let validating = self.hooks.health_check.is_some() && self.config.health_check_enabled;
         let tuning = Tuning {
@@ -485,6 +521,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
                 .filter(|_| validating),
             user_limits: self.user_limits,
             max_concurrent_connects: self.max_concurrent_connects,
+            fairness_bound: self.fairness_bound,
         };
         Ok(EnhancedConnectionPool::from_parts(
             self.config,

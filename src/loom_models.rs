@@ -2,7 +2,8 @@
 //! claims, releases, flags and take-outs (`state::try_claim`, `end_borrow`, `end_check`,
 //! `try_flag`, `take_out_of_service`), the idle hint search and repair
 //! (`IdleSet::claim_hinted`, `IdleSet::repair`), and the wait queue (`WaitQueue`:
-//! register, the releaser's handshake, dispatch, cancel, close). Loom does not model
+//! register, the releaser's handshake, dispatch, cancel, close, and eventual fairness:
+//! barging, the awake waiter, overdue waiters and hand-off). Loom does not model
 //! SeqCst accesses, so the handshakes use SeqCst fences under loom (see
 //! `sync::handshake`).
 //!
@@ -18,7 +19,7 @@ use crate::slab::CallSite;
 use crate::slab::idle::IdleSet;
 use crate::slab::state::{self, Claim, Lifecycle, SlotState, TakeOut, flags};
 use crate::sync::{AtomicU64, Ordering, UnsafeCell};
-use crate::wait::{Outcome, Registration, WaitQueue, Waiter, Wakeup};
+use crate::wait::{Outcome, Registration, WaitNode, WaitQueue, Waiter, Wakeup};
 
 /// A one-connection partition: the hint, the slot's state word, the connection.
 struct MiniPool {
@@ -202,7 +203,14 @@ impl Waiting {
     /// After the slot became idle: the pool's `announce_idle` and `dispatch`.
     fn announce_idle(&self) {
         self.hint.repair(0);
-        if self.queue.needs_dispatch() && !self.queue.dispatch(|_| self.claim()) {
+        if self.queue.needs_dispatch() {
+            self.dispatch();
+        }
+    }
+
+    /// The pool's `dispatch`: grants front first, or drains a closed pool.
+    fn dispatch(&self) {
+        if !self.queue.dispatch(|_| self.claim()) {
             self.drain();
         }
     }
@@ -214,26 +222,77 @@ impl Waiting {
         self.announce_idle();
     }
 
+    /// The fast path of an arriving (or re-acquiring) caller: unless a waiter is overdue
+    /// (or the pool closed), take an idle connection ("barging").
+    fn barge(&self) -> Option<u64> {
+        if self.queue.busy() {
+            return None;
+        }
+        let (_, claimed) = self.hint.claim_hinted(
+            |_| Some(&self.word),
+            |_| true,
+            Claim::Borrow,
+            Ordering::Relaxed,
+        )?;
+        Some(claimed.generation())
+    }
+
     /// Register as the pool's acquire does, then re-check through a dispatch.
-    fn wait(&self) -> Option<Arc<crate::wait::WaitNode>> {
+    /// `overdue`: already past the fairness bound (a bound of zero).
+    fn register(&self, overdue: bool) -> Option<Arc<WaitNode>> {
         let waiter = Waiter {
             site: SITE,
             borrower: 1,
         };
         match self
             .queue
-            .register(Wakeup::Thread(thread::current()), waiter)
+            .register(Wakeup::Thread(thread::current()), waiter, overdue)
         {
-            Registration::Waiting(node) => {
-                if !self.queue.dispatch(|_| self.claim()) {
-                    self.drain();
-                }
+            Registration::Waiting(node, _) => {
+                self.dispatch();
                 Some(node)
             }
             Registration::Closed => None,
         }
     }
+
+    /// A registered waiter's life as `blocking_acquire` lives it (without the spin,
+    /// which only repeats the search): stop being the awake waiter, search once more,
+    /// park; a wake-up (a grant, or a releaser's) makes it search again.
+    fn sleep_until_served(&self, node: &Arc<WaitNode>) -> Outcome {
+        loop {
+            if let Some(outcome) = node.outcome() {
+                self.leave();
+                return outcome;
+            }
+            self.queue.stop_awake();
+            self.dispatch();
+            if let Some(outcome) = node.outcome() {
+                self.leave();
+                return outcome;
+            }
+            thread::park();
+        }
+    }
+
+    /// A waiter left the queue: the pool's `leave_queue`.
+    fn leave(&self) {
+        if self.queue.stop_awake() {
+            self.dispatch();
+        }
+    }
+
+    /// Register, then sleep until served (`None`: closed before registering).
+    fn wait(&self) -> Option<Outcome> {
+        let node = self.register(false)?;
+        Some(self.sleep_until_served(&node))
+    }
 }
+
+const GRANTED_AT_1: Outcome = Outcome::Granted {
+    slot: 0,
+    generation: 1,
+};
 
 #[test]
 fn a_waiter_registering_as_the_last_connection_returns_is_never_stranded() {
@@ -246,29 +305,108 @@ fn a_waiter_registering_as_the_last_connection_returns_is_never_stranded() {
 }
 
 fn never_stranded(w: Arc<Waiting>) {
-    {
+    let other = w.clone();
+    let waiter = thread::spawn(move || other.wait().expect("not closed"));
+    w.release(0);
+    // Loom fails the model if the waiter parks for good (a lost wake-up): either its
+    // search or the releaser's wake-up (no waiter is overdue: no hand-off) found it.
+    assert_eq!(waiter.join().unwrap(), GRANTED_AT_1);
+    assert_eq!(w.state().lifecycle(), Lifecycle::InUse);
+    assert_eq!(w.queue.waiting(), 0);
+}
+
+#[test]
+fn a_waiter_at_the_fairness_bound_is_handed_the_connection_before_a_barger() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(2);
+    builder.check(|| {
+        let w = Waiting::borrowed();
         let other = w.clone();
-        let waiter = thread::spawn(move || other.wait().expect("not closed"));
+        let waiter = thread::spawn(move || {
+            let node = other.register(false).expect("not closed");
+            // The waiter reaches the bound while the holder cycles.
+            other.queue.declare_overdue(&node);
+            other.dispatch();
+            (other.sleep_until_served(&node), node)
+        });
+        // The holder releases and tries to take the connection straight back.
         w.release(0);
-        let node = waiter.join().unwrap();
-        // Either the waiter's re-check or the releaser's dispatch handed it over.
-        assert_eq!(
-            node.outcome(),
-            Some(Outcome::Granted {
-                slot: 0,
-                generation: 1
-            })
-        );
-        assert_eq!(w.state().lifecycle(), Lifecycle::InUse);
+        let barged = w.barge();
+        if let Some(generation) = barged {
+            // It won the race with the waiter's declaration; it must give it back.
+            w.release(generation);
+        }
+        let (outcome, _node) = waiter.join().unwrap();
+        assert!(matches!(outcome, Outcome::Granted { .. }), "served");
         assert_eq!(w.queue.waiting(), 0);
-    }
+        assert_eq!(w.state().lifecycle(), Lifecycle::InUse);
+        // Nobody barges once the overdue waiter is queued: hand-off mode is on.
+    });
+    // Once the waiter is past the bound, a release hands off: the barger gets nothing.
+    loom::model(|| {
+        let w = Waiting::borrowed();
+        // Registered (and woken) on this thread.
+        let node = w.register(true).expect("not closed");
+        assert_eq!(node.outcome(), None);
+        let holder = {
+            let w = w.clone();
+            thread::spawn(move || {
+                w.release(0);
+                w.barge()
+            })
+        };
+        assert_eq!(w.sleep_until_served(&node), GRANTED_AT_1);
+        assert_eq!(
+            holder.join().unwrap(),
+            None,
+            "an overdue waiter is never barged"
+        );
+    });
+}
+
+#[test]
+fn a_barger_racing_a_timing_out_waiter_strands_no_other_waiter() {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(3);
+    builder.check(|| {
+        let w = Waiting::borrowed();
+        // A waiter parked first, at the front.
+        let parked = {
+            let w = w.clone();
+            thread::spawn(move || w.wait().expect("not closed"))
+        };
+        // A second waiter, awake (releasers may count on it), then times out.
+        let late = w.register(false).expect("not closed");
+        let holder = {
+            let w = w.clone();
+            thread::spawn(move || {
+                w.release(0);
+                // Barges if it can, and gives it back.
+                if let Some(generation) = w.barge() {
+                    w.release(generation);
+                }
+            })
+        };
+        match w.queue.cancel(&late) {
+            None => w.leave(),
+            Some(Outcome::Granted { generation, .. }) => {
+                w.leave();
+                w.release(generation);
+            }
+            Some(Outcome::Closed) => unreachable!("never closed here"),
+        }
+        holder.join().unwrap();
+        // Loom fails the model if the parked waiter is never woken.
+        assert!(matches!(parked.join().unwrap(), Outcome::Granted { .. }));
+        assert_eq!(w.queue.waiting(), 0);
+    });
 }
 
 #[test]
 fn a_grant_racing_a_cancel_has_exactly_one_owner_and_is_never_lost() {
     loom::model(|| {
         let w = Waiting::borrowed();
-        let node = w.wait().expect("not closed");
+        let node = w.register(true).expect("not closed");
         assert_eq!(node.outcome(), None, "borrowed: nothing to grant yet");
         let other = w.clone();
         // The waiter times out (or its future is dropped) while the holder releases.
@@ -307,13 +445,9 @@ fn close_racing_a_waiter_and_a_release_strands_nobody_and_drains_every_idle_slot
         w.queue.close();
         w.drain();
         releaser.join().unwrap();
-        let node = waiter.join().unwrap();
-        // A registered waiter ends with an outcome, never pending in a closed pool.
-        let granted = match node.map(|n| n.outcome()) {
-            None | Some(Some(Outcome::Closed)) => false,
-            Some(Some(Outcome::Granted { .. })) => true,
-            Some(None) => panic!("a waiter is left pending in a closed pool"),
-        };
+        // A registered waiter ends with an outcome, never pending in a closed pool
+        // (loom fails the model if it parks for good).
+        let granted = matches!(waiter.join().unwrap(), Some(Outcome::Granted { .. }));
         // No idle connection survives the close: drained (Reserved) or handed over.
         let lifecycle = w.state().lifecycle();
         if granted {

@@ -1338,7 +1338,7 @@ impl<C> PoolInner<C> {
         timeout: Duration,
         site: CallSite,
     ) -> Result<PooledConnection<'_, C>> {
-        let (partition, node) = loop {
+        let (partition, node, mut awake, mut overdue) = loop {
             let partition = match self.start_acquire(user, site)? {
                 Start::Got(conn) => return Ok(conn),
                 Start::Wait(partition) => partition,
@@ -1347,11 +1347,13 @@ impl<C> PoolInner<C> {
                 site,
                 borrower: thread_tag::current(),
             };
-            match partition
-                .waiters
-                .register(Wakeup::Thread(std::thread::current()), waiter)
-            {
-                Registration::Waiting(node) => break (partition, node),
+            let overdue = self.overdue_after(Duration::ZERO);
+            match partition.waiters.register(
+                Wakeup::Thread(std::thread::current()),
+                waiter,
+                overdue,
+            ) {
+                Registration::Waiting(node, awake) => break (partition, node, awake, overdue),
                 Registration::Closed if self.closed() => return Err(Error::Closed),
                 // Retired since the lookup: the registry's next answer is current.
                 Registration::Closed => self.users.settle(),
@@ -1361,28 +1363,75 @@ impl<C> PoolInner<C> {
         let partition = &*partition;
         self.dispatch(partition);
         self.request_connection(partition);
-        // Borrows are often short: spin, then yield, for a few microseconds before
-        // parking, so a hand-off to this waiter usually costs no futex wake-up and no
-        // context switch (an unpark of a thread that is not parked is an atomic store).
+        // Borrows are often short: the awake waiter spins, then yields, for a few
+        // microseconds before parking. Releasers wake nobody while a waiter is awake,
+        // and a hand-off to a spinning waiter costs no futex wake-up. The others park
+        // at once: one release serves one waiter, and spinners would only take CPU
+        // from the holders they wait for.
         let backoff = crossbeam_utils::Backoff::new();
-        while !backoff.is_completed() && started.elapsed() < timeout {
-            if let Some(outcome) = node.outcome() {
-                return self.finish_wait(outcome, started);
-            }
-            backoff.snooze();
-        }
         loop {
             if let Some(outcome) = node.outcome() {
-                return self.finish_wait(outcome, started);
+                return self.finish_wait(partition, outcome, started);
             }
             let waited = started.elapsed();
             if waited >= timeout {
                 return match partition.waiters.cancel(&node) {
-                    None => Err(self.timeout_error(partition, waited)),
-                    Some(outcome) => self.finish_wait(outcome, started),
+                    None => {
+                        self.leave_queue(partition);
+                        Err(self.timeout_error(partition, waited))
+                    }
+                    Some(outcome) => self.finish_wait(partition, outcome, started),
                 };
             }
-            std::thread::park_timeout(timeout - waited);
+            if !overdue && self.overdue_after(waited) {
+                overdue = true;
+                partition.waiters.declare_overdue(&node);
+                self.dispatch(partition);
+                continue;
+            }
+            if awake && !backoff.is_completed() {
+                backoff.snooze();
+                // Compete for a connection released meanwhile (barging is allowed
+                // until someone is overdue; then releasers hand off themselves).
+                if !partition.waiters.busy() {
+                    self.dispatch(partition);
+                }
+                continue;
+            }
+            // About to park: no longer the awake waiter, so search once more first.
+            if awake {
+                partition.waiters.stop_awake();
+                self.dispatch(partition);
+            }
+            if node.outcome().is_none() {
+                // Until the deadline, or until the fairness bound makes this waiter
+                // overdue (then it declares so, and the next release hands off to the
+                // front); a release or a grant wakes it sooner.
+                let until = match overdue {
+                    true => timeout,
+                    false => timeout.min(self.tuning.fairness_bound),
+                };
+                std::thread::park_timeout(until.saturating_sub(waited));
+                // Woken: a releaser may have made it the awake one (or a timeout ran
+                // out: then its clearing of AWAKE before the next park costs at most a
+                // spare wake-up), so it spins again before the next park.
+                awake = true;
+                backoff.reset();
+            }
+        }
+    }
+
+    /// Whether a waiter that has waited `waited` is past the fairness bound (see
+    /// `wait`'s module docs); a bound of zero makes every waiter overdue at once.
+    pub(crate) fn overdue_after(&self, waited: Duration) -> bool {
+        waited >= self.tuning.fairness_bound
+    }
+
+    /// A waiter left the queue (granted, closed, timed out, cancelled): if it was the
+    /// awake one that releasers relied on, the next waiters are served in its place.
+    pub(crate) fn leave_queue(&self, partition: &Partition) {
+        if partition.waiters.stop_awake() {
+            self.dispatch(partition);
         }
     }
 
@@ -1390,9 +1439,11 @@ impl<C> PoolInner<C> {
     /// was stamped by its granter already (see `dispatch`).
     pub(crate) fn finish_wait(
         &self,
+        partition: &Partition,
         outcome: Outcome,
         started: Instant,
     ) -> Result<PooledConnection<'_, C>> {
+        self.leave_queue(partition);
         match outcome {
             Outcome::Granted { slot, generation } => {
                 self.counters.acquire_wait.record(started.elapsed());

@@ -1,26 +1,47 @@
-//! The slow path: a user's FIFO queue of waiting threads and tasks, and direct hand-off.
+//! The slow path: a user's queue of waiting threads and tasks, with eventual fairness.
+//!
+//! # Eventual fairness
+//!
+//! Strict FIFO hand-off makes every release at saturation wake a parked thread (a futex
+//! wake and a context switch per borrow). So, as Go's `sync.Mutex` (normal and
+//! starvation modes) and WebKit's ParkingLot ("eventual fairness") do, a released
+//! connection simply goes idle while no waiter has waited longer than the pool's
+//! *fairness bound*: the releaser itself or an arriving caller may take it again
+//! ("barging"), and the waiters compete for it from their place in the queue. A waiter
+//! that has waited past the bound declares itself *overdue*; while any queued waiter
+//! is overdue, the queue is in *hand-off* mode: arriving callers queue behind, and
+//! every release grants its connection to the front (oldest) waiter. Hand-off mode ends
+//! when the last overdue waiter has been served. A bound of zero makes every waiter
+//! overdue at once: strict FIFO. A waiter never leaves its place while it waits, so a
+//! barged waiter keeps its age and the bound always triggers.
 //!
 //! # No lost wake-ups
 //!
-//! A waiter registers (increments `signal` with SeqCst, under the queue lock), then
-//! searches for an idle connection with SeqCst loads. A releaser makes its slot idle
-//! with a SeqCst CAS (and fixes the idle hint, see `slab::idle`), then loads `signal`
-//! with SeqCst. In the single total order of SeqCst
-//! operations one of the two comes first: either the waiter's re-check sees the bit, or
-//! the releaser sees the waiter and dispatches. Both paths take the queue lock to
-//! dispatch, so a connection is handed to the *front* waiter (FIFO).
+//! `signal` holds the waiter count, [`CLOSED`], [`HANDOFF`] and [`AWAKE`]. A waiter
+//! registers (SeqCst RMW under the queue lock), then searches for an idle connection
+//! with SeqCst loads (a dispatch). A releaser makes its slot idle with a SeqCst CAS (and
+//! fixes the idle hint, see `slab::idle`), then loads `signal` with SeqCst. In the single
+//! total order of SeqCst operations one comes first: either the waiter's search sees the
+//! idle bit, or the releaser sees the waiter. A releaser that sees a waiter then:
 //!
-//! # Fairness
+//! - in hand-off mode (or closed): dispatches, under the queue lock, to the front;
+//! - if [`AWAKE`] is set: does nothing. Some waiter is running and has promised to
+//!   search again before it parks or leaves: it clears `AWAKE` (SeqCst RMW) first, then
+//!   dispatches. The releaser's load saw `AWAKE` set, so it precedes the clear, and the
+//!   dispatch after the clear sees the idle bit;
+//! - otherwise: sets `AWAKE` and wakes the front waiter (under the lock), which makes
+//!   that waiter the one that promised. At most one wake-up is in flight, so a thread
+//!   releasing and re-acquiring in a loop makes no system call per borrow.
 //!
-//! While anyone waits, new acquirers see `signal != 0` and queue behind instead of
-//! taking an idle connection, so a thread that releases and re-acquires in a loop
-//! cannot starve waiters.
+//! A dispatch hands every idle connection it finds to the waiters, front first.
 //!
 //! # Cancellation
 //!
 //! A waiter that gives up (timeout, dropped future) removes itself under the lock. If a
 //! connection was granted to it in the meantime, it either uses it (timeout) or gives
-//! it back through the same release path (dropped future), so nothing is lost.
+//! it back through the same release path (dropped future), so nothing is lost. A waiter
+//! that leaves in any way while `AWAKE` is set clears it and dispatches, keeping the
+//! promise a releaser may have counted on.
 
 use std::collections::VecDeque;
 use std::task::Waker;
@@ -33,7 +54,14 @@ use crate::slab::CallSite;
 use crate::sync::{Arc, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, Thread};
 
 /// Set in `signal` once the pool is closed.
-const CLOSED: u64 = 1 << 63;
+const CLOSED: u64 = 1;
+/// Set in `signal` while a queued waiter is overdue: arrivals queue, releases hand off.
+const HANDOFF: u64 = 1 << 1;
+/// Set in `signal` while a waiter is running that will dispatch before it parks or
+/// leaves; releasers then need not wake anyone.
+const AWAKE: u64 = 1 << 2;
+/// One waiter in `signal`'s count (the bits above the flags).
+const ONE_WAITER: u64 = 1 << 3;
 
 const PENDING: u64 = u64::MAX;
 const CLOSED_OUTCOME: u64 = u64::MAX - 1;
@@ -138,17 +166,50 @@ impl WaitNode {
     }
 }
 
+/// A queued waiter and whether it has declared itself overdue.
+struct Entry {
+    node: Arc<WaitNode>,
+    overdue: bool,
+}
+
+/// The queue proper, under the queue lock.
+struct Queue {
+    /// Oldest first.
+    entries: VecDeque<Entry>,
+    /// How many entries are overdue: hand-off mode is on while this is non-zero.
+    overdue: usize,
+}
+
+impl Queue {
+    /// Takes the entry at `pos` out, keeping the count and the flags right.
+    fn remove(&mut self, pos: usize, signal: &AtomicU64) -> Arc<WaitNode> {
+        let entry = self.entries.remove(pos).expect("a queued position");
+        if entry.overdue {
+            self.overdue -= 1;
+            if self.overdue == 0 {
+                // The last overdue waiter is served or gone: barging is allowed again.
+                signal.fetch_and(!HANDOFF, Ordering::Relaxed);
+            }
+        }
+        signal.fetch_sub(ONE_WAITER, Ordering::Relaxed);
+        entry.node
+    }
+}
+
 /// A user's waiters.
 pub(crate) struct WaitQueue {
-    /// Waiter count, plus [`CLOSED`]. Read on every acquire and release, written only
-    /// when someone waits, so it sits alone on its cache line and stays shared.
+    /// Waiter count and flags. Read on every acquire and release, written only when
+    /// someone waits, so it sits alone on its cache line and stays shared.
     signal: CachePadded<AtomicU64>,
-    queue: Mutex<VecDeque<Arc<WaitNode>>>,
+    queue: Mutex<Queue>,
 }
 
 /// What a registration found.
 pub(crate) enum Registration {
-    Waiting(Arc<WaitNode>),
+    /// Queued. The flag: whether this waiter became the awake one (no other was), so
+    /// it should spin before parking; otherwise the awake one searches for it and it
+    /// may park at once.
+    Waiting(Arc<WaitNode>, bool),
     Closed,
 }
 
@@ -156,23 +217,64 @@ impl WaitQueue {
     pub(crate) fn new() -> Self {
         WaitQueue {
             signal: CachePadded::new(AtomicU64::new(0)),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue {
+                entries: VecDeque::new(),
+                overdue: 0,
+            }),
         }
     }
 
-    /// Whether the fast path must step aside: someone waits, or the pool is closed.
-    /// Relaxed: a stale answer only sends one acquire down the other path.
+    /// Whether the fast path must step aside: a waiter is overdue (hand-off mode), or
+    /// the pool is closed. Waiters that are not overdue yet do not stop an arriving
+    /// caller from taking an idle connection. Relaxed: a stale answer only sends one
+    /// acquire down the other path, or lets it take one connection before an overdue
+    /// waiter (whose hand-off comes with the next release).
     #[inline]
     pub(crate) fn busy(&self) -> bool {
-        self.signal.load(Ordering::Relaxed) != 0
+        self.signal.load(Ordering::Relaxed) & (CLOSED | HANDOFF) != 0
     }
 
     /// The releaser's half of the handshake: called after the SeqCst publication of an
-    /// idle bit; true if a dispatch is needed.
+    /// idle bit; true if a dispatch is needed (hand-off mode, or closed). Wakes the
+    /// front waiter itself when nobody is awake to find the connection (see the module
+    /// docs).
     #[inline]
     pub(crate) fn needs_dispatch(&self) -> bool {
         crate::sync::handshake();
-        self.signal.load(Ordering::SeqCst) != 0
+        let signal = self.signal.load(Ordering::SeqCst);
+        signal != 0 && self.idle_while_waiting(signal)
+    }
+
+    /// `needs_dispatch` when someone waits or the pool is closed.
+    #[cold]
+    #[inline(never)]
+    fn idle_while_waiting(&self, signal: u64) -> bool {
+        if signal & (CLOSED | HANDOFF) != 0 {
+            return true;
+        }
+        if signal & AWAKE == 0 {
+            self.wake_front();
+        }
+        false
+    }
+
+    /// Makes the front waiter the awake one: sets [`AWAKE`] and wakes it, so it
+    /// searches again (unless a waiter became awake meanwhile).
+    fn wake_front(&self) {
+        let front = {
+            let queue = lock(&self.queue);
+            let Some(front) = queue.entries.front() else {
+                return; // Everyone left meanwhile.
+            };
+            // Relaxed: the lock orders this with the other writers of AWAKE that matter
+            // here (a registration); a concurrent clear by a waiter leaving only makes
+            // this wake-up spare.
+            if self.signal.fetch_or(AWAKE, Ordering::Relaxed) & AWAKE != 0 {
+                return;
+            }
+            front.node.clone()
+        };
+        front.wake();
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -181,11 +283,14 @@ impl WaitQueue {
 
     /// Number of waiters right now.
     pub(crate) fn waiting(&self) -> usize {
-        (self.signal.load(Ordering::Relaxed) & !CLOSED) as usize
+        (self.signal.load(Ordering::Relaxed) / ONE_WAITER) as usize
     }
 
-    /// Joins the back of the queue.
-    pub(crate) fn register(&self, wakeup: Wakeup, waiter: Waiter) -> Registration {
+    /// Joins the back of the queue, awake (the caller searches right after, see the
+    /// module docs; if another waiter was awake already, that one keeps the promise
+    /// and this one need not spin). `overdue`: the waiter is past the fairness bound already (a bound
+    /// of zero), so hand-off mode starts now.
+    pub(crate) fn register(&self, wakeup: Wakeup, waiter: Waiter, overdue: bool) -> Registration {
         let mut queue = lock(&self.queue);
         if self.is_closed() {
             return Registration::Closed;
@@ -196,14 +301,60 @@ impl WaitQueue {
             wakeup: Mutex::new(wakeup),
             waiter,
         });
-        queue.push_back(node.clone());
+        queue.entries.push_back(Entry {
+            node: node.clone(),
+            overdue,
+        });
+        let mut flags = AWAKE;
+        if overdue {
+            queue.overdue += 1;
+            flags |= HANDOFF;
+        }
         // SeqCst: the waiter's half of the handshake (see the module docs): ordered
         // before the SeqCst loads of the search that follows (a fence under loom,
         // which models SeqCst accesses as AcqRel; without it the models find the
-        // lost wake-up).
-        self.signal.fetch_add(1, Ordering::SeqCst);
+        // lost wake-up). The flags first: a releaser that sees the count sees them.
+        let before = self.signal.fetch_or(flags, Ordering::Relaxed);
+        self.signal.fetch_add(ONE_WAITER, Ordering::SeqCst);
         crate::sync::handshake();
-        Registration::Waiting(node)
+        Registration::Waiting(node, before & AWAKE == 0)
+    }
+
+    /// `node` has waited past the fairness bound: hand-off mode until it is served.
+    /// The caller dispatches next (a connection may be idle already, barged for by
+    /// nobody). Nothing if it is no longer queued.
+    pub(crate) fn declare_overdue(&self, node: &Arc<WaitNode>) {
+        let mut queue = lock(&self.queue);
+        let Some(entry) = queue
+            .entries
+            .iter_mut()
+            .find(|e| Arc::ptr_eq(&e.node, node))
+        else {
+            return;
+        };
+        if entry.overdue {
+            return;
+        }
+        entry.overdue = true;
+        queue.overdue += 1;
+        // SeqCst: the waiter's half of the handshake with releasers, as in `register`;
+        // a releaser that misses it is matched by the caller's dispatch.
+        self.signal.fetch_or(HANDOFF, Ordering::SeqCst);
+        crate::sync::handshake();
+    }
+
+    /// A running waiter stops being the awake one (it is about to park, or it left the
+    /// queue): clears [`AWAKE`]. Returns whether it was set while others wait: then a
+    /// releaser may have counted on it, and the caller must dispatch (see the module
+    /// docs). A waiter about to park dispatches anyway, for itself.
+    pub(crate) fn stop_awake(&self) -> bool {
+        // SeqCst: the waiter's half of the AWAKE handshake; the dispatch that follows
+        // reads SeqCst (and under loom, the fence orders the two).
+        let before = self.signal.fetch_and(!AWAKE, Ordering::SeqCst);
+        crate::sync::handshake();
+        // Called after this waiter left the count, or (before parking) while still in
+        // it; then it dispatches anyway and ignores the answer.
+        before & AWAKE != 0 && before >= ONE_WAITER
     }
 
     /// Hands idle connections to waiters, front first, while `claim` finds one for the
@@ -218,14 +369,13 @@ impl WaitQueue {
                 if self.is_closed() {
                     return false;
                 }
-                let Some(front) = queue.front() else {
+                let Some(front) = queue.entries.front() else {
                     return true;
                 };
-                let Some((slot, generation)) = claim(&front.waiter) else {
+                let Some((slot, generation)) = claim(&front.node.waiter) else {
                     return true;
                 };
-                let node = queue.pop_front().expect("queue is non-empty");
-                self.signal.fetch_sub(1, Ordering::Relaxed);
+                let node = queue.remove(0, &self.signal);
                 node.complete(Outcome::Granted { slot, generation });
                 node
             };
@@ -237,9 +387,12 @@ impl WaitQueue {
     /// outcome it was completed with, which the caller now owns.
     pub(crate) fn cancel(&self, node: &Arc<WaitNode>) -> Option<Outcome> {
         let mut queue = lock(&self.queue);
-        if let Some(pos) = queue.iter().position(|n| Arc::ptr_eq(n, node)) {
-            queue.remove(pos);
-            self.signal.fetch_sub(1, Ordering::Relaxed);
+        if let Some(pos) = queue
+            .entries
+            .iter()
+            .position(|e| Arc::ptr_eq(&e.node, node))
+        {
+            queue.remove(pos, &self.signal);
             return None;
         }
         drop(queue);
@@ -251,7 +404,7 @@ impl WaitQueue {
     /// again. Whether it closed. Under the queue lock, so no registration overlaps.
     pub(crate) fn close_if_empty(&self) -> bool {
         let queue = lock(&self.queue);
-        if !queue.is_empty() || self.is_closed() {
+        if !queue.entries.is_empty() || self.is_closed() {
             return false;
         }
         // Release is enough: registrations read CLOSED under the same lock; acquirers
@@ -275,9 +428,10 @@ impl WaitQueue {
             // SeqCst: a releaser that publishes an idle bit after this sees CLOSED and
             // drains; one that published before is drained by the closer.
             self.signal.fetch_or(CLOSED, Ordering::SeqCst);
-            let waiters = queue.len() as u64;
-            self.signal.fetch_sub(waiters, Ordering::Relaxed);
-            let closed: Vec<_> = queue.drain(..).collect();
+            let mut closed = Vec::with_capacity(queue.entries.len());
+            while !queue.entries.is_empty() {
+                closed.push(queue.remove(0, &self.signal));
+            }
             for node in &closed {
                 node.complete(Outcome::Closed);
             }

@@ -408,6 +408,9 @@ fn a_granted_but_never_polled_acquire_is_a_visible_borrow_and_leaks_are_reported
         ..quiet(4, 1)
     })
     .sweep_interval(Duration::from_millis(10))
+    // Strict FIFO: the release grants the connection to the waiter (with eventual
+    // fairness it would wake the task and leave the connection idle for it to take).
+    .fairness_bound(Duration::ZERO)
     .on_leak(move |r| sink.lock().unwrap().push(r.clone()))
     .build()
     .unwrap();

@@ -256,6 +256,12 @@ fn c_bad_input() {
 }
 
 #[test]
+fn c_fairness_bound_default_range_and_refusal() {
+    let out = run(&compile("fairness.c", "fairness", Lang::C11, Link::Static));
+    assert!(out.contains("fairness: ok"), "{out}");
+}
+
+#[test]
 fn c_sweeper_callbacks_leaks_and_prometheus() {
     let out = run(&compile("sweeper.c", "sweeper", Lang::C11, Link::Static));
     assert!(out.contains("sweeper: ok"), "{out}");

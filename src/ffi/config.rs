@@ -293,6 +293,14 @@ pub struct heliosdb_pool_config {
     /// Opens a connection and returns its metadata (nullable); when set it is used
     /// instead of `connect`. See `heliosdb_connect_with_metadata_fn`.
     pub connect_with_metadata: heliosdb_connect_with_metadata_fn,
+    /// Eventual fairness (microseconds): while no waiting caller has waited longer
+    /// than this, a released connection may be taken by whoever asks first (the
+    /// releasing thread included), so a busy pool does not wake a thread per borrow;
+    /// past it, each release goes to the oldest waiter (strictly FIFO) until that
+    /// waiter is served. 0: strictly FIFO at all times. Default 1000 (1 ms), also
+    /// for a caller compiled against an older header; at most 1000000 (1 s), more is
+    /// `HELIOSDB_ERR_INVALID_CONFIG`.
+    pub fairness_bound_us: u64,
 }
 
 /// The size of version 1 of `heliosdb_pool_config` (before `leak_critical_threshold_ms`).
@@ -353,6 +361,7 @@ impl heliosdb_pool_config {
             retire_users_after_ms: crate::builder::DEFAULT_RETIRE_USERS_AFTER.as_millis() as u64,
             max_concurrent_connects: crate::factory::DEFAULT_MAX_CONCURRENT_CONNECTS,
             connect_with_metadata: None,
+            fairness_bound_us: crate::builder::DEFAULT_FAIRNESS_BOUND.as_micros() as u64,
         }
     }
 
@@ -400,6 +409,25 @@ impl heliosdb_pool_config {
             unhealthy_after_failures: self.unhealthy_after_failures,
             ..HealthMonitorConfig::default()
         }
+    }
+
+    /// The fairness bound, checked against [`MAX_FAIRNESS_BOUND`] here: a C caller's
+    /// microseconds could overflow a `Duration` conversion the builder never sees.
+    ///
+    /// [`MAX_FAIRNESS_BOUND`]: crate::builder::MAX_FAIRNESS_BOUND
+    pub(crate) fn fairness_bound(&self) -> Result<Duration> {
+        let bound = Duration::from_micros(self.fairness_bound_us);
+        if bound > crate::builder::MAX_FAIRNESS_BOUND {
+            return Err(Error::invalid_config(
+                "fairness_bound_us",
+                format!(
+                    "{} exceeds the maximum of {} (1 s)",
+                    self.fairness_bound_us,
+                    crate::builder::MAX_FAIRNESS_BOUND.as_micros()
+                ),
+            ));
+        }
+        Ok(bound)
     }
 
     /// The pool name, copied out of `name` (NULL: none).
@@ -506,6 +534,7 @@ fn validate_tuning(config: &heliosdb_pool_config) -> Result<()> {
             "must be at least 1",
         ));
     }
+    config.fairness_bound()?;
     // SAFETY: the config's contract on `name`.
     unsafe { config.name() }?;
     Ok(())

@@ -301,7 +301,8 @@ fn build(
         .min_idle(config.min_idle)
         .health_policy(config.health_policy())
         .validate_after(Duration::from_millis(config.validate_after_ms))
-        .user_limits(config.user_limits());
+        .user_limits(config.user_limits())
+        .fairness_bound(config.fairness_bound()?);
     if let Some(critical) = config.critical_threshold() {
         builder = builder.leak_critical_threshold(critical);
     }
