@@ -174,14 +174,20 @@ struct LastReturned {
     /// The partition's address: its memory is the pool's for the pool's life, so its
     /// atomics may be read before the claim (a hint: the user may have changed).
     partition: *const Partition,
-    /// The partition's serial when the entry was written (see `Partition::serial`).
+    /// The serial of the slot's partition when the slot was returned (see
+    /// `Partition::serial`).
     serial: u64,
     slot: u32,
     /// The generation the slot was returned at: claiming it succeeds only if nobody
     /// borrowed or emptied it since (or its generation came round, which is why the
     /// claim also checks the serial).
     generation: u64,
-    /// The user's name length, or [`NAME_NOT_KEPT`].
+    /// The serial of the partition whose user's name `name` holds (0: none). The entry
+    /// names a user only while it equals `serial`: a release of another user's
+    /// connection moves `serial` on without touching the name (the releaser may not
+    /// read a name: see `end`).
+    name_serial: u64,
+    /// The name's length, or [`NAME_NOT_KEPT`].
     name_len: u32,
     name: [u8; AFFINITY_NAME_BYTES],
 }
@@ -193,7 +199,9 @@ impl LastReturned {
     /// Whether `user` is the entry's user, by its own copy of the name.
     #[inline]
     fn names(&self, user: &[u8]) -> bool {
-        self.name_len as usize == user.len() && same_bytes(&self.name[..user.len()], user)
+        self.name_serial == self.serial
+            && self.name_len as usize == user.len()
+            && same_bytes(&self.name[..user.len()], user)
     }
 
     /// For the C boundary: whether the NUL-terminated `user` is the entry's user,
@@ -204,7 +212,7 @@ impl LastReturned {
     /// `user` is non-NULL and NUL-terminated.
     #[inline]
     unsafe fn names_c(&self, user: *const std::ffi::c_char) -> bool {
-        if self.name_len == NAME_NOT_KEPT {
+        if self.name_serial != self.serial || self.name_len == NAME_NOT_KEPT {
             return false;
         }
         let len = self.name_len as usize;
@@ -233,6 +241,7 @@ thread_local! {
             serial: 0,
             slot: 0,
             generation: 0,
+            name_serial: 0,
             name_len: NAME_NOT_KEPT,
             name: [0; AFFINITY_NAME_BYTES],
         })
@@ -833,15 +842,16 @@ impl<C> PoolInner<C> {
         {
             // SAFETY: this thread's entry (see `last_returned`); the borrow ends here.
             let last = unsafe { &mut *last_returned() };
-            if last.pool_id == self.id && last.serial == serial {
+            if last.pool_id == self.id && last.serial == serial && last.name_serial == serial {
                 return;
             }
             let name = partition.user().as_bytes();
             last.pool_id = self.id;
             last.partition = partition;
             last.serial = serial;
-            // The slot is unknown until the connection comes back: no generation
-            // names no slot.
+            last.name_serial = serial;
+            // The slot is unknown until the connection comes back: `u32::MAX` is no
+            // slot, so the next acquire looks the user up again meanwhile.
             last.slot = u32::MAX;
             // A name with a NUL byte is not kept: `names_c` relies on kept names having none.
             if name.len() <= AFFINITY_NAME_BYTES && !name.contains(&0) {
@@ -1659,15 +1669,12 @@ impl<C> PoolInner<C> {
             {
                 // SAFETY: this thread's entry (see `last_returned`); the borrow ends here.
                 let last = unsafe { &mut *last_returned() };
-                if last.pool_id != self.id || last.serial != serial {
-                    // Another user's (or pool's) entry: this one's name is not known
-                    // here (see `serial` above); the next borrow through the map
-                    // records it (`remember_user`).
-                    last.pool_id = self.id;
-                    last.partition = partition;
-                    last.serial = serial;
-                    last.name_len = NAME_NOT_KEPT;
-                }
+                // Plain stores: if this is another user's (or pool's) connection than
+                // the kept name's, `name_serial` no longer matches and the next borrow
+                // through the map records the name (`remember_user`).
+                last.pool_id = self.id;
+                last.partition = partition;
+                last.serial = serial;
                 last.slot = slot;
                 last.generation = generation;
             }

@@ -281,3 +281,28 @@ fn retirement_racing_acquires_never_hands_out_another_users_connection() {
     );
     assert!(stats.users.len() <= 6);
 }
+
+#[test]
+fn affinity_comes_back_after_a_borrow_of_another_user_was_interleaved() {
+    let pool = pool_with(8, Duration::MAX, false);
+    let (a0, a1) = (add(&pool, "alice"), add(&pool, "alice"));
+    add(&pool, "bob");
+    // Alice's borrow is returned while this thread's entry names bob, who stays held.
+    let first = pool.try_acquire("alice").unwrap();
+    let bob = pool.try_acquire("bob").unwrap();
+    drop(first);
+    // Two borrows of alice through the map (lowest idle first), returned a0 then a1.
+    let (p, q) = (
+        pool.try_acquire("alice").unwrap(),
+        pool.try_acquire("alice").unwrap(),
+    );
+    assert_eq!((p.connection_id(), q.connection_id()), (a0, a1));
+    drop(p);
+    drop(q);
+    // The entry holds a1, returned last, which a lookup (lowest idle first) would not
+    // pick: only affinity gives it.
+    for _ in 0..3 {
+        assert_eq!(pool.try_acquire("alice").unwrap().connection_id(), a1);
+    }
+    drop(bob);
+}
