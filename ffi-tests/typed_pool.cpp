@@ -253,6 +253,24 @@ void failure_paths_destroy() {
   config = heliosdb::Config::defaults();
   config.settings.max_per_user = config.settings.max_connections + 1;
   CHECK(error_of([&] { heliosdb::Pool<Db> pool(config); }) == heliosdb::errc::invalid_config);
+  // Bounded users: a user beyond max_users, a name over max_user_name_len; the
+  // connection handed over is destroyed either way.
+  {
+    heliosdb::Config bounded = small_config(8, 2);
+    bounded.settings.max_users = 1;
+    bounded.settings.max_user_name_len = 8;
+    heliosdb::Pool<Db> pool(bounded);
+    pool.emplace_connection("alice", "alice");
+    std::error_code refused =
+        error_of([&] { pool.add_connection(std::make_unique<Db>("bob"), "bob"); });
+    CHECK(refused == heliosdb::errc::too_many_users);
+    CHECK(refused == std::errc::resource_unavailable_try_again);
+    std::error_code too_long = error_of(
+        [&] { pool.add_connection(std::make_unique<Db>("x"), std::string(4096, 'x')); });
+    CHECK(too_long == heliosdb::errc::user_name_too_long);
+    CHECK(too_long == std::errc::invalid_argument);
+    CHECK(alive() == before + 1);
+  }
   CHECK(alive() == before);
 }
 
