@@ -5,6 +5,7 @@
 //!
 //! `cargo run --release --example cycle_cost -- <variant> <cycles>`, the variant one of
 //! `floor` (a bare crossbeam `ArrayQueue` pop+push), `rust` (`try_acquire` + drop),
+//! `rust-reset` (the same with a `reset` hook that does nothing: the hook's own cost),
 //! `c` and `c-site` (the C calls, without and with a call site), `opool` and
 //! `lockfree` (two object pools that neither wait nor track leaks: opool's `get`,
 //! lockfree-object-pool's `LinearObjectPool::pull`, each + drop).
@@ -28,13 +29,16 @@ fn main() {
     let cycles: u64 = args.next().and_then(|n| n.parse().ok()).unwrap_or(100_000);
     match variant.as_str() {
         "floor" => floor(cycles),
-        "rust" => rust(cycles),
+        "rust" => rust(cycles, false),
+        "rust-reset" => rust(cycles, true),
         "c" => c_abi(cycles, false),
         "c-site" => c_abi(cycles, true),
         "opool" => opool(cycles),
         "lockfree" => lockfree(cycles),
         _ => {
-            eprintln!("usage: cycle_cost <floor|rust|c|c-site|opool|lockfree> <cycles>");
+            eprintln!(
+                "usage: cycle_cost <floor|rust|rust-reset|c|c-site|opool|lockfree> <cycles>"
+            );
             std::process::exit(2);
         }
     }
@@ -77,12 +81,19 @@ fn lockfree(cycles: u64) {
     }
 }
 
-fn rust(cycles: u64) {
-    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig {
+fn rust(cycles: u64, with_reset: bool) {
+    let mut builder = EnhancedConnectionPool::builder(EnhancedPoolConfig {
         max_connections: CONNECTIONS,
         max_per_user: CONNECTIONS,
         ..EnhancedPoolConfig::default()
     });
+    if with_reset {
+        builder = builder.reset(|conn: &mut u64| {
+            black_box(conn);
+            Ok(())
+        });
+    }
+    let pool = builder.build().unwrap();
     for i in 0..CONNECTIONS as u64 {
         pool.add_connection_sync(i, "bench", ConnectionMetadata::for_user("bench"))
             .unwrap();
