@@ -36,9 +36,7 @@ fn main() {
         "opool" => opool(cycles),
         "lockfree" => lockfree(cycles),
         _ => {
-            eprintln!(
-                "usage: cycle_cost <floor|rust|rust-reset|c|c-site|opool|lockfree> <cycles>"
-            );
+            eprintln!("usage: cycle_cost <floor|rust|rust-reset|c|c-site|opool|lockfree> <cycles>");
             std::process::exit(2);
         }
     }

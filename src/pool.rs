@@ -2061,23 +2061,28 @@ pub(crate) fn closing_cause(ended: SlotState) -> Eviction {
 }
 
 /// Byte-string equality of two equally long strings without a `memcmp` call, for the
-/// short names users have: compares eight bytes at a time.
+/// short names users have: whole words, the last one overlapping the one before (so a
+/// 5-byte name is two 4-byte compares, not five byte compares).
 #[inline]
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     debug_assert_eq!(a.len(), b.len());
-    let mut a_words = a.chunks_exact(8);
-    let mut b_words = b.chunks_exact(8);
-    let word = |w: &[u8]| u64::from_ne_bytes(w.try_into().expect("8 bytes"));
-    for (x, y) in (&mut a_words).zip(&mut b_words) {
-        if word(x) != word(y) {
-            return false;
+    let n = a.len().min(b.len());
+    let word8 = |s: &[u8], at: usize| u64::from_ne_bytes(s[at..at + 8].try_into().expect("8"));
+    let word4 = |s: &[u8], at: usize| u32::from_ne_bytes(s[at..at + 4].try_into().expect("4"));
+    match n {
+        0..4 => a[..n] == b[..n],
+        4..8 => word4(a, 0) == word4(b, 0) && word4(a, n - 4) == word4(b, n - 4),
+        _ => {
+            let mut at = 0;
+            while at + 8 < n {
+                if word8(a, at) != word8(b, at) {
+                    return false;
+                }
+                at += 8;
+            }
+            word8(a, n - 8) == word8(b, n - 8)
         }
     }
-    a_words
-        .remainder()
-        .iter()
-        .zip(b_words.remainder())
-        .all(|(x, y)| x == y)
 }
 
 /// A per-pool starting generation below 2^32 (far from the 2^48 wrap), so handles of
@@ -2118,5 +2123,19 @@ mod tests {
         drop(pool.try_acquire("a\0b").unwrap());
         assert_eq!(takes(&pool, c"a"), None);
         assert_eq!(pool.try_acquire("a\0b").unwrap().user(), "a\0b");
+    }
+
+    #[test]
+    fn same_bytes_compares_every_byte_of_every_length() {
+        let base: Vec<u8> = (0..48u8).map(|b| b.wrapping_mul(37) | 1).collect();
+        for n in 0..=48 {
+            let a = &base[..n];
+            assert!(same_bytes(a, a), "{n}");
+            for flip in 0..n {
+                let mut b = a.to_vec();
+                b[flip] ^= 0x20;
+                assert!(!same_bytes(a, &b), "length {n}, byte {flip}");
+            }
+        }
     }
 }
