@@ -305,7 +305,10 @@ impl Partition {
     /// generation they saw before asking (a retire bumps it).
     #[inline]
     pub(crate) fn owns(&self, header: &SlotHeader, local: u32) -> bool {
-        header.partition.load(Ordering::Relaxed) == self as *const Partition as usize
+        std::ptr::eq(
+            header.partition.load(Ordering::Relaxed).cast_const(),
+            (self as *const Partition).cast(),
+        )
             && header.local.load(Ordering::Relaxed) == local
     }
 

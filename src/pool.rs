@@ -892,7 +892,7 @@ impl<C> PoolInner<C> {
     /// `Reserved`).
     #[inline]
     pub(crate) fn partition_of(&self, header: &SlotHeader) -> &Partition {
-        let ptr = header.partition.load(Ordering::Acquire) as *const Partition;
+        let ptr = header.partition.load(Ordering::Acquire).cast::<Partition>();
         debug_assert!(!ptr.is_null(), "slot has no partition");
         // SAFETY: set when the slot was filled, from a partition whose memory lives as
         // long as the pool (`users.rs`); the caller owns the slot, so the partition has
@@ -905,7 +905,7 @@ impl<C> PoolInner<C> {
     /// lock the caller holds), so a partition that had a connection when this was read
     /// stays live, and its user unchanged, until the caller's pass ends.
     pub(crate) fn partition_if_occupied(&self, header: &SlotHeader) -> Option<&Partition> {
-        let ptr = header.partition.load(Ordering::Acquire) as *const Partition;
+        let ptr = header.partition.load(Ordering::Acquire).cast::<Partition>();
         // SAFETY: non-null pointers name partitions whose memory lives as long as the
         // pool (`users.rs`), so the reference outlives nothing it points to.
         (!ptr.is_null()).then(|| unsafe { &*ptr })
@@ -997,7 +997,7 @@ impl<C> PoolInner<C> {
         // sweeper) then sees the partition's construction.
         header
             .partition
-            .store(Arc::as_ptr(&partition) as usize, Ordering::Release);
+            .store(Arc::as_ptr(&partition).cast_mut().cast(), Ordering::Release);
         header.local.store(local, Ordering::Relaxed);
         header
             .info
@@ -1140,7 +1140,9 @@ impl<C> PoolInner<C> {
         let conn = unsafe { (*self.value_ptr(slot)).take() };
         header.info.store(None);
         header.conn_id.store(0, Ordering::Relaxed);
-        header.partition.store(0, Ordering::Relaxed);
+        header
+            .partition
+            .store(std::ptr::null_mut(), Ordering::Relaxed);
         partition.release_local(local, counted);
         let state = header.load_state(Ordering::Relaxed);
         // Counted before the bump it accounts for: `stats` reads the states (Acquire)

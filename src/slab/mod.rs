@@ -38,7 +38,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::clock;
 use crate::metadata::ConnectionMetadata;
-use crate::sync::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use state::SlotState;
 
 /// Descriptive, immutable facts about the connection in a slot.
@@ -56,8 +56,9 @@ pub(crate) struct SlotHeader {
     pub(crate) state: AtomicU64,
     /// Raw [`ConnectionId`](crate::ConnectionId) of the occupying connection.
     pub(crate) conn_id: AtomicU64,
-    /// `*const Partition` of the owning user, 0 when empty.
-    pub(crate) partition: AtomicUsize,
+    /// The owning user's partition (a `*const Partition`, opaque here), null when
+    /// empty. A pointer, not an integer, so the partition's provenance travels with it.
+    pub(crate) partition: AtomicPtr<()>,
     /// The current borrow's generation (high 32 bits) and its start in milliseconds
     /// since the slab's epoch (low 32 bits; wraps after 49 days, far beyond any
     /// threshold it is compared with).
@@ -103,7 +104,7 @@ impl SlotHeader {
             site: SiteCell::new(),
             borrower: AtomicU64::new(0),
             conn_id: AtomicU64::new(0),
-            partition: AtomicUsize::new(0),
+            partition: AtomicPtr::new(std::ptr::null_mut()),
             local: AtomicU32::new(0),
             release_marker: AtomicU32::new(0),
             hold_extension_ms: AtomicU32::new(0),
