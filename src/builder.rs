@@ -319,8 +319,11 @@ impl<C: Send + 'static> PoolBuilder<C> {
     /// connection as for any new user; without one it is `UnknownUser` until a
     /// connection is added). Default [`DEFAULT_RETIRE_USERS_AFTER`] (60 s);
     /// `Duration::ZERO` retires at the first pass that sees the user vacant again;
-    /// `Duration::MAX` never retires. Needs the sweeper (it runs whenever leak
-    /// detection, health checks, eviction or a factory is on).
+    /// `Duration::MAX` never retires; other values must be under 24 days. Runs in
+    /// sweeper passes (the sweeper runs whenever leak detection, health checks,
+    /// eviction or a factory is on); and at `max_users`, a new user first retires the
+    /// users vacant at that moment, without waiting for this delay, so names that came
+    /// and went never lock new ones out.
     pub fn retire_users_after(mut self, after: Duration) -> Self {
         self.user_limits.retire_after = (after != Duration::MAX).then_some(after);
         self

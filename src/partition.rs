@@ -9,7 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, Hasher};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
@@ -29,7 +29,7 @@ pub(crate) const NO_SLOT: u32 = u32::MAX;
 pub(crate) struct Partition {
     /// The user, as given to `add_connection`; see [`user`](Self::user). Replaced only
     /// by [`reuse`](Self::reuse).
-    name: UnsafeCell<Arc<str>>,
+    name: NameCell,
     /// Which user this partition serves: unique within the pool, new at each reuse. An
     /// affinity entry names a partition by address and serial, and trusts the address
     /// only after claiming the slot it names (see `PoolInner::take_affine`).
@@ -142,19 +142,20 @@ impl Capacity {
     }
 }
 
-// SAFETY: `name` is the only field that is not `Sync`. It is written only by `reuse`,
-// which requires that no thread can reach the partition's name meanwhile (see there);
-// every other access reads it.
-unsafe impl Sync for Partition {}
-// SAFETY: `Arc<str>` is `Send`; the cell adds no thread affinity.
-unsafe impl Send for Partition {}
+/// The user's name, replaceable by [`Partition::reuse`] only (see its contract).
+struct NameCell(UnsafeCell<Arc<str>>);
+
+// SAFETY: the cell is written only by `Partition::reuse`, whose contract excludes every
+// concurrent reader (see `Partition::user`); all other accesses read it. `Arc<str>` is
+// `Send + Sync`, so sharing the reads is sound.
+unsafe impl Sync for NameCell {}
 
 impl Partition {
     pub(crate) fn new(user: Arc<str>, serial: u64, max_per_user: usize) -> Self {
         let headroom = Capacity::headroom(max_per_user);
         let size = max_per_user + headroom;
         Partition {
-            name: UnsafeCell::new(user),
+            name: NameCell(UnsafeCell::new(user)),
             serial: AtomicU64::new(serial),
             vacant_since: AtomicU32::new(0),
             idle: IdleSet::new(size),
@@ -179,7 +180,7 @@ impl Partition {
         // SAFETY: `reuse` writes the name only while no `Arc` but the registry's exists,
         // the partition is out of the map and has no slot, under the registry's lock;
         // every caller holds one of those (see above), so no write overlaps this read.
-        unsafe { &*self.name.get() }
+        unsafe { &*self.name.0.get() }
     }
 
     /// Which use of this partition this is (see the field).
@@ -197,6 +198,7 @@ impl Partition {
         if members.retired {
             return Err(NoPlace::Retired);
         }
+        self.note_activity();
         members.take().ok_or(NoPlace::Full)
     }
 
@@ -206,7 +208,14 @@ impl Partition {
         self.waiters.waiting() == 0
             && self.factory_requests.load(Ordering::Relaxed) == 0
             && self.factory.connecting() == 0
-            && self.connection_count() == 0
+            // Not even a reclaimed borrow, which no longer counts but keeps its place.
+            && lock(&self.members).all_free()
+    }
+
+    /// Someone asked for this user (a registration, an add): its vacancy, if the
+    /// sweeper saw one, starts again from the next pass. Slow paths only.
+    pub(crate) fn note_activity(&self) {
+        self.vacant_since.store(0, Ordering::Relaxed);
     }
 
     /// Retires the partition if it holds no connection (not even a reclaimed borrow)
@@ -240,7 +249,7 @@ impl Partition {
     /// signal): harmless hints, which is why only the name needs this contract.
     pub(crate) unsafe fn reuse(&self, user: Arc<str>, serial: u64) {
         // SAFETY: the caller's contract: nothing reads the name meanwhile.
-        unsafe { *self.name.get() = user };
+        unsafe { *self.name.0.get() = user };
         self.serial.store(serial, Ordering::Relaxed);
         self.vacant_since.store(0, Ordering::Relaxed);
         self.timeouts.store(0, Ordering::Relaxed);
@@ -336,10 +345,12 @@ impl Partition {
     }
 }
 
-/// FxHash: a multiply-rotate hash, several times faster than SipHash on short keys.
-/// User names come from the service's own configuration, not from untrusted clients, so
-/// HashDoS resistance is not needed here.
-#[derive(Default, Clone, Copy)]
+/// FxHash: a multiply-rotate hash, several times faster than SipHash on short keys,
+/// started from a per-pool random seed ([`UserHashing`]). User names may come from a
+/// service's clients, so the seed keeps precomputed collisions from working against
+/// every pool; it is not a cryptographic defence, and does not need to be one: the map
+/// holds at most `max_users` users (`users.rs`), which bounds what a flood can cost.
+#[derive(Clone, Copy)]
 pub(crate) struct UserHasher(u64);
 
 impl Hasher for UserHasher {
@@ -367,6 +378,26 @@ impl Hasher for UserHasher {
     }
 }
 
+/// Builds [`UserHasher`]s from one pool's random seed.
+#[derive(Clone, Copy)]
+pub(crate) struct UserHashing(u64);
+
+impl UserHashing {
+    /// A seed from the standard library's per-process random keys.
+    pub(crate) fn random() -> Self {
+        UserHashing(std::collections::hash_map::RandomState::new().hash_one(0x6865_6c69_6f73u64))
+    }
+}
+
+impl BuildHasher for UserHashing {
+    type Hasher = UserHasher;
+
+    #[inline]
+    fn build_hasher(&self) -> UserHasher {
+        UserHasher(self.0)
+    }
+}
+
 /// User name -> partition. Published through `ArcSwap`; replaced whole when a user is
-/// added (rare), read lock-free on every acquire.
-pub(crate) type UserMap = HashMap<Arc<str>, Arc<Partition>, BuildHasherDefault<UserHasher>>;
+/// added or retired (rare), read lock-free by acquires that miss their affinity entry.
+pub(crate) type UserMap = HashMap<Arc<str>, Arc<Partition>, UserHashing>;

@@ -200,6 +200,7 @@ impl LastReturned {
     #[inline]
     fn names(&self, user: &[u8]) -> bool {
         self.name_serial == self.serial
+            && user.len() <= AFFINITY_NAME_BYTES
             && self.name_len as usize == user.len()
             && same_bytes(&self.name[..user.len()], user)
     }
@@ -872,6 +873,33 @@ impl<C> PoolInner<C> {
         }
     }
 
+    /// The user's partition, created if needed; at `max_users`, users vacant now are
+    /// retired first (without waiting for `retire_users_after`), so names that came and
+    /// went do not lock new users out until the sweeper's next retirement. That needs
+    /// the sweep lock (retirement happens only under it, see `partition_if_occupied`):
+    /// taken without waiting, so a sweeper callback adding a user, or a pass in
+    /// progress, gets `TooManyUsers` rather than a wait.
+    fn partition_or_create(&self, user: &str) -> Result<Arc<Partition>> {
+        match self.users.get_or_create(user) {
+            Err(Error::TooManyUsers { .. }) if self.retire_vacant_users_now() > 0 => {
+                self.users.get_or_create(user)
+            }
+            found => found,
+        }
+    }
+
+    #[cold]
+    fn retire_vacant_users_now(&self) -> usize {
+        let pass = match self.sweep.try_lock() {
+            Ok(pass) => pass,
+            Err(std::sync::TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return 0,
+        };
+        let retired = self.users.retire_vacant_now(Partition::is_vacant);
+        drop(pass);
+        retired
+    }
+
     #[cold]
     #[inline(never)]
     fn missing_partition(&self, user: &str) -> Result<Arc<Partition>> {
@@ -880,7 +908,7 @@ impl<C> PoolInner<C> {
         }
         // With a factory, any user is welcome: its connections will be opened.
         if self.hooks.factory.is_some() {
-            return self.users.get_or_create(user);
+            return self.partition_or_create(user);
         }
         self.users.check_name(user)?;
         Err(Error::UnknownUser {
@@ -900,10 +928,12 @@ impl<C> PoolInner<C> {
         unsafe { &*ptr }
     }
 
-    /// The partition of a slot the caller does not own, if it is occupied now. For the
-    /// sweeper only: a partition is retired only by a sweeper pass (under the sweep
-    /// lock the caller holds), so a partition that had a connection when this was read
-    /// stays live, and its user unchanged, until the caller's pass ends.
+    /// The partition of a slot the caller does not own, if it is occupied now. Always
+    /// memory that stays valid (partitions are never freed before the pool). Its user
+    /// is stable only for a caller holding the sweep lock (a sweeper pass): partitions
+    /// are retired only under that lock, so one that had a connection when this was
+    /// read stays live, its user unchanged, until the pass ends. Other callers (`end`,
+    /// before its CAS) read only its atomics.
     pub(crate) fn partition_if_occupied(&self, header: &SlotHeader) -> Option<&Partition> {
         let ptr = header.partition.load(Ordering::Acquire).cast::<Partition>();
         // SAFETY: non-null pointers name partitions whose memory lives as long as the
@@ -963,7 +993,7 @@ impl<C> PoolInner<C> {
             return Err(Error::Closed);
         }
         let (partition, local) = loop {
-            let partition = self.users.get_or_create(&user)?;
+            let partition = self.partition_or_create(&user)?;
             match partition.reserve_local() {
                 Ok(local) => break (partition, local),
                 Err(NoPlace::Full) => {
@@ -1089,7 +1119,10 @@ impl<C> PoolInner<C> {
             );
             Some((slot, state.generation()))
         });
-        if !claimed {
+        // The queue is closed: the pool closed (drain what is idle), or the partition
+        // was retired (nothing to drain; a late releaser may get here long after, when
+        // the partition serves another user whose idle connections must stay).
+        if !claimed && self.closed() {
             self.drain_idle(partition);
         }
     }
@@ -1472,6 +1505,8 @@ impl<C> PoolInner<C> {
     /// full pool turns away is renewed when a place frees, and one served by a returned
     /// connection is not made anyway.
     pub(crate) fn request_connection(&self, partition: &Partition) {
+        // Every waiting form calls this once registered: the user is in demand.
+        partition.note_activity();
         if self.hooks.factory.is_none() || partition.connection_count() >= self.config.max_per_user
         {
             return;
@@ -1492,6 +1527,7 @@ impl<C> PoolInner<C> {
     /// Builds the timeout error, with the user's counts at the end of the wait.
     pub(crate) fn timeout_error(&self, partition: &Partition, waited: Duration) -> Error {
         partition.timeouts.fetch_add(1, Ordering::Relaxed);
+        self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
         self.counters.acquire_wait.record(waited);
         let idle = partition.idle_count(&self.slab);
         Error::Timeout {
@@ -1942,7 +1978,7 @@ impl<C> PoolInner<C> {
 
     fn stats(&self) -> PoolStats {
         let mut users = Vec::new();
-        let (mut total, mut active, mut idle, mut waiting, mut timeouts) = (0, 0, 0, 0, 0);
+        let (mut total, mut active, mut idle, mut waiting) = (0, 0, 0, 0);
         for partition in self.all_partitions() {
             let mut user = UserStats {
                 user: partition.user().to_string(),
@@ -1966,7 +2002,6 @@ impl<C> PoolInner<C> {
             active += user.active_connections;
             idle += user.idle_connections;
             waiting += user.waiting;
-            timeouts += user.timeouts;
             users.push(user);
         }
         // Every borrow and every retirement bumps a slot's generation once; modulo 2^48
@@ -2002,7 +2037,7 @@ impl<C> PoolInner<C> {
             idle_connections: idle,
             waiting,
             acquires,
-            timeouts,
+            timeouts: get(&counters.timeouts),
             users,
             users_retired: self.users.retired_count(),
             leak_stats: self.leak_stats(active),

@@ -23,7 +23,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::error::{Error, Result};
-use crate::partition::{Partition, UserMap};
+use crate::partition::{Partition, UserHashing, UserMap};
 use crate::wait::lock;
 
 /// The default of [`PoolBuilder::max_users`](crate::PoolBuilder::max_users).
@@ -33,6 +33,9 @@ pub const DEFAULT_MAX_USERS: usize = 1024;
 pub const DEFAULT_MAX_USER_NAME_LEN: usize = 256;
 /// The default of [`PoolBuilder::retire_users_after`](crate::PoolBuilder::retire_users_after).
 pub const DEFAULT_RETIRE_USERS_AFTER: Duration = Duration::from_secs(60);
+
+/// Retirement delays from this one up are refused (see `UserLimits::validate`).
+const MAX_RETIRE_AFTER: Duration = Duration::from_millis(1 << 31);
 
 /// The limits on users (see the builder's setters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,14 @@ impl UserLimits {
             return Err(Error::invalid_config(
                 "max_user_name_len",
                 "must be at least 1",
+            ));
+        }
+        // The vacancy clock is the pool's 32-bit millisecond clock, compared within
+        // half its range.
+        if self.retire_after.is_some_and(|a| a >= MAX_RETIRE_AFTER) {
+            return Err(Error::invalid_config(
+                "retire_users_after",
+                "must be under 24 days (2^31 ms); use Duration::MAX (C: UINT64_MAX) for never",
             ));
         }
         Ok(())
@@ -86,8 +97,6 @@ struct Registry {
     live: Vec<Arc<Partition>>,
     /// Retired partitions, waiting to be reused.
     spares: Vec<Arc<Partition>>,
-    /// The serial of the next partition use (0 is never used: it marks "none").
-    next_serial: u64,
     /// Set by the pool's close, under this lock: no user is created after it.
     closed: bool,
 }
@@ -95,11 +104,10 @@ struct Registry {
 impl Users {
     pub(crate) fn new(limits: UserLimits, max_per_user: usize) -> Self {
         Users {
-            map: ArcSwap::from_pointee(UserMap::default()),
+            map: ArcSwap::from_pointee(UserMap::with_hasher(UserHashing::random())),
             registry: Mutex::new(Registry {
                 live: Vec::new(),
                 spares: Vec::new(),
-                next_serial: 1,
                 closed: false,
             }),
             limits,
@@ -136,8 +144,7 @@ impl Users {
             });
         }
         let name: Arc<str> = Arc::from(user);
-        let serial = registry.next_serial;
-        registry.next_serial += 1;
+        let serial = next_serial();
         let partition = match registry.take_spare() {
             Some(spare) => {
                 // SAFETY: under the registry's lock; a spare is retired and out of the
@@ -204,24 +211,42 @@ impl Users {
             return 0;
         };
         let after_ms = u32::try_from(after.as_millis()).unwrap_or(u32::MAX);
-        let mut registry = lock(&self.registry);
-        if registry.closed {
-            return 0;
-        }
-        let mut leaving = Vec::new();
-        registry.live.retain(|partition| {
+        self.retire_where(|partition| {
             if !vacant(partition) {
                 partition.vacant_since.store(0, Ordering::Relaxed);
-                return true;
+                return false;
             }
             // `vacant_since` is stored plus one, so that 0 means "not vacant".
             let since = partition.vacant_since.load(Ordering::Relaxed);
             if since == 0 {
                 let mark = now_ms.wrapping_add(1).max(1);
                 partition.vacant_since.store(mark, Ordering::Relaxed);
-                return true;
+                return false;
             }
-            if now_ms.wrapping_sub(since - 1) < after_ms || !partition.retire() {
+            now_ms.wrapping_sub(since - 1) >= after_ms
+        })
+    }
+
+    /// At `max_users`, so that a new user is not refused while vacant ones take up the
+    /// places: retires every partition `vacant` says is vacant now, without waiting for
+    /// `retire_after` (unless retirement is off). The caller holds the sweep lock, as
+    /// for a sweeper pass. Returns how many were retired.
+    pub(crate) fn retire_vacant_now(&self, vacant: impl Fn(&Partition) -> bool) -> usize {
+        if self.limits.retire_after.is_none() {
+            return 0;
+        }
+        self.retire_where(vacant)
+    }
+
+    /// Retires the live partitions `due` picks that `Partition::retire` agrees to.
+    fn retire_where(&self, mut due: impl FnMut(&Partition) -> bool) -> usize {
+        let mut registry = lock(&self.registry);
+        if registry.closed {
+            return 0;
+        }
+        let mut leaving = Vec::new();
+        registry.live.retain(|partition| {
+            if !due(partition) || !partition.retire() {
                 return true;
             }
             leaving.push(partition.clone());
@@ -240,6 +265,15 @@ impl Users {
         self.retired.fetch_add(retired as u64, Ordering::Relaxed);
         retired
     }
+}
+
+/// A partition serial unique for the process's life, not just the pool's: a thread's
+/// affinity entry may name a partition of one pool and a slot of another (see
+/// `pool.rs`, `LastReturned`), and must never take one for the other. 0 is never used:
+/// it marks "none". Relaxed: only uniqueness matters.
+fn next_serial() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl Registry {

@@ -53,7 +53,8 @@ use crate::slab::CallSite;
 // explore this queue's own code.
 use crate::sync::{Arc, AtomicU32, AtomicU64, Mutex, MutexGuard, Ordering, Thread};
 
-/// Set in `signal` once the pool is closed.
+/// Set in `signal` once the pool is closed, or the partition retired (`close_if_empty`;
+/// cleared again by `reopen` when the partition is reused).
 const CLOSED: u64 = 1;
 /// Set in `signal` while a queued waiter is overdue: arrivals queue, releases hand off.
 const HANDOFF: u64 = 1 << 1;
@@ -225,7 +226,7 @@ impl WaitQueue {
     }
 
     /// Whether the fast path must step aside: a waiter is overdue (hand-off mode), or
-    /// the pool is closed. Waiters that are not overdue yet do not stop an arriving
+    /// the queue is closed (the pool closed, or the partition retired). Waiters that are not overdue yet do not stop an arriving
     /// caller from taking an idle connection. Relaxed: a stale answer only sends one
     /// acquire down the other path, or lets it take one connection before an overdue
     /// waiter (whose hand-off comes with the next release).
@@ -360,8 +361,8 @@ impl WaitQueue {
     /// Hands idle connections to waiters, front first, while `claim` finds one for the
     /// front waiter (it claims and stamps a borrow for that waiter and returns
     /// `(slot, generation)`; its reads must be SeqCst, see the module docs). Each
-    /// waiter is woken after the lock is released. Returns false if the pool is closed
-    /// (the caller drains).
+    /// waiter is woken after the lock is released. Returns false if the queue is closed
+    /// (the caller drains if the pool closed; a retired partition has nothing to drain).
     pub(crate) fn dispatch(&self, mut claim: impl FnMut(&Waiter) -> Option<(u32, u64)>) -> bool {
         loop {
             let granted = {
@@ -416,8 +417,11 @@ impl WaitQueue {
     /// Opens a queue closed by [`close_if_empty`](Self::close_if_empty) (its partition
     /// is reused for another user).
     pub(crate) fn reopen(&self) {
-        let _queue = lock(&self.queue);
-        self.signal.fetch_and(!CLOSED, Ordering::Release);
+        let queue = lock(&self.queue);
+        debug_assert!(queue.entries.is_empty(), "a retired queue stays empty");
+        // The whole word: no waiter, no flag (a retired queue has had neither since it
+        // closed; cleared outright so nothing stale outlives the reuse).
+        self.signal.store(0, Ordering::Release);
     }
 
     /// Marks the queue closed and wakes every waiter with [`Outcome::Closed`] (after

@@ -306,3 +306,145 @@ fn affinity_comes_back_after_a_borrow_of_another_user_was_interleaved() {
     }
     drop(bob);
 }
+
+/// Serials are unique for the process: an entry naming pool X's first user must not
+/// match pool Y's first user when this thread returns one of Y's connections.
+#[test]
+fn an_affinity_entry_never_crosses_pools() {
+    let x = pool_with(8, Duration::MAX, false);
+    let y = pool_with(8, Duration::MAX, false);
+    add(&x, "alice");
+    add(&y, "bob");
+    drop(x.try_acquire("alice").unwrap()); // The entry: pool x, "alice".
+    let raw = std::thread::scope(|s| {
+        s.spawn(|| y.try_acquire("bob").unwrap().into_raw_handle())
+            .join()
+            .unwrap()
+    });
+    y.release_raw_handle(raw).unwrap(); // The entry: pool y, bob's slot.
+    match y.try_acquire("alice") {
+        Err(Error::UnknownUser { .. }) => {}
+        Ok(conn) => panic!("asked y for alice, got {}'s connection", conn.user()),
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[test]
+fn pool_wide_counters_never_go_backwards_when_a_user_is_retired() {
+    let pool = pool_with(8, Duration::ZERO, false);
+    let alice = add(&pool, "alice");
+    let held = pool.try_acquire("alice").unwrap();
+    assert!(matches!(
+        pool.blocking_acquire_timeout("alice", Duration::from_millis(10)),
+        Err(Error::Timeout { .. })
+    ));
+    drop(held);
+    pool.remove_connection(alice).unwrap();
+    pool.sweep_now().unwrap();
+    pool.sweep_now().unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.users_retired, stats.timeouts), (1, 1));
+}
+
+fn leaky(retire_after: Duration) -> EnhancedConnectionPool<String> {
+    EnhancedConnectionPool::<String>::builder(heliosdb_pool::EnhancedPoolConfig {
+        leak_detection_enabled: true,
+        leak_detection_threshold_ms: 100,
+        auto_cleanup_enabled: true,
+        cleanup_interval_ms: 10,
+        ..quiet(4, 1)
+    })
+    .leak_critical_threshold(Duration::from_millis(200))
+    .retire_users_after(retire_after)
+    .sweep_interval(Duration::from_secs(3600))
+    .build()
+    .unwrap()
+}
+
+/// A reclaimed borrow keeps its user (its place is still taken), and the vacancy clock
+/// starts only when it comes back.
+#[test]
+fn a_reclaimed_borrow_keeps_its_user_and_holds_the_vacancy_clock() {
+    let pool = leaky(Duration::from_secs(60));
+    add(&pool, "alice");
+    let held = pool.try_acquire("alice").unwrap();
+    pool.testing_advance_clock(Duration::from_secs(1));
+    pool.sweep_now().unwrap();
+    assert_eq!(pool.stats().leak_stats.criticals, 1, "reclaimed");
+    pool.sweep_now().unwrap();
+    pool.testing_advance_clock(Duration::from_secs(61));
+    pool.sweep_now().unwrap();
+    assert_eq!(users(&pool), ["alice"], "the reclaimed borrow keeps the user");
+    assert!(matches!(held.release(), Err(Error::Reclaimed { .. })));
+    pool.sweep_now().unwrap();
+    assert_eq!(users(&pool), ["alice"], "vacant only from now");
+    pool.testing_advance_clock(Duration::from_secs(61));
+    pool.sweep_now().unwrap();
+    assert!(users(&pool).is_empty());
+}
+
+#[test]
+fn a_caller_waiting_between_passes_restarts_the_vacancy_clock() {
+    let pool = pool_with(8, Duration::from_secs(60), false);
+    let alice = add(&pool, "alice");
+    pool.remove_connection(alice).unwrap();
+    pool.sweep_now().unwrap(); // Seen vacant.
+    pool.testing_advance_clock(Duration::from_secs(50));
+    assert!(matches!(
+        pool.blocking_acquire_timeout("alice", Duration::from_millis(20)),
+        Err(Error::Timeout { .. })
+    ));
+    pool.testing_advance_clock(Duration::from_secs(11));
+    pool.sweep_now().unwrap();
+    assert_eq!(users(&pool), ["alice"], "asked for 11 s ago");
+}
+
+/// Names that came and went (here: acquires through a factory for names nobody uses
+/// again) do not lock a new user out: at `max_users` the vacant ones are retired at
+/// once, even with no sweeper thread and a long `retire_users_after`.
+#[test]
+fn names_that_came_and_went_never_lock_new_users_out() {
+    let pool = EnhancedConnectionPool::<String>::builder(quiet(8, 2))
+        .max_users(4)
+        .retire_users_after(Duration::from_secs(3600))
+        .connection_factory(|user: &str| Ok(user.to_string()))
+        .sweep_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    for i in 0..4 {
+        let _ = pool.try_acquire(&format!("junk{i}"));
+    }
+    assert_eq!(pool.stats().users.len(), 4);
+    let conn = pool
+        .blocking_acquire_timeout("alice", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(conn.as_str(), "alice");
+    // Without a factory or any sweeper feature, the same through add_connection.
+    let plain = EnhancedConnectionPool::<String>::builder(quiet(8, 2))
+        .max_users(1)
+        .build()
+        .unwrap();
+    let alice = add(&plain, "alice");
+    plain.remove_connection(alice).unwrap();
+    add(&plain, "bob");
+    assert_eq!(users(&plain), ["bob"]);
+    // A user with a connection is not vacant: still refused.
+    assert_eq!(
+        plain.add_connection_sync("c".into(), "carol", ConnectionMetadata::default()),
+        Err(Error::TooManyUsers { max_users: 1 })
+    );
+}
+
+#[test]
+fn a_retirement_delay_beyond_the_clock_is_refused() {
+    let refused = EnhancedConnectionPool::<String>::builder(quiet(8, 2))
+        .retire_users_after(Duration::from_secs(30 * 24 * 3600))
+        .build();
+    assert!(matches!(
+        refused,
+        Err(Error::InvalidConfig {
+            field: "retire_users_after",
+            ..
+        })
+    ));
+}

@@ -284,7 +284,9 @@ pub struct heliosdb_pool_config {
     /// A user with no connection, no waiter and no connection requested for this long
     /// is retired by the sweeper: out of the stats and metrics, its memory reused for the
     /// next new user; a later acquire or add starts it afresh. Default 60000; 0: at the
-    /// first pass that sees it vacant again; `UINT64_MAX`: never.
+    /// first pass that sees it vacant again; `UINT64_MAX`: never; otherwise under 2^31
+    /// (24 days). At `max_users`, a new user first retires the users vacant at that
+    /// moment, without waiting for this delay.
     pub retire_users_after_ms: u64,
     /// Most connect calls running at once, all users together (and most connector
     /// threads); at least 1. Default 4 (also for older callers). With 1, a slow

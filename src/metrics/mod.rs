@@ -200,6 +200,8 @@ pub(crate) struct Counters {
     pub(crate) leak_alerts: std::sync::atomic::AtomicU64,
     pub(crate) leak_criticals: std::sync::atomic::AtomicU64,
     pub(crate) returned_after_leak: std::sync::atomic::AtomicU64,
+    /// Acquires that timed out, all users together (users come and go: see `users.rs`).
+    pub(crate) timeouts: std::sync::atomic::AtomicU64,
     /// Acquires that waited and got a connection (the rest of the acquires were served
     /// at once and go into the wait histogram's first bucket).
     pub(crate) waits_granted: std::sync::atomic::AtomicU64,
