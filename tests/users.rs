@@ -374,7 +374,11 @@ fn a_reclaimed_borrow_keeps_its_user_and_holds_the_vacancy_clock() {
     pool.sweep_now().unwrap();
     pool.testing_advance_clock(Duration::from_secs(61));
     pool.sweep_now().unwrap();
-    assert_eq!(users(&pool), ["alice"], "the reclaimed borrow keeps the user");
+    assert_eq!(
+        users(&pool),
+        ["alice"],
+        "the reclaimed borrow keeps the user"
+    );
     assert!(matches!(held.release(), Err(Error::Reclaimed { .. })));
     pool.sweep_now().unwrap();
     assert_eq!(users(&pool), ["alice"], "vacant only from now");
