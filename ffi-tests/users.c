@@ -1,8 +1,9 @@
 /* Bounded users through the C ABI (config version 5): max_users
  * (HELIOSDB_ERR_TOO_MANY_USERS, with the limit in the message), max_user_name_len
  * (HELIOSDB_ERR_USER_NAME_TOO_LONG from add and acquire, for a 1 MiB name), a vacant
- * user retired by the sweeper (retire_users_after_ms) so that a new one fits, and a
- * version-4 config (no user limits) getting the defaults. */
+ * user retired by the sweeper (retire_users_after_ms) so that a new one fits,
+ * contradictory limits refused, and a version-4 config (no user limits) getting the
+ * defaults. */
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -93,6 +94,12 @@ int main(void) {
   CHECK_STATUS(heliosdb_pool_new(&bad, &refused), HELIOSDB_ERR_INVALID_CONFIG);
   CHECK(strstr(heliosdb_last_error_message(), "max_users") != NULL);
   CHECK(refused == NULL);
+  bad = users_config();
+  bad.retire_users_after_ms = (uint64_t)30 * 24 * 3600 * 1000; /* past the 24-day bound */
+  CHECK_STATUS(heliosdb_pool_config_validate(&bad), HELIOSDB_ERR_INVALID_CONFIG);
+  CHECK(strstr(heliosdb_last_error_message(), "retire_users_after") != NULL);
+  bad.retire_users_after_ms = UINT64_MAX; /* never: valid */
+  CHECK_OK(heliosdb_pool_config_validate(&bad));
   heliosdb_pool_free(pool);
 
   /* A version-4 caller: the struct ends before max_users; defaults apply (1024 users). */
