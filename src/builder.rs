@@ -491,12 +491,7 @@ impl<C: Send + 'static> PoolBuilder<C> {
                 "must be within 0.0..=0.5",
             ));
         }
-        if self.max_concurrent_connects == 0 {
-            return Err(Error::invalid_config(
-                "max_concurrent_connects",
-                "must be at least 1",
-            ));
-        }
+        crate::factory::check_connect_bound(self.max_concurrent_connects)?;
         if self.sweep_interval == Some(Duration::ZERO) {
             return Err(Error::invalid_config("sweep_interval", "must be non-zero"));
         }

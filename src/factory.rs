@@ -38,6 +38,17 @@ use crate::wait::lock;
 /// The default of [`PoolBuilder::max_concurrent_connects`](crate::PoolBuilder::max_concurrent_connects).
 pub const DEFAULT_MAX_CONCURRENT_CONNECTS: usize = 4;
 
+/// Refuses a bound that would never connect (the builder's and the C config's check).
+pub(crate) fn check_connect_bound(bound: usize) -> crate::error::Result<()> {
+    if bound == 0 {
+        return Err(crate::error::Error::invalid_config(
+            "max_concurrent_connects",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
+}
+
 /// The first backoff after a failure; it doubles with each failure in a row.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// The longest backoff.

@@ -35,7 +35,9 @@ pub(crate) struct Partition {
     /// only after claiming the slot it names (see `PoolInner::take_affine`).
     serial: AtomicU64,
     /// When the sweeper first saw this partition with no connection, no waiter and no
-    /// request (ms since the slab epoch, plus one; 0: not vacant). Sweeper only.
+    /// request (ms since the slab epoch, plus one; 0: not vacant). Set by the sweeper;
+    /// cleared by it and by activity on a slow path (`note_activity`). Relaxed: a late
+    /// clear only delays a retirement by a pass.
     pub(crate) vacant_since: AtomicU32,
     /// Where this user's idle connections probably are (a hint; see `slab::idle`).
     pub(crate) idle: IdleSet,

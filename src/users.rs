@@ -8,7 +8,8 @@
 //!   cost that grows with the live users (at most `max_users`), never with the names
 //!   ever seen.
 //! - **Retirement** (the sweeper's, after a user had no connection, no waiter and no
-//!   request for `retire_after`): the partition closes itself to adds and waiters
+//!   request for `retire_after`; or at once for users vacant when a new user finds the
+//!   pool at `max_users`, under the sweep lock): the partition closes itself to adds and waiters
 //!   (`Partition::retire`), leaves the map, and joins the spares.
 //! - **Memory** of a partition is never freed before the pool: slots and thread-local
 //!   affinity entries name partitions by address, and a thread that has just ended a

@@ -530,12 +530,7 @@ fn validate_tuning(config: &heliosdb_pool_config) -> Result<()> {
     }
     config.health_policy().validate()?;
     config.user_limits().validate()?;
-    if config.max_concurrent_connects == 0 {
-        return Err(Error::invalid_config(
-            "max_concurrent_connects",
-            "must be at least 1",
-        ));
-    }
+    crate::factory::check_connect_bound(config.max_concurrent_connects)?;
     config.fairness_bound()?;
     // SAFETY: the config's contract on `name`.
     unsafe { config.name() }?;
