@@ -225,9 +225,16 @@ impl<C> Drop for PooledConnection<'_, C> {
     #[inline]
     fn drop(&mut self) {
         if let Err(e) = self.pool.release(self.handle) {
-            log::warn!("heliosdb-pool: returning connection: {e}");
+            warn_release_failed(&e);
         }
     }
+}
+
+/// Out of line, so a drop's common path carries no formatting code.
+#[cold]
+#[inline(never)]
+fn warn_release_failed(e: &crate::error::Error) {
+    log::warn!("heliosdb-pool: returning connection: {e}");
 }
 
 impl<C: fmt::Debug> fmt::Debug for PooledConnection<'_, C> {

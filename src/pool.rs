@@ -821,17 +821,29 @@ impl<C> PoolInner<C> {
             self.give_back_foreign(Handle::new(slot, claimed.generation()));
             return None;
         }
-        let conn = self.begin_borrow(slot, claimed.generation(), site);
+        let conn = self.begin_borrow(header, slot, claimed.generation(), site);
         match self.tuning.validate_after_ms {
             None => Some(conn),
             Some(window) if header.owner_idle_ms() < window => Some(conn),
-            Some(window) => {
-                // The replacement search needs the partition beyond this connection's
-                // life: hold it through the map (it is live: we hold its connection).
-                let held = self.users.get(partition.user())?;
-                self.validated(conn, window, &held, site)
-            }
+            Some(window) => self.validate_affine(conn, window, partition, site),
         }
+    }
+
+    /// The rare part of [`take_affine`](Self::take_affine), out of line so the common
+    /// path keeps a small frame: the connection was idle past the validation window.
+    #[cold]
+    #[inline(never)]
+    fn validate_affine<'a>(
+        &'a self,
+        conn: PooledConnection<'a, C>,
+        window: i32,
+        partition: &Partition,
+        site: CallSite,
+    ) -> Option<PooledConnection<'a, C>> {
+        // The replacement search needs the partition beyond this connection's life:
+        // hold it through the map (it is live: we hold its connection).
+        let held = self.users.get(partition.user())?;
+        self.validated(conn, window, &held, site)
     }
 
     /// Records `partition`'s user in this thread's affinity entry (after a borrow
@@ -1069,10 +1081,19 @@ impl<C> PoolInner<C> {
     /// lifetime of the reference.
     #[inline]
     pub(crate) unsafe fn value_ref(&self, slot: u32) -> &C {
-        // SAFETY: ownership per the caller's contract; an owned slot is occupied.
-        match unsafe { &*self.value_ptr(slot) } {
-            Some(conn) => conn,
-            None => unreachable!("an owned slot holds a connection"),
+        debug_assert!(
+            matches!(self.values.get(slot as usize), Some(cell) if unsafe { (*cell.get()).is_some() }),
+            "an owned slot is a slot of this pool and holds a connection"
+        );
+        // SAFETY: the caller owns the slot, so it is one of this pool's slots (the
+        // slab and `values` have one length, and only existing slots are claimed) and
+        // occupied (a slot is filled before it is first made idle and emptied only by
+        // an owner that then retires it); no `&mut` exists by the caller's contract.
+        // The guard derefs on every use: no bounds or `None` test on that path.
+        unsafe {
+            (*self.values.get_unchecked(slot as usize).get())
+                .as_ref()
+                .unwrap_unchecked()
         }
     }
 
@@ -1305,7 +1326,7 @@ impl<C> PoolInner<C> {
         }
         let (_, slot, claimed) =
             partition.claim_any(&self.slab, Claim::Borrow, Ordering::Relaxed)?;
-        Some(self.begin_borrow(slot, claimed.generation(), site))
+        Some(self.begin_borrow(self.header(slot), slot, claimed.generation(), site))
     }
 
     /// Returns a slot claimed by affinity that turned out to be another user's, as a
@@ -1329,11 +1350,12 @@ impl<C> PoolInner<C> {
     #[inline(always)]
     pub(crate) fn begin_borrow(
         &self,
+        header: &SlotHeader,
         slot: u32,
         generation: u64,
         site: CallSite,
     ) -> PooledConnection<'_, C> {
-        self.header(slot).record_borrow(
+        header.record_borrow(
             generation,
             self.slab.now_ms(),
             site,
@@ -1354,6 +1376,7 @@ impl<C> PoolInner<C> {
         }
     }
 
+    #[inline(never)]
     fn try_acquire_from_map(
         &self,
         user: &str,
@@ -1675,16 +1698,14 @@ impl<C> PoolInner<C> {
     pub(crate) fn end(&self, handle: Handle) -> Result<()> {
         let Handle { slot, generation } = handle;
         let header = self.slab.get(slot).ok_or_else(|| self.stale(handle))?;
-        // Read everything about the slot while the borrow (if the handle is current)
-        // still owns it: once the CAS below makes it idle, another thread may claim and
-        // even empty it at once. For a stale handle these reads are meaningless, and the
-        // CAS fails before any of them is used.
+        // Read what the idle connection's bookkeeping needs while the borrow (if the
+        // handle is current) still owns the slot: once the CAS below makes it idle,
+        // another thread may claim and even empty it at once. For a stale handle these
+        // reads are meaningless, and the CAS fails before any of them is used.
         let partition = self
             .partition_if_occupied(header)
             .ok_or_else(|| self.stale(handle))?;
         let local = header.local.load(Ordering::Relaxed);
-        let connection_id = header.conn_id.load(Ordering::Relaxed);
-        let started_ms = header.owner_started_ms();
         // The serial, not the name: after the CAS the partition may be retired and
         // reused, and a stale handle's partition may be being reused now. (Its memory
         // is the pool's for the pool's life, and the serial is atomic.)
@@ -1699,26 +1720,74 @@ impl<C> PoolInner<C> {
         } {
             header.note_idle_since(self.slab.now_ms());
         }
-        let ended = state::end_borrow(&header.state, generation).map_err(|_| self.stale(handle))?;
+        if state::end_plain_borrow(&header.state, generation) {
+            self.went_idle(partition, serial, handle, local);
+            return Ok(());
+        }
+        self.end_unusual(handle, header, partition, serial, local)
+    }
+
+    /// [`end`](Self::end) when the borrow was not a plain one: flagged (reported as a
+    /// leak, marked to close) or the handle stale. Out of line, so a plain release
+    /// keeps a small frame. A current borrow is still the caller's here (the failed
+    /// CAS gave nothing up), so its fields are still this borrow's.
+    #[cold]
+    #[inline(never)]
+    fn end_unusual(
+        &self,
+        handle: Handle,
+        header: &SlotHeader,
+        partition: &Partition,
+        serial: u64,
+        local: u32,
+    ) -> Result<()> {
+        let connection_id = header.conn_id.load(Ordering::Relaxed);
+        let started_ms = header.owner_started_ms();
+        let ended = state::end_flagged_or_stale(&header.state, handle.generation)
+            .map_err(|_| self.stale(handle))?;
         if ended.has(flags::LEAK_ALERT) {
             self.note_leak_returned(connection_id, started_ms);
         }
         if !ended.closes() {
-            {
-                // SAFETY: this thread's entry (see `last_returned`); the borrow ends here.
-                let last = unsafe { &mut *last_returned() };
-                // Plain stores: if this is another user's (or pool's) connection than
-                // the kept name's, `name_serial` no longer matches and the next borrow
-                // through the map records the name (`remember_user`).
-                last.pool_id = self.id;
-                last.partition = partition;
-                last.serial = serial;
-                last.slot = slot;
-                last.generation = generation;
-            }
-            self.announce_idle(partition, local);
+            self.went_idle(partition, serial, handle, local);
             return Ok(());
         }
+        self.end_closing(partition, local, handle.slot, ended, connection_id)
+    }
+
+    /// A borrow of `partition`'s slot `handle.slot` (local index `local`) has just
+    /// ended idle: it becomes this thread's affinity candidate, and searchers and
+    /// waiters are told.
+    #[inline(always)]
+    fn went_idle(&self, partition: &Partition, serial: u64, handle: Handle, local: u32) {
+        {
+            // SAFETY: this thread's entry (see `last_returned`); the borrow ends here.
+            let last = unsafe { &mut *last_returned() };
+            // Plain stores: if this is another user's (or pool's) connection than the
+            // kept name's, `name_serial` no longer matches and the next borrow through
+            // the map records the name (`remember_user`).
+            last.pool_id = self.id;
+            last.partition = partition;
+            last.serial = serial;
+            last.slot = handle.slot;
+            last.generation = handle.generation;
+        }
+        self.announce_idle(partition, local);
+    }
+
+    /// The rare part of [`end`](Self::end), out of line so a plain release keeps a
+    /// small frame: the borrow ended marked to close (reclaimed, removed, aged, failed
+    /// over, the pool closed), so the connection is closed instead of going idle.
+    #[cold]
+    #[inline(never)]
+    fn end_closing(
+        &self,
+        partition: &Partition,
+        local: u32,
+        slot: u32,
+        ended: SlotState,
+        connection_id: u64,
+    ) -> Result<()> {
         let reclaimed = ended.has(flags::RECLAIMED);
         drop(self.retire(
             partition,

@@ -202,6 +202,7 @@ impl SlotHeader {
     }
 
     /// When the current borrow began (ms since the epoch), read by its owner.
+    #[inline]
     pub(crate) fn owner_started_ms(&self) -> u32 {
         self.stamp.load(Ordering::Relaxed) as u32
     }

@@ -211,8 +211,44 @@ pub(crate) fn try_claim(
 /// borrow. Returns the state that ended (its flags say whether the connection must be
 /// closed, see [`SlotState::closes`], and whether it had been reported as a leak), or
 /// the state found if the handle is not the current borrow.
-#[inline]
+///
+/// `PoolInner::end` runs these same two steps itself, with the slot's bookkeeping in
+/// between (the common case inline, the rest out of line); this composition is what
+/// the loom models and the slab's tests drive.
+#[cfg(test)]
 pub(crate) fn end_borrow(word: &AtomicU64, generation: u64) -> Result<SlotState, SlotState> {
+    if end_plain_borrow(word, generation) {
+        Ok(SlotState::new(generation, Lifecycle::InUse))
+    } else {
+        end_flagged_or_stale(word, generation)
+    }
+}
+
+/// The common case of [`end_borrow`], a borrow nobody flagged: one CAS from exactly
+/// that state to idle, ordered as in `finish_as` (SeqCst). `false` (nothing changed)
+/// for anything else: a flag, a stale handle, another lifecycle; a current borrow is
+/// still its holder's then.
+#[inline]
+pub(crate) fn end_plain_borrow(word: &AtomicU64, generation: u64) -> bool {
+    let plain = SlotState::new(generation, Lifecycle::InUse);
+    let idle = SlotState::new(generation, Lifecycle::Idle);
+    word.compare_exchange(
+        plain.pack(),
+        idle.pack(),
+        Ordering::SeqCst,
+        Ordering::Relaxed,
+    )
+    .is_ok()
+}
+
+/// [`end_borrow`] when the state was not the plain borrow: the general loop, which
+/// re-validates what it finds; out of line, so a release's common path is one CAS.
+#[cold]
+#[inline(never)]
+pub(crate) fn end_flagged_or_stale(
+    word: &AtomicU64,
+    generation: u64,
+) -> Result<SlotState, SlotState> {
     finish(word, generation, Lifecycle::InUse)
 }
 
