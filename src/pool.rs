@@ -822,11 +822,16 @@ impl<C> PoolInner<C> {
             return None;
         }
         let conn = self.begin_borrow(header, slot, claimed.generation(), site);
-        match self.tuning.validate_after_ms {
-            None => Some(conn),
-            Some(window) if header.owner_idle_ms() < window => Some(conn),
-            Some(window) => self.validate_affine(conn, window, partition, site),
-        }
+        let handle = match self.tuning.validate_after_ms {
+            None => conn.into_handle(),
+            Some(window) if header.owner_idle_ms() < window => conn.into_handle(),
+            // Merged as handles, rebuilt below: two guards from two calls would be
+            // merged through the stack on the common path.
+            Some(window) => self
+                .validate_affine(conn, window, partition, site)?
+                .into_handle(),
+        };
+        Some(PooledConnection::new(self, handle))
     }
 
     /// The rare part of [`take_affine`](Self::take_affine), out of line so the common

@@ -26,15 +26,24 @@ pub type NoopConn = u64;
 pub const USER: &str = "bench";
 
 /// This pool with `size` connections of one user and the default settings otherwise
-/// (leak detection on, health checks on, so the sweeper thread runs).
+/// (leak detection on, health checks on, so the sweeper thread runs). The fairness
+/// bound is the default unless `HELIOSDB_BENCH_FAIRNESS_US` gives one in microseconds
+/// (to measure its trade between throughput and fairness).
 pub fn heliosdb_pool(size: usize) -> EnhancedConnectionPool<NoopConn> {
-    let pool = EnhancedConnectionPool::new(EnhancedPoolConfig {
+    let mut builder = EnhancedConnectionPool::builder(EnhancedPoolConfig {
         max_connections: size,
         max_per_user: size,
         // Waits in the contention runs must never time out.
         acquire_timeout_ms: 60_000,
         ..EnhancedPoolConfig::default()
     });
+    if let Some(us) = std::env::var("HELIOSDB_BENCH_FAIRNESS_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        builder = builder.fairness_bound(std::time::Duration::from_micros(us));
+    }
+    let pool = builder.build().expect("a valid benchmark pool");
     for i in 0..size as u64 {
         pool.add_connection_sync(i, USER, ConnectionMetadata::for_user(USER))
             .expect("add_connection_sync");
