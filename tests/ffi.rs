@@ -635,7 +635,8 @@ fn every_export_runs_inside_the_panic_boundary() {
             if !is_alias && rest[..at].rfind("#[unsafe(no_mangle)]").is_some() {
                 exports += 1;
                 if !(first.starts_with("boundary::call(")
-                    || first.starts_with("boundary::call_or("))
+                    || first.starts_with("boundary::call_or(")
+                    || first.starts_with("boundary::call_recorded("))
                 {
                     missing.push(format!("{}: {name}", path.display()));
                 }

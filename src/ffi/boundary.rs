@@ -3,6 +3,9 @@
 //! - [`call`] runs an export's body inside `catch_unwind`: `Ok` becomes `HELIOSDB_OK`,
 //!   an [`Error`] becomes its status, a panic becomes `HELIOSDB_ERR_PANIC`. Every failure
 //!   is saved as the thread's last error message ([`last_error`]).
+//! - [`call_recorded`] is the same for the hot exports (acquire, release), whose bodies
+//!   record each error where it arises ([`Failed`], made by `?` in a cold function), so
+//!   that their success path carries a status, not an 80-byte `Result`.
 //! - [`call_or`] does the same for the few exports that return a value, not a status.
 //! - [`check_ptr`], [`check_str`], [`opt_str`], [`check_out`] turn raw pointers into
 //!   references, strings and out-parameters, failing with `HELIOSDB_ERR_NULL_ARGUMENT`
@@ -26,34 +29,46 @@ thread_local! {
     static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// A failure already recorded: its message is this thread's last error, and its status
+/// is what the export returns. Made from an [`Error`] (by `?`) in a cold function, so
+/// a body that returns `Result<(), Failed>` formats its errors where they arise, off
+/// its success path, and its `Result` is a status rather than an 80-byte `Error`
+/// (which the hot exports would otherwise keep room and registers for).
+pub(crate) struct Failed(Status);
+
+impl From<Error> for Failed {
+    /// Records `error` (see [`fail`]).
+    #[cold]
+    #[inline(never)]
+    fn from(error: Error) -> Self {
+        Failed(fail(&error))
+    }
+}
+
 /// Runs an export's body at the C boundary; see the module docs.
 #[inline]
 pub(crate) fn call(body: impl FnOnce() -> Result<()>) -> Status {
+    call_recorded(|| Ok(body()?))
+}
+
+/// [`call`] for a body whose errors are recorded where they arise ([`Failed`]): the
+/// form of the hot exports (acquire, release).
+#[inline]
+pub(crate) fn call_recorded(body: impl FnOnce() -> std::result::Result<(), Failed>) -> Status {
     // AssertUnwindSafe: after a panic the export returns HELIOSDB_ERR_PANIC and touches
     // nothing the body may have left half-updated; the pool's own state is designed to
     // stay consistent across a panic (its locks are poison-tolerant).
     //
-    // The body's `Result` becomes a `Status` inside the unwind guard: what crosses it is
-    // then 4 bytes, not the ~80-byte `Result<(), Error>`, which the success path would
-    // otherwise copy out of the guard's return slot on every call (callgrind: 14
-    // instructions per release).
+    // The body's result becomes a `Status` inside the unwind guard: what crosses it is
+    // then 4 bytes.
     let status = catch_unwind(AssertUnwindSafe(|| match body() {
         Ok(()) => Status::Ok,
-        // Moved into a cold function, so that the error's drop glue (a large enum with
-        // strings and an `Arc`) stays off the success path.
-        Err(error) => fail_owned(error),
+        Err(Failed(status)) => status,
     }));
     match status {
         Ok(status) => status,
         Err(payload) => fail(&panic_error(payload.as_ref())),
     }
-}
-
-/// [`fail`], consuming the error.
-#[cold]
-#[inline(never)]
-fn fail_owned(error: Error) -> Status {
-    fail(&error)
 }
 
 /// Runs the body of an export that returns a value; a panic returns `fallback` and is

@@ -23,11 +23,12 @@ use crate::guard::PooledConnection;
 use crate::guard::RawHandle;
 use crate::leak::LeakReport;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
-use crate::pool::{EnhancedConnectionPool, Removal};
+use crate::pool::{EnhancedConnectionPool, PoolInner, Removal};
+use crate::slab::state::Handle;
 use crate::slab::state::Lifecycle;
 use crate::slab::{CSite, CallSite};
 
-use super::boundary::{self, check_out, check_ptr, check_str, opt_out, opt_str};
+use super::boundary::{self, Failed, check_out, check_ptr, check_str, opt_out, opt_str};
 use super::config::{
     heliosdb_close_fn, heliosdb_leak_fn, heliosdb_pool_config, heliosdb_user_data_free_fn,
     read_config,
@@ -686,7 +687,7 @@ unsafe fn acquire_with(
         &str,
         CallSite,
     ) -> Result<PooledConnection<'p, CConnection>>,
-) -> Result<()> {
+) -> std::result::Result<(), Failed> {
     // SAFETY: forwarded contract.
     let (p, out) = unsafe { (pool_ref(pool)?, check_out(out_lease, "out_lease")?) };
     // The steady state: this thread's last connection, for a user recognised without
@@ -745,7 +746,7 @@ pub unsafe extern "C" fn heliosdb_pool_acquire(
     timeout_ms: u64,
     out_lease: *mut heliosdb_lease,
 ) -> Status {
-    boundary::call(|| {
+    boundary::call_recorded(|| {
         // SAFETY: forwarded contract.
         unsafe {
             acquire_with(pool, user, out_lease, UNKNOWN_SITE, |p, user, site| {
@@ -774,7 +775,7 @@ pub unsafe extern "C" fn heliosdb_pool_acquire_at(
     line: c_int,
     function: *const c_char,
 ) -> Status {
-    boundary::call(|| {
+    boundary::call_recorded(|| {
         // SAFETY: forwarded contract.
         let site = unsafe { call_site(file, line, function) }?;
         // SAFETY: forwarded contract.
@@ -804,7 +805,7 @@ pub unsafe extern "C" fn heliosdb_pool_try_acquire(
     user: *const c_char,
     out_lease: *mut heliosdb_lease,
 ) -> Status {
-    boundary::call(|| {
+    boundary::call_recorded(|| {
         // SAFETY: forwarded contract.
         unsafe {
             acquire_with(pool, user, out_lease, UNKNOWN_SITE, |p, user, site| {
@@ -829,7 +830,7 @@ pub unsafe extern "C" fn heliosdb_pool_try_acquire_at(
     line: c_int,
     function: *const c_char,
 ) -> Status {
-    boundary::call(|| {
+    boundary::call_recorded(|| {
         // SAFETY: forwarded contract.
         let site = unsafe { call_site(file, line, function) }?;
         // SAFETY: forwarded contract.
@@ -872,7 +873,7 @@ pub unsafe extern "C" fn heliosdb_pool_release(
     lease: *const heliosdb_lease,
 ) -> Status {
     // SAFETY: the export's contract, which `end_lease` shares.
-    boundary::call(|| unsafe { end_lease(pool, lease, EnhancedConnectionPool::release_raw_handle) })
+    boundary::call_recorded(|| unsafe { end_lease(pool, lease, PoolInner::release) })
 }
 
 /// Ends a lease by closing its connection instead of returning it: for a connection
@@ -902,7 +903,7 @@ pub unsafe extern "C" fn heliosdb_pool_discard(
     lease: *const heliosdb_lease,
 ) -> Status {
     // SAFETY: the export's contract, which `end_lease` shares.
-    boundary::call(|| unsafe { end_lease(pool, lease, EnhancedConnectionPool::discard_raw_handle) })
+    boundary::call_recorded(|| unsafe { end_lease(pool, lease, PoolInner::discard) })
 }
 
 /// Declares that the borrow `lease` is expected to be held for `ms` milliseconds (a
@@ -947,6 +948,11 @@ pub unsafe extern "C" fn heliosdb_pool_expect_hold(
 /// The body of `heliosdb_pool_release` and `heliosdb_pool_discard`: checks the lease,
 /// ends it with `end`, and takes part in the free handshake (see [`heliosdb_pool`]).
 ///
+/// The core's raw-handle check finds the slot's header once, for itself and for the
+/// handshake's in-flight mark. The check may come before the mark: a lease that is out
+/// keeps the pool's memory alive (it is one of its owners once freed), and the end's
+/// CAS at the lease's generation validates it again after the mark.
+///
 /// # Safety
 ///
 /// The two exports' contract on `pool` and `lease`.
@@ -954,43 +960,57 @@ pub unsafe extern "C" fn heliosdb_pool_expect_hold(
 unsafe fn end_lease(
     pool: *mut heliosdb_pool,
     lease: *const heliosdb_lease,
-    end: impl Fn(&EnhancedConnectionPool<CConnection>, RawHandle) -> Result<()>,
-) -> Result<()> {
+    end: impl Fn(&PoolInner<CConnection>, Handle) -> Result<()>,
+) -> std::result::Result<(), Failed> {
     // SAFETY: forwarded contract.
     let (p, lease) = unsafe { (pool_ref(pool)?, check_ptr(lease, "lease")?) };
     if !ptr::eq(lease.pool, pool) {
-        return Err(Error::ForeignHandle);
+        return Err(Error::ForeignHandle.into());
     }
     let raw = RawHandle::from_parts(ConnectionId::from_raw(lease.connection_id), lease.handle);
-    let Some(header) = p.pool.inner.slab.get(raw.connection_id().slot()) else {
-        return Err(Error::StaleHandle {
-            connection_id: lease.connection_id,
-            generation: lease.handle,
-        });
-    };
-    // The release's half of the free handshake (see `heliosdb_pool`).
-    let in_flight = header.enter_release();
-    if !p.freed.load(Ordering::SeqCst) {
-        let result = end(&p.pool, raw);
+    p.pool.inner.end_raw(raw, |inner, header, handle| {
+        // The release's half of the free handshake (see `heliosdb_pool`).
+        let in_flight = header.enter_release();
+        if p.freed.load(Ordering::SeqCst) {
+            drop(in_flight);
+            // SAFETY: forwarded contract; the lease passed the check.
+            return unsafe { end_after_free(pool, handle, end) };
+        }
+        let result = end(inner, handle);
         drop(in_flight);
-        // Success returned as a fresh `Ok`: moving `result` itself would copy the whole
-        // `Result` (an 80-byte `Error` inside) on every release (callgrind: 11).
-        return if result.is_ok() { Ok(()) } else { result };
-    }
-    drop(in_flight);
-    // The pool was freed with leases out: this lease is one of its owners once free
-    // has counted them.
+        Ok(result?)
+    })
+}
+
+/// [`end_lease`] once the pool has been freed with leases out: this lease is one of the
+/// pool's owners once free has counted them, so it waits for the count, ends the
+/// borrow, and leaves. Out of line: the release's frame is then sized for its normal
+/// path only.
+///
+/// # Safety
+///
+/// `pool` was freed by `heliosdb_pool_free` with the lease `handle` names still out,
+/// and this is the lease's one end.
+#[cold]
+#[inline(never)]
+unsafe fn end_after_free(
+    pool: *mut heliosdb_pool,
+    handle: Handle,
+    end: impl Fn(&PoolInner<CConnection>, Handle) -> Result<()>,
+) -> std::result::Result<(), Failed> {
+    // SAFETY: a lease that is out keeps the freed pool alive (see `heliosdb_pool_free`).
+    let p = unsafe { &*pool };
     let backoff = crossbeam_utils::Backoff::new();
     while !p.counted.load(Ordering::Acquire) {
         backoff.snooze();
     }
-    let result = end(&p.pool, raw);
+    let result = end(&p.pool.inner, handle);
     if matches!(result, Ok(()) | Err(Error::Reclaimed { .. })) {
         // SAFETY: this lease was out when free counted its owners (it was `InUse`
         // until the end just above), and this is its only end.
         unsafe { leave(pool) };
     }
-    result
+    Ok(result?)
 }
 
 /// Failover: takes every connection of the pool out of service, as after the database
