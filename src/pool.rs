@@ -1653,7 +1653,7 @@ impl<C> PoolInner<C> {
     /// Ends the borrow `handle` as its holder gives it back: the `reset` hook first, if
     /// there is one (the only cost of the hook on this path when it is not set is this
     /// branch), then [`end`](Self::end).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn release(&self, handle: Handle) -> Result<()> {
         if let Some(reset) = &self.hooks.reset {
             return self.reset_then_end(handle, reset);
@@ -1720,7 +1720,7 @@ impl<C> PoolInner<C> {
     /// Ends the borrow `handle`: one CAS validates it and changes the state; the
     /// connection goes idle, or is closed if it was marked to be. The slot becomes
     /// this thread's affinity candidate for its next borrow.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn end(&self, handle: Handle) -> Result<()> {
         let Handle { slot, generation } = handle;
         let header = self.slab.get(slot).ok_or_else(|| self.stale(handle))?;

@@ -104,13 +104,20 @@ fn program_name() -> Option<String> {
     .clone()
 }
 
-/// This thread's tag (non-zero).
-#[inline]
+/// This thread's tag (non-zero). Every borrow records it: one thread-local load in
+/// the common case, inline; the first call on a thread registers it, out of line.
+#[inline(always)]
 pub(crate) fn current() -> u64 {
     let cached = CACHED.with(Cell::get);
     if cached != 0 {
         return cached;
     }
+    first_on_this_thread()
+}
+
+#[cold]
+#[inline(never)]
+fn first_on_this_thread() -> u64 {
     let tag = OWNER.try_with(|t| t.0).unwrap_or(0);
     CACHED.with(|c| c.set(tag));
     tag
