@@ -2,8 +2,9 @@
 //! [`EnhancedConnectionPool::acquire`](crate::EnhancedConnectionPool::acquire).
 //!
 //! Runtime-agnostic: it parks on a `Waker` (woken by the releasing thread, or by the
-//! crate's timer thread at the deadline), so it works on any executor. Cancellation-safe:
-//! dropping it withdraws the wait, and gives back a connection granted in the meantime.
+//! crate's timer thread at the fairness bound or the deadline), so it works on any
+//! executor. Cancellation-safe: dropping it withdraws the wait, and gives back a
+//! connection granted in the meantime.
 
 use std::future::Future;
 use std::pin::Pin;

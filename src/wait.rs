@@ -44,7 +44,6 @@
 //! promise a releaser may have counted on.
 
 use std::collections::VecDeque;
-
 use std::task::Waker;
 
 use crossbeam_utils::CachePadded;
