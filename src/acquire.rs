@@ -2,8 +2,9 @@
 //! [`EnhancedConnectionPool::acquire`](crate::EnhancedConnectionPool::acquire).
 //!
 //! Runtime-agnostic: it parks on a `Waker` (woken by the releasing thread, or by the
-//! crate's timer thread at the deadline), so it works on any executor. Cancellation-safe:
-//! dropping it withdraws the wait, and gives back a connection granted in the meantime.
+//! crate's timer thread at the fairness bound or the deadline), so it works on any
+//! executor. Cancellation-safe: dropping it withdraws the wait, and gives back a
+//! connection granted in the meantime.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,8 +40,15 @@ enum State {
         started: Instant,
         /// Whether this waiter has declared itself past the fairness bound.
         overdue: bool,
-        /// Whether the timer will poll it at the fairness bound.
-        bound_armed: bool,
+        /// Whether this waiter may be the awake one (see `wait`'s module docs): it
+        /// registered as such, or was woken (perhaps by a releaser that made it so).
+        /// It clears the flag when it parks; one that registered while another was
+        /// awake leaves the flag to that one.
+        awake: bool,
+        /// When the timer will poll this waiter next (the fairness bound or the
+        /// deadline), once armed: each instant is armed once, however often the
+        /// waiter is woken and re-parks.
+        armed: Option<Instant>,
     },
     Done,
 }
@@ -71,7 +79,7 @@ impl<'a, C> Future for Acquire<'a, C> {
         let pool = this.pool;
         if let State::Start = this.state {
             let overdue = pool.overdue_after(Duration::ZERO);
-            let (partition, node) = loop {
+            let (partition, node, awake) = loop {
                 // One fast attempt, exactly like `try_acquire`, before queueing.
                 let partition = match pool.start_acquire(this.user, this.site) {
                     Ok(Start::Got(conn)) => {
@@ -93,7 +101,7 @@ impl<'a, C> Future for Acquire<'a, C> {
                     waiter,
                     overdue,
                 ) {
-                    Registration::Waiting(node, _) => break (partition, node),
+                    Registration::Waiting(node, awake) => break (partition, node, awake),
                     Registration::Closed if pool.closed() => {
                         this.state = State::Done;
                         return Poll::Ready(Err(Error::Closed));
@@ -103,16 +111,14 @@ impl<'a, C> Future for Acquire<'a, C> {
                 }
             };
             let started = Instant::now();
-            if let Some(deadline) = started.checked_add(this.timeout) {
-                timer::arm(deadline, &node);
-            }
             pool.request_connection(&partition);
             this.state = State::Waiting {
                 partition,
                 node,
                 started,
                 overdue,
-                bound_armed: false,
+                awake,
+                armed: None,
             };
         }
         let State::Waiting {
@@ -120,55 +126,62 @@ impl<'a, C> Future for Acquire<'a, C> {
             ref node,
             started,
             ref mut overdue,
-            ref mut bound_armed,
+            ref mut awake,
+            ref mut armed,
         } = this.state
         else {
             panic!("`Acquire` polled after completion");
         };
-        let waited = started.elapsed();
-        let outcome = match node.outcome() {
-            Some(outcome) => Some(outcome),
-            None if waited >= this.timeout => match partition.waiters.cancel(node) {
-                None => {
-                    pool.leave_queue(partition);
-                    let error = pool.timeout_error(partition, started.elapsed());
-                    this.state = State::Done;
-                    return Poll::Ready(Err(error));
+        let outcome = 'found: {
+            if let Some(outcome) = node.outcome() {
+                break 'found outcome;
+            }
+            let waited = started.elapsed();
+            if waited >= this.timeout {
+                match partition.waiters.cancel(node) {
+                    None => {
+                        pool.leave_queue(partition);
+                        let error = pool.timeout_error(partition, started.elapsed());
+                        this.state = State::Done;
+                        return Poll::Ready(Err(error));
+                    }
+                    Some(outcome) => break 'found outcome,
                 }
-                Some(outcome) => Some(outcome),
-            },
-            None => {
-                if !*overdue && pool.overdue_after(waited) {
-                    *overdue = true;
-                    partition.waiters.declare_overdue(node);
-                }
-                node.set_waker(cx.waker());
-                // A polled waiter is the awake one (registered, or woken by a release
-                // or a grant): it stops being so and searches before it sleeps, after
-                // publishing the waker (a grant before `set_waker` woke the old waker,
-                // and must not be missed).
+            }
+            if !*overdue && pool.overdue_after(waited) {
+                *overdue = true;
+                partition.waiters.declare_overdue(node);
+            }
+            node.set_waker(cx.waker());
+            // Parking: no longer the awake one, so search once more first, after
+            // publishing the waker (a grant before `set_waker` woke the old waker, and
+            // must not be missed). A waiter that registered while another was awake
+            // leaves the flag to that one, which searches for it before it parks.
+            if std::mem::take(awake) {
                 partition.waiters.stop_awake();
-                pool.dispatch(partition);
-                let outcome = node.outcome();
-                // Going to sleep: polled again at the fairness bound, to declare itself
-                // overdue. Armed only now, so an acquire served at once by its own
-                // search never wakes the timer thread.
-                let bound = pool.tuning.fairness_bound;
-                if outcome.is_none() && !*overdue && !*bound_armed && bound < this.timeout {
-                    *bound_armed = true;
-                    timer::arm(started + bound, node);
-                }
-                outcome
             }
+            pool.dispatch(partition);
+            if let Some(outcome) = node.outcome() {
+                break 'found outcome;
+            }
+            // Polled again by the timer at the fairness bound (to declare itself
+            // overdue) or at the deadline, whichever comes first. Armed only when going
+            // to sleep, so a waiter served by its first search never touches the timer.
+            let wake_at = match *overdue || pool.tuning.fairness_bound >= this.timeout {
+                true => started.checked_add(this.timeout),
+                false => started.checked_add(pool.tuning.fairness_bound),
+            };
+            if let Some(at) = wake_at.filter(|at| *armed != Some(*at)) {
+                *armed = Some(at);
+                timer::arm(at, node);
+            }
+            // Whoever wakes it next may have made it the awake one (a releaser).
+            *awake = true;
+            return Poll::Pending;
         };
-        match outcome {
-            None => Poll::Pending,
-            Some(outcome) => {
-                let result = pool.finish_wait(partition, outcome, started);
-                this.state = State::Done;
-                Poll::Ready(result)
-            }
-        }
+        let result = pool.finish_wait(partition, outcome, started);
+        this.state = State::Done;
+        Poll::Ready(result)
     }
 }
 

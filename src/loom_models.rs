@@ -238,8 +238,9 @@ impl Waiting {
     }
 
     /// Register as the pool's acquire does, then re-check through a dispatch.
-    /// `overdue`: already past the fairness bound (a bound of zero).
-    fn register(&self, overdue: bool) -> Option<Arc<WaitNode>> {
+    /// `overdue`: already past the fairness bound (a bound of zero). With the node,
+    /// whether this waiter became the awake one.
+    fn register(&self, overdue: bool) -> Option<(Arc<WaitNode>, bool)> {
         let waiter = Waiter {
             site: SITE,
             borrower: 1,
@@ -248,30 +249,35 @@ impl Waiting {
             .queue
             .register(Wakeup::Thread(thread::current()), waiter, overdue)
         {
-            Registration::Waiting(node, _) => {
+            Registration::Waiting(node, awake) => {
                 self.dispatch();
-                Some(node)
+                Some((node, awake))
             }
             Registration::Closed => None,
         }
     }
 
-    /// A registered waiter's life as `blocking_acquire` lives it (without the spin,
-    /// which only repeats the search): stop being the awake waiter, search once more,
-    /// park; a wake-up (a grant, or a releaser's) makes it search again.
-    fn sleep_until_served(&self, node: &Arc<WaitNode>) -> Outcome {
+    /// A registered waiter's life as `blocking_acquire` and the `Acquire` future live
+    /// it (without the blocking spin, which only repeats the search): stop being the
+    /// awake waiter if it is (`awake`: it registered as such, or was woken since; one
+    /// that registered while another was awake leaves the flag to that one), search
+    /// once more, park; a wake-up (a grant, or a releaser's) makes it search again.
+    fn sleep_until_served(&self, node: &Arc<WaitNode>, mut awake: bool) -> Outcome {
         loop {
             if let Some(outcome) = node.outcome() {
                 self.leave();
                 return outcome;
             }
-            self.queue.stop_awake();
+            if std::mem::take(&mut awake) {
+                self.queue.stop_awake();
+            }
             self.dispatch();
             if let Some(outcome) = node.outcome() {
                 self.leave();
                 return outcome;
             }
             thread::park();
+            awake = true;
         }
     }
 
@@ -284,8 +290,8 @@ impl Waiting {
 
     /// Register, then sleep until served (`None`: closed before registering).
     fn wait(&self) -> Option<Outcome> {
-        let node = self.register(false)?;
-        Some(self.sleep_until_served(&node))
+        let (node, awake) = self.register(false)?;
+        Some(self.sleep_until_served(&node, awake))
     }
 }
 
@@ -323,11 +329,11 @@ fn a_waiter_at_the_fairness_bound_is_handed_the_connection_before_a_barger() {
         let w = Waiting::borrowed();
         let other = w.clone();
         let waiter = thread::spawn(move || {
-            let node = other.register(false).expect("not closed");
+            let (node, awake) = other.register(false).expect("not closed");
             // The waiter reaches the bound while the holder cycles.
             other.queue.declare_overdue(&node);
             other.dispatch();
-            (other.sleep_until_served(&node), node)
+            (other.sleep_until_served(&node, awake), node)
         });
         // The holder releases and tries to take the connection straight back.
         w.release(0);
@@ -346,7 +352,7 @@ fn a_waiter_at_the_fairness_bound_is_handed_the_connection_before_a_barger() {
     loom::model(|| {
         let w = Waiting::borrowed();
         // Registered (and woken) on this thread.
-        let node = w.register(true).expect("not closed");
+        let (node, awake) = w.register(true).expect("not closed");
         assert_eq!(node.outcome(), None);
         let holder = {
             let w = w.clone();
@@ -355,7 +361,7 @@ fn a_waiter_at_the_fairness_bound_is_handed_the_connection_before_a_barger() {
                 w.barge()
             })
         };
-        assert_eq!(w.sleep_until_served(&node), GRANTED_AT_1);
+        assert_eq!(w.sleep_until_served(&node, awake), GRANTED_AT_1);
         assert_eq!(
             holder.join().unwrap(),
             None,
@@ -376,7 +382,7 @@ fn a_barger_racing_a_timing_out_waiter_strands_no_other_waiter() {
             thread::spawn(move || w.wait().expect("not closed"))
         };
         // A second waiter, awake (releasers may count on it), then times out.
-        let late = w.register(false).expect("not closed");
+        let (late, _) = w.register(false).expect("not closed");
         let holder = {
             let w = w.clone();
             thread::spawn(move || {
@@ -406,7 +412,7 @@ fn a_barger_racing_a_timing_out_waiter_strands_no_other_waiter() {
 fn a_grant_racing_a_cancel_has_exactly_one_owner_and_is_never_lost() {
     loom::model(|| {
         let w = Waiting::borrowed();
-        let node = w.register(true).expect("not closed");
+        let (node, _) = w.register(true).expect("not closed");
         assert_eq!(node.outcome(), None, "borrowed: nothing to grant yet");
         let other = w.clone();
         // The waiter times out (or its future is dropped) while the holder releases.

@@ -454,7 +454,13 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A runtime-agnostic timer for async waiters: one lazily started thread that wakes a
-/// waiting task at its deadline, so `acquire().await` times out on any executor.
+/// waiting task at the instants it armed (its fairness bound, its deadline), so
+/// `acquire().await` declares itself overdue and times out on any executor.
+///
+/// A waiter arms an instant only when it goes to sleep, and each instant once, so a
+/// borrow served by its own search never touches the timer. The thread is woken (a
+/// futex call) only when a new instant is earlier than the one it sleeps until; while
+/// it runs, it sees new entries before it sleeps again.
 #[cfg(not(loom))]
 pub(crate) mod timer {
     use std::collections::BinaryHeap;
@@ -488,68 +494,150 @@ pub(crate) mod timer {
         }
     }
 
+    /// What the timer thread is doing, as far as an arming caller needs to know.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Sleep {
+        /// Awake (or woken and not yet running): it looks at the heap before it
+        /// sleeps again, so nobody need wake it.
+        Running,
+        /// Asleep until this instant.
+        Until(Instant),
+        /// Asleep with nothing armed.
+        Idle,
+    }
+
+    struct State {
+        entries: BinaryHeap<Entry>,
+        sleep: Sleep,
+    }
+
     struct Timer {
-        entries: Mutex<BinaryHeap<Entry>>,
+        state: Mutex<State>,
         changed: Condvar,
     }
 
+    impl Timer {
+        fn new() -> Self {
+            Timer {
+                state: Mutex::new(State {
+                    entries: BinaryHeap::new(),
+                    sleep: Sleep::Running,
+                }),
+                changed: Condvar::new(),
+            }
+        }
+
+        /// Adds the entry; wakes the thread only if it sleeps past `deadline`. Returns
+        /// whether it did.
+        fn arm(&self, deadline: Instant, node: &Arc<WaitNode>) -> bool {
+            let mut state = lock(&self.state);
+            state.entries.push(Entry {
+                deadline,
+                node: Arc::downgrade(node),
+            });
+            let wake = match state.sleep {
+                Sleep::Running => false,
+                Sleep::Until(until) => deadline < until,
+                Sleep::Idle => true,
+            };
+            if wake {
+                // Woken: it recomputes its sleep from the heap, so later arms until it
+                // sleeps again need not wake it a second time.
+                state.sleep = Sleep::Running;
+                self.changed.notify_one();
+            }
+            wake
+        }
+
+        fn run(&self) -> ! {
+            let mut state = lock(&self.state);
+            let mut due = Vec::new();
+            loop {
+                let now = Instant::now();
+                while state.entries.peek().is_some_and(|e| e.deadline <= now) {
+                    due.push(state.entries.pop().expect("peeked").node);
+                }
+                if !due.is_empty() {
+                    // Woken outside the timer's lock: a waker that polls inline may arm
+                    // another instant.
+                    drop(state);
+                    for node in due.drain(..).filter_map(|n| n.upgrade()) {
+                        node.wake();
+                    }
+                    state = lock(&self.state);
+                    continue;
+                }
+                state = match state.entries.peek().map(|e| e.deadline) {
+                    Some(deadline) => {
+                        state.sleep = Sleep::Until(deadline);
+                        self.changed
+                            .wait_timeout(state, deadline - now)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0
+                    }
+                    None => {
+                        state.sleep = Sleep::Idle;
+                        self.changed.wait(state).unwrap_or_else(|p| p.into_inner())
+                    }
+                };
+                state.sleep = Sleep::Running;
+            }
+        }
+    }
+
     static TIMER: Lazy<&'static Timer> = Lazy::new(|| {
-        let timer: &'static Timer = Box::leak(Box::new(Timer {
-            entries: Mutex::new(BinaryHeap::new()),
-            changed: Condvar::new(),
-        }));
+        let timer: &'static Timer = Box::leak(Box::new(Timer::new()));
         std::thread::Builder::new()
             .name("heliosdb-timer".into())
-            .spawn(move || run(timer))
+            .spawn(move || timer.run())
             .expect("spawning the heliosdb-timer thread");
         timer
     });
 
     /// Wakes `node`'s task at `deadline` (unless it is gone by then).
     pub(crate) fn arm(deadline: Instant, node: &Arc<WaitNode>) {
-        let timer = *TIMER;
-        let mut entries = lock(&timer.entries);
-        let earliest = entries.peek().is_none_or(|e| deadline < e.deadline);
-        entries.push(Entry {
-            deadline,
-            node: Arc::downgrade(node),
-        });
-        if earliest {
-            timer.changed.notify_one();
-        }
+        TIMER.arm(deadline, node);
     }
 
-    fn run(timer: &'static Timer) {
-        let mut entries = lock(&timer.entries);
-        let mut due = Vec::new();
-        loop {
-            let now = Instant::now();
-            while entries.peek().is_some_and(|e| e.deadline <= now) {
-                due.push(entries.pop().expect("peeked").node);
-            }
-            if !due.is_empty() {
-                // Woken outside the timer's lock: a waker that polls inline may arm
-                // another deadline.
-                drop(entries);
-                for node in due.drain(..).filter_map(|n| n.upgrade()) {
-                    node.wake();
-                }
-                entries = lock(&timer.entries);
-                continue;
-            }
-            entries = match entries.peek().map(|e| e.deadline - now) {
-                Some(wait) => {
-                    timer
-                        .changed
-                        .wait_timeout(entries, wait)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-                None => timer
-                    .changed
-                    .wait(entries)
-                    .unwrap_or_else(|p| p.into_inner()),
+    #[cfg(test)]
+    mod tests {
+        use std::time::Duration;
+
+        use super::*;
+        use crate::slab::CallSite;
+        use crate::wait::{Registration, WaitQueue, Waiter, Wakeup};
+
+        fn node() -> Arc<WaitNode> {
+            let queue = WaitQueue::new();
+            let waiter = Waiter {
+                site: CallSite::Rust(std::panic::Location::caller()),
+                borrower: 0,
             };
+            match queue.register(Wakeup::Thread(std::thread::current()), waiter, false) {
+                Registration::Waiting(node, _) => node,
+                Registration::Closed => unreachable!("a new queue is open"),
+            }
+        }
+
+        #[test]
+        fn the_thread_is_woken_only_for_an_instant_earlier_than_its_sleep() {
+            let timer = Timer::new();
+            let node = node();
+            let t = Instant::now() + Duration::from_secs(3600);
+            lock(&timer.state).sleep = Sleep::Idle;
+            assert!(timer.arm(t, &node), "an idle thread is woken");
+            assert!(!timer.arm(t, &node), "a woken thread is not woken again");
+            lock(&timer.state).sleep = Sleep::Until(t);
+            assert!(
+                !timer.arm(t + Duration::from_secs(1), &node),
+                "later: not woken"
+            );
+            assert!(!timer.arm(t, &node), "the same instant: not woken");
+            assert!(
+                timer.arm(t - Duration::from_secs(1), &node),
+                "earlier: woken"
+            );
+            assert_eq!(lock(&timer.state).entries.len(), 5, "every entry is kept");
         }
     }
 }
