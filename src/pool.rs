@@ -192,6 +192,16 @@ struct LastReturned {
     name: [u8; AFFINITY_NAME_BYTES],
 }
 
+/// Rounds of [`PoolInner::spin_for_idle`]: crossbeam's `Backoff::spin` doubles its
+/// `PAUSE`s each round (1, 2, ... 32: 63 in all, about a microsecond).
+const SPIN_ROUNDS: u32 = 6;
+
+/// Whether this process may run on more than one core (read once).
+fn several_cores() -> bool {
+    static SEVERAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SEVERAL.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
+}
+
 /// `LastReturned::name_len` of a name too long to keep.
 const NAME_NOT_KEPT: u32 = u32::MAX;
 
@@ -1433,6 +1443,9 @@ impl<C> PoolInner<C> {
                 Start::Got(conn) => return Ok(conn),
                 Start::Wait(partition) => partition,
             };
+            if let Some(conn) = self.spin_for_idle(&partition, site) {
+                return Ok(conn);
+            }
             let waiter = Waiter {
                 site,
                 borrower: thread_tag::current(),
@@ -1509,6 +1522,39 @@ impl<C> PoolInner<C> {
                 backoff.reset();
             }
         }
+    }
+
+    /// A blocking acquire that found nothing idle first spins briefly (about a
+    /// microsecond of `PAUSE`s, retrying between them), as Go's mutex does before it
+    /// queues: a holder on another core often gives its connection back within that
+    /// time, and catching it costs far less than queueing (the queue lock, a node, a
+    /// park and a wake-up). Only while nobody is queued for the user: with callers
+    /// queued already, more spinners would only take CPU from the holders (and the
+    /// queue's awake waiter searches anyway). Not on a single core, where the holder
+    /// cannot run while this spins; not past the fairness bound (`take_idle` defers to
+    /// overdue waiters).
+    #[cold]
+    #[inline(never)]
+    fn spin_for_idle<'a>(
+        &'a self,
+        partition: &Partition,
+        site: CallSite,
+    ) -> Option<PooledConnection<'a, C>> {
+        if !several_cores() || partition.waiters.waiting() > 0 {
+            return None;
+        }
+        let backoff = crossbeam_utils::Backoff::new();
+        for _ in 0..SPIN_ROUNDS {
+            backoff.spin();
+            if partition.waiters.waiting() > 0 {
+                return None;
+            }
+            if let Some(conn) = self.take_idle(partition, site) {
+                self.counters.spin_acquires.fetch_add(1, Ordering::Relaxed);
+                return Some(conn);
+            }
+        }
+        None
     }
 
     /// Whether a waiter that has waited `waited` is past the fairness bound (see
@@ -2133,6 +2179,7 @@ impl<C> PoolInner<C> {
             waiting,
             acquires,
             timeouts: get(&counters.timeouts),
+            spin_acquires: get(&counters.spin_acquires),
             users,
             users_retired: self.users.retired_count(),
             leak_stats: self.leak_stats(active),

@@ -372,6 +372,7 @@ fn full_stats() -> PoolStats {
         waiting: 3,
         acquires: 100_001,
         timeouts: 17,
+        spin_acquires: 29,
         users: vec![
             UserStats {
                 user: USER_A.into(),
@@ -490,6 +491,7 @@ fn every_field_is_rendered_and_parses_back() {
     assert_eq!(v("heliosdb_pool_waiting"), 3.0);
     assert_eq!(v("heliosdb_pool_acquires_total"), 100_001.0);
     assert_eq!(v("heliosdb_pool_acquire_timeouts_total"), 17.0);
+    assert_eq!(v("heliosdb_pool_spin_acquires_total"), 29.0);
     assert_eq!(v("heliosdb_pool_users"), 2.0);
     assert_eq!(v("heliosdb_pool_users_retired_total"), 5.0);
     assert_eq!(v("heliosdb_pool_leaks_detected_total"), 21.0);
@@ -622,7 +624,7 @@ fn every_field_is_rendered_and_parses_back() {
 
     // Every family is there (a field forgotten by the renderer shows here).
     let families: HashSet<&str> = e.families.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert_eq!(families.len(), 32, "{families:?}");
+    assert_eq!(families.len(), 33, "{families:?}");
     // Every family has samples when every field is set.
     for f in &families {
         assert!(

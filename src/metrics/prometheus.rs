@@ -13,6 +13,7 @@
 //! | `heliosdb_pool_waiting` | gauge | | `waiting` |
 //! | `heliosdb_pool_acquires_total` | counter | | `acquires` |
 //! | `heliosdb_pool_acquire_timeouts_total` | counter | | `timeouts` |
+//! | `heliosdb_pool_spin_acquires_total` | counter | | `spin_acquires` |
 //! | `heliosdb_pool_users` | gauge | | `users.len()` |
 //! | `heliosdb_pool_users_retired_total` | counter | | `users_retired` |
 //! | `heliosdb_pool_user_connections` | gauge | `user` | `users[].total_connections` |
@@ -116,6 +117,12 @@ pub fn render_into(pool_name: &str, stats: &PoolStats, out: &mut String) {
             Kind::Counter,
             "Acquires that timed out.",
             stats.timeouts,
+        ),
+        (
+            "heliosdb_pool_spin_acquires_total",
+            Kind::Counter,
+            "Blocking acquires served by their brief spin instead of queueing.",
+            stats.spin_acquires,
         ),
         (
             "heliosdb_pool_users",
