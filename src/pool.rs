@@ -1114,7 +1114,11 @@ impl<C> PoolInner<C> {
     #[inline]
     pub(crate) unsafe fn value_ref(&self, slot: u32) -> &C {
         debug_assert!(
-            matches!(self.values.get(slot as usize), Some(cell) if unsafe { (*cell.get()).is_some() }),
+            matches!(
+                self.values.get(slot as usize),
+                // SAFETY: a shared read of a slot the caller owns (see below).
+                Some(cell) if unsafe { (*cell.get()).is_some() }
+            ),
             "an owned slot is a slot of this pool and holds a connection"
         );
         // SAFETY: the caller owns the slot, so it is one of this pool's slots (the
