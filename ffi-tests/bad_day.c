@@ -68,17 +68,8 @@ static int connect_conn(const char *user, void **out, void *user_data) {
 }
 
 static heliosdb_pool_config quiet_config(void) {
-  heliosdb_pool_config config;
-  CHECK_OK(heliosdb_pool_config_init(&config, sizeof config));
+  heliosdb_pool_config config = quiet_test_config(8, 1, close_conn);
   CHECK(config.reset == NULL);
-  config.max_connections = 8;
-  config.max_per_user = 1;
-  config.idle_timeout_ms = 0;
-  config.max_connection_age_ms = 0;
-  config.health_check_enabled = false;
-  config.leak_detection_enabled = false;
-  config.auto_cleanup_enabled = false;
-  config.close = close_conn;
   config.user_data_free = free_user_data;
   return config;
 }

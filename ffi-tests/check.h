@@ -29,4 +29,25 @@
 
 #define CHECK_OK(expr) CHECK_STATUS(expr, HELIOSDB_OK)
 
+#ifndef __cplusplus
+/* For the C tests: the defaults, with nothing running behind a test's back: no idle or
+   age eviction, no health checks, no leak detection, no sweeper; `close` closes the
+   connections. */
+static inline heliosdb_pool_config quiet_test_config(size_t max_connections,
+                                                     size_t max_per_user,
+                                                     heliosdb_close_fn close) {
+  heliosdb_pool_config config;
+  CHECK_OK(heliosdb_pool_config_init(&config, sizeof config));
+  config.max_connections = max_connections;
+  config.max_per_user = max_per_user;
+  config.idle_timeout_ms = 0;
+  config.max_connection_age_ms = 0;
+  config.health_check_enabled = false;
+  config.leak_detection_enabled = false;
+  config.auto_cleanup_enabled = false;
+  config.close = close;
+  return config;
+}
+#endif
+
 #endif /* HELIOSDB_FFI_TESTS_CHECK_H */

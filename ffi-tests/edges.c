@@ -57,17 +57,7 @@ static int connect_conn(const char *user, void **out, void *user_data) {
 }
 
 static heliosdb_pool_config quiet_config(void) {
-  heliosdb_pool_config config;
-  CHECK_OK(heliosdb_pool_config_init(&config, sizeof config));
-  config.max_connections = 8;
-  config.max_per_user = 2;
-  config.idle_timeout_ms = 0;
-  config.max_connection_age_ms = 0;
-  config.health_check_enabled = false;
-  config.leak_detection_enabled = false;
-  config.auto_cleanup_enabled = false;
-  config.close = close_conn;
-  return config;
+  return quiet_test_config(8, 2, close_conn);
 }
 
 static uint64_t add(heliosdb_pool *pool, const char *user) {

@@ -28,19 +28,10 @@ static uint64_t add(heliosdb_pool *pool, const char *user) {
 }
 
 static heliosdb_pool_config users_config(void) {
-  heliosdb_pool_config config;
-  CHECK_OK(heliosdb_pool_config_init(&config, sizeof config));
+  heliosdb_pool_config config = quiet_test_config(8, 2, close_conn);
   CHECK(config.max_users == 1024);
   CHECK(config.max_user_name_len == 256);
   CHECK(config.retire_users_after_ms == 60000);
-  config.max_connections = 8;
-  config.max_per_user = 2;
-  config.idle_timeout_ms = 0;
-  config.max_connection_age_ms = 0;
-  config.health_check_enabled = false;
-  config.leak_detection_enabled = false;
-  config.auto_cleanup_enabled = false;
-  config.close = close_conn;
   config.max_users = 2;
   config.max_user_name_len = 8;
   config.retire_users_after_ms = 0;
