@@ -2,10 +2,16 @@
 //! beats to the connection parks again, and is still woken by a later release (it
 //! gave up being the awake one when it parked), and the timer it armed once still
 //! ends its wait at the deadline however often it is woken in between.
+//!
+//! The waiter is an `acquire` future polled by hand on the test thread, between the
+//! test's own releases and re-takes: it runs only when polled, so the barger wins
+//! every race by construction (a barger on another thread races the woken task, and
+//! on an idle second core the task may win them all).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use heliosdb_pool::builder::MAX_FAIRNESS_BOUND;
@@ -19,126 +25,135 @@ type Pool = EnhancedConnectionPool<u32>;
 
 /// One connection for "alice"; a bound past every wait here, so barging is allowed
 /// throughout and nothing but a release (or the deadline) wakes the waiter.
-fn one_connection_barging() -> Arc<Pool> {
+fn one_connection_barging() -> Pool {
     let pool = EnhancedConnectionPool::builder(quiet(4, 4))
         .fairness_bound(MAX_FAIRNESS_BOUND)
         .build()
         .unwrap();
     pool.add_connection_sync(7, "alice", ConnectionMetadata::for_user("alice"))
         .unwrap();
-    Arc::new(pool)
+    pool
 }
 
-/// On its own thread: releases and re-takes the connection in a loop for `cycle_for`
-/// (each release wakes the parked waiter, and the re-take beats it), pausing `hold`
-/// between the rounds; then keeps whatever it holds until `stop`. Returns once it
-/// holds the connection; the thread returns the rounds.
-fn barge(
-    pool: Arc<Pool>,
-    stop: Arc<AtomicBool>,
-    hold: Duration,
-    cycle_for: Duration,
-) -> thread::JoinHandle<u64> {
-    let (taken, is_taken) = std::sync::mpsc::channel();
-    let barger = thread::spawn(move || {
-        let mut held = Some(pool.try_acquire("alice").unwrap());
-        taken.send(()).unwrap();
-        let until = Instant::now() + cycle_for;
-        let mut rounds = 0;
-        while Instant::now() < until {
-            drop(held.take());
-            held = pool.try_acquire("alice").ok();
-            rounds += 1;
-            thread::sleep(hold);
-        }
-        while !stop.load(Ordering::Relaxed) {
-            thread::sleep(Duration::from_millis(1));
-        }
-        drop(held);
-        rounds
-    });
-    is_taken.recv().unwrap();
-    barger
+/// A waker that counts its wake-ups and lets the test wait for the next one.
+#[derive(Default)]
+struct CountingWaker {
+    wakes: Mutex<u64>,
+    woken: Condvar,
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn a_waiter_beaten_by_a_barger_parks_again_and_the_next_release_wakes_it() {
-    let pool = one_connection_barging();
-    let (taken, is_taken) = std::sync::mpsc::channel();
-    let barger = {
-        let pool = pool.clone();
-        thread::spawn(move || {
-            let mut held = Some(pool.try_acquire("alice").unwrap());
-            taken.send(()).unwrap();
-            // Many wake-ups, each beaten: the waiter is woken by the release and finds
-            // the connection taken again.
-            for _ in 0..200 {
-                drop(held.take());
-                held = pool.try_acquire("alice").ok();
-                thread::sleep(Duration::from_micros(100));
-            }
-            // Then one last release, for good. Only its wake-up can serve the waiter
-            // before the bound (1 s) or the deadline (10 s).
-            drop(held);
-            Instant::now()
-        })
-    };
-    is_taken.recv().unwrap();
-    let guard = tokio::time::timeout(
-        Duration::from_secs(20),
-        pool.acquire_timeout("alice", Duration::from_secs(10)),
-    )
-    .await
-    .expect("the deadline ends the wait in any case")
-    .expect("served");
-    let served = Instant::now();
-    let released = barger.join().unwrap();
-    // A waiter that stayed the awake one after parking would be left asleep by every
-    // later release, until the bound's timer (1 s).
-    assert!(
-        served.saturating_duration_since(released) < Duration::from_millis(500),
-        "served {:?} after the last release",
-        served.saturating_duration_since(released)
-    );
-    drop(guard);
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn a_waiter_woken_again_and_again_then_left_alone_times_out_at_its_deadline() {
-    let pool = one_connection_barging();
-    let stop = Arc::new(AtomicBool::new(false));
-    // The waiter is woken by nearly every release for 30 ms and beaten every time;
-    // then the barger keeps the connection, so only the timer armed when the waiter
-    // first parked can end the wait. (If the waiter wins a race instead, the test
-    // learns nothing about the deadline and tries again.)
-    for _ in 0..20 {
-        let barger = barge(
-            pool.clone(),
-            stop.clone(),
-            Duration::from_micros(200),
-            Duration::from_millis(30),
-        );
-        let timeout = Duration::from_millis(100);
-        let started = Instant::now();
-        let result = tokio::time::timeout(
-            Duration::from_secs(20),
-            pool.acquire_timeout("alice", timeout),
-        )
-        .await
-        .expect("the timer wakes the waiter at its deadline");
-        stop.store(true, Ordering::Relaxed);
-        let rounds = barger.join().unwrap();
-        stop.store(false, Ordering::Relaxed);
-        match result {
-            Err(Error::Timeout { waited, .. }) => {
-                assert!(waited >= timeout, "{waited:?}");
-                assert!(started.elapsed() < Duration::from_secs(5), "{waited:?}");
-                assert!(rounds > 0, "the barger ran");
-                return;
-            }
-            Ok(guard) => drop(guard),
-            Err(e) => panic!("{e}"),
-        }
+impl Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
     }
-    panic!("the waiter won every race against the barger");
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        *self.wakes.lock().unwrap() += 1;
+        self.woken.notify_all();
+    }
+}
+
+impl CountingWaker {
+    fn wakes(&self) -> u64 {
+        *self.wakes.lock().unwrap()
+    }
+
+    /// Waits until the count passes `seen` or `limit` passes; the count then.
+    fn wait_past(&self, seen: u64, limit: Duration) -> u64 {
+        let wakes = self.wakes.lock().unwrap();
+        *self
+            .woken
+            .wait_timeout_while(wakes, limit, |n| *n <= seen)
+            .unwrap()
+            .0
+    }
+}
+
+/// Parks a waiter for the connection the test holds, then `rounds` times: releases
+/// it (which must wake the waiter), takes it straight back (the waiter has not run),
+/// and polls the waiter, which finds nothing and parks again. Returns with the test
+/// holding the connection and the waiter parked.
+fn beaten_again_and_again<'a, F>(
+    pool: &'a Pool,
+    mut held: heliosdb_pool::PooledConnection<'a, u32>,
+    waiter: &mut std::pin::Pin<&mut F>,
+    cx: &mut Context<'_>,
+    waker: &CountingWaker,
+    rounds: u32,
+) -> heliosdb_pool::PooledConnection<'a, u32>
+where
+    F: Future<Output = heliosdb_pool::Result<heliosdb_pool::PooledConnection<'a, u32>>>,
+{
+    assert!(waiter.as_mut().poll(cx).is_pending(), "parks: the test holds it");
+    for round in 0..rounds {
+        let before = waker.wakes();
+        drop(held);
+        assert!(
+            waker.wakes() > before,
+            "round {round}: the release woke the parked waiter"
+        );
+        held = pool
+            .try_acquire("alice")
+            .expect("the barger takes it back before the waiter runs");
+        assert!(
+            waiter.as_mut().poll(cx).is_pending(),
+            "round {round}: beaten, the waiter parks again"
+        );
+    }
+    held
+}
+
+#[test]
+fn a_waiter_beaten_by_a_barger_parks_again_and_the_next_release_wakes_it() {
+    let pool = one_connection_barging();
+    let held = pool.try_acquire("alice").unwrap();
+    let counting = Arc::new(CountingWaker::default());
+    let waker = Waker::from(counting.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut waiter = pin!(pool.acquire_timeout("alice", Duration::from_secs(10)));
+    let held = beaten_again_and_again(&pool, held, &mut waiter, &mut cx, &counting, 200);
+    // The last release, for good: a waiter that stayed the awake one after parking
+    // would not be woken by it, and would sleep until the bound's timer (1 s).
+    let before = counting.wakes();
+    drop(held);
+    assert!(counting.wakes() > before, "the last release woke the waiter");
+    match waiter.as_mut().poll(&mut cx) {
+        Poll::Ready(Ok(guard)) => assert_eq!(*guard, 7),
+        Poll::Ready(Err(e)) => panic!("{e}"),
+        Poll::Pending => panic!("woken by the release, the waiter finds the connection"),
+    }
+}
+
+#[test]
+fn a_waiter_woken_again_and_again_then_left_alone_times_out_at_its_deadline() {
+    let pool = one_connection_barging();
+    let held = pool.try_acquire("alice").unwrap();
+    let counting = Arc::new(CountingWaker::default());
+    let waker = Waker::from(counting.clone());
+    let mut cx = Context::from_waker(&waker);
+    let timeout = Duration::from_millis(100);
+    let started = Instant::now();
+    let mut waiter = pin!(pool.acquire_timeout("alice", timeout));
+    // Woken and beaten 50 times; then the test keeps the connection, so only the
+    // timer armed when the waiter first parked can end the wait.
+    let _held = beaten_again_and_again(&pool, held, &mut waiter, &mut cx, &counting, 50);
+    let result = loop {
+        let seen = counting.wakes();
+        if let Poll::Ready(result) = waiter.as_mut().poll(&mut cx) {
+            break result;
+        }
+        assert!(
+            counting.wait_past(seen, Duration::from_secs(5)) > seen,
+            "the timer wakes the waiter at its deadline (waited {:?})",
+            started.elapsed()
+        );
+    };
+    match result {
+        Err(Error::Timeout { waited, .. }) => {
+            assert!(waited >= timeout, "{waited:?}");
+            assert!(started.elapsed() < Duration::from_secs(5), "{waited:?}");
+        }
+        Ok(_) => panic!("the test holds the only connection"),
+        Err(e) => panic!("{e}"),
+    }
 }
