@@ -165,33 +165,71 @@ fn an_out_of_range_bound_is_refused_by_the_builder() {
 }
 
 /// A blocking acquire that finds nothing idle spins briefly before it queues, and
-/// catches connections given back on another core meanwhile (counted in
-/// `stats().spin_acquires`); on a single core it never spins. Two threads share one
-/// connection for 20,000 borrows each: every borrow is served, none waits forever.
+/// catches a connection given back on another core meanwhile (counted in
+/// `stats().spin_acquires`); on a single core it never spins. In lockstep rounds, one
+/// thread holds the only connection while the other starts a blocking acquire, and
+/// gives it back a moment later, inside the spin; every borrow is served.
 #[test]
 fn a_blocking_acquire_catches_a_connection_given_back_on_another_core_by_spinning() {
     let pool = one_connection(DEFAULT_FAIRNESS_BOUND);
-    const ROUNDS: usize = 20_000;
-    std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| {
-                for _ in 0..ROUNDS {
-                    let conn = pool
-                        .blocking_acquire_timeout("alice", Duration::from_secs(30))
-                        .expect("served");
-                    std::hint::black_box(&*conn);
-                }
-            });
+    let several = std::thread::available_parallelism().map_or(1, |n| n.get()) > 1;
+    // Rounds until the first catch on several cores (each catch is likely: the taker is
+    // running on the other core when the holder gives back); a few on one core.
+    let rounds: usize = if several { 20_000 } else { 100 };
+    let taking = AtomicUsize::new(0); // the round whose acquire the taker has started
+    let held = AtomicUsize::new(0); // the round whose connection the holder holds
+    let done = AtomicUsize::new(0); // the round the taker has finished
+    let borrow = || {
+        pool.blocking_acquire_timeout("alice", Duration::from_secs(30))
+            .expect("served")
+    };
+    // Waits for the other thread to reach `round`; bounded, so a failure there ends
+    // the test instead of hanging it.
+    let reach = |at: &AtomicUsize, round: usize| {
+        let limit = Instant::now() + Duration::from_secs(60);
+        while at.load(Ordering::Acquire) < round {
+            assert!(
+                Instant::now() < limit,
+                "the other thread stopped at round {round}"
+            );
+            std::hint::spin_loop();
         }
+    };
+    let played = std::thread::scope(|s| {
+        s.spawn(|| {
+            for round in 1..=rounds {
+                reach(&held, round);
+                if held.load(Ordering::Acquire) == usize::MAX {
+                    return;
+                }
+                taking.store(round, Ordering::Release);
+                drop(borrow());
+                done.store(round, Ordering::Release);
+            }
+        });
+        for round in 1..=rounds {
+            if several && pool.stats().spin_acquires > 0 {
+                held.store(usize::MAX, Ordering::Release);
+                return round - 1;
+            }
+            let conn = borrow();
+            held.store(round, Ordering::Release);
+            reach(&taking, round);
+            // Past the taker's first claim, well within its spin (about a microsecond).
+            for _ in 0..50 {
+                std::hint::spin_loop();
+            }
+            drop(conn);
+            reach(&done, round);
+        }
+        rounds
     });
     let stats = pool.stats();
-    assert_eq!(stats.acquires, 2 * ROUNDS as u64);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if cores > 1 {
+    assert_eq!(stats.acquires, 2 * played as u64, "every borrow was served");
+    if several {
         assert!(
             stats.spin_acquires > 0,
-            "no borrow was caught by spinning in {} contended borrows",
-            2 * ROUNDS
+            "no borrow was caught by spinning in {played} rounds"
         );
     } else {
         assert_eq!(stats.spin_acquires, 0, "a single core never spins");
