@@ -84,7 +84,10 @@ fn beaten_again_and_again<'a, F>(
 where
     F: Future<Output = heliosdb_pool::Result<heliosdb_pool::PooledConnection<'a, u32>>>,
 {
-    assert!(waiter.as_mut().poll(cx).is_pending(), "parks: the test holds it");
+    assert!(
+        waiter.as_mut().poll(cx).is_pending(),
+        "parks: the test holds it"
+    );
     for round in 0..rounds {
         let before = waker.wakes();
         drop(held);
@@ -116,7 +119,10 @@ fn a_waiter_beaten_by_a_barger_parks_again_and_the_next_release_wakes_it() {
     // would not be woken by it, and would sleep until the bound's timer (1 s).
     let before = counting.wakes();
     drop(held);
-    assert!(counting.wakes() > before, "the last release woke the waiter");
+    assert!(
+        counting.wakes() > before,
+        "the last release woke the waiter"
+    );
     match waiter.as_mut().poll(&mut cx) {
         Poll::Ready(Ok(guard)) => assert_eq!(*guard, 7),
         Poll::Ready(Err(e)) => panic!("{e}"),
