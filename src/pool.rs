@@ -472,6 +472,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     ///
     /// [`Error::UnknownUser`], [`Error::NoIdleConnection`], [`Error::Closed`].
     #[track_caller]
+    #[inline]
     pub fn try_acquire(&self, user: &str) -> Result<PooledConnection<'_, C>> {
         self.inner
             .try_acquire(user, CallSite::Rust(Location::caller()))
@@ -493,7 +494,8 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// a critical leak (the connection is closed now).
     #[inline]
     pub fn release_raw_handle(&self, raw: RawHandle) -> Result<()> {
-        self.inner.end_raw(raw, |pool, _, handle| pool.release(handle))
+        let (_, handle) = self.inner.raw_to_end(raw)?;
+        self.inner.release(handle)
     }
 
     /// Ends a borrow given by its raw handle by closing its connection instead of
@@ -506,7 +508,8 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// [`Error::StaleHandle`]; [`Error::Reclaimed`] if the borrow had been reclaimed as
     /// a critical leak (the connection is closed now, counted as reclaimed).
     pub fn discard_raw_handle(&self, raw: RawHandle) -> Result<()> {
-        self.inner.end_raw(raw, |pool, _, handle| pool.discard(handle))
+        let (_, handle) = self.inner.raw_to_end(raw)?;
+        self.inner.discard(handle)
     }
 
     /// [`PooledConnection::expect_hold`] for a borrow held as a [`RawHandle`] (the C
@@ -1168,12 +1171,9 @@ impl<C> PoolInner<C> {
         let claimed = partition.waiters.dispatch(|waiter| {
             let (_, slot, state) =
                 partition.claim_any(&self.slab, Claim::Borrow, Ordering::SeqCst)?;
-            self.header(slot).record_borrow(
-                state.generation(),
-                self.slab.now_ms(),
-                waiter.site,
-                waiter.borrower,
-            );
+            let header = self.header(slot);
+            header.record_borrower(waiter.site, waiter.borrower);
+            header.stamp_borrow(state.generation(), self.slab.now_ms());
             Some((slot, state.generation()))
         });
         // The queue is closed: the pool closed (drain what is idle), or the partition
@@ -1391,12 +1391,8 @@ impl<C> PoolInner<C> {
         generation: u64,
         site: CallSite,
     ) -> PooledConnection<'_, C> {
-        header.record_borrow(
-            generation,
-            self.slab.now_ms(),
-            site,
-            thread_tag::current(),
-        );
+        header.record_borrower(site, thread_tag::current());
+        header.stamp_borrow(generation, self.slab.now_ms());
         PooledConnection::new(self, Handle::new(slot, generation))
     }
 
@@ -1654,7 +1650,7 @@ impl<C> PoolInner<C> {
     /// the generation, so if the caller then acts on the slot by a CAS at this
     /// generation, no retire came between and the id read was the connection's. The
     /// slot's header comes with it, so that a caller needs one lookup of the slot.
-    #[inline]
+    #[inline(always)]
     fn raw_borrow(&self, raw: RawHandle) -> Result<(&SlotHeader, Handle, SlotState)> {
         let id = raw.connection_id();
         let handle = Handle::new(id.slot(), raw.generation());
@@ -1682,22 +1678,16 @@ impl<C> PoolInner<C> {
         Ok(handle.slot)
     }
 
-    /// Ends the borrow a raw handle names with `end` (which calls
-    /// [`release`](Self::release) or [`discard`](Self::discard)), after checking that it
-    /// also names the connection in its slot (a C lease carries the id); `end`'s CAS
-    /// validates the rest. `end` also gets the slot's header, found once for both (the
-    /// C boundary marks its release in flight there, see `SlotHeader::enter_release`). A
-    /// reclaimed borrow is still ended (and its connection closed) by its holder's
-    /// release or discard. The error type is the caller's (the C boundary records its
-    /// errors as they arise).
-    #[inline]
-    pub(crate) fn end_raw<E: From<Error>>(
-        &self,
-        raw: RawHandle,
-        end: impl FnOnce(&Self, &SlotHeader, Handle) -> std::result::Result<(), E>,
-    ) -> std::result::Result<(), E> {
+    /// The borrow a raw handle names, for ending it: checks that the handle also names
+    /// the connection in its slot (a C lease carries the id); the end's CAS at the
+    /// handle's generation validates the rest. The slot's header comes with it, found
+    /// once (the C boundary marks its release in flight there, see
+    /// `SlotHeader::enter_release`). A reclaimed borrow is still ended (and its
+    /// connection closed) by its holder's release or discard.
+    #[inline(always)]
+    pub(crate) fn raw_to_end(&self, raw: RawHandle) -> Result<(&SlotHeader, Handle)> {
         let (header, handle, _) = self.raw_borrow(raw)?;
-        end(self, header, handle)
+        Ok((header, handle))
     }
 
     /// Ends the borrow `handle` as its holder gives it back: the `reset` hook first, if
@@ -1705,10 +1695,18 @@ impl<C> PoolInner<C> {
     /// branch), then [`end`](Self::end).
     #[inline(always)]
     pub(crate) fn release(&self, handle: Handle) -> Result<()> {
+        let header = self.slab.get(handle.slot).ok_or_else(|| self.stale(handle))?;
+        self.release_at(header, handle)
+    }
+
+    /// [`release`](Self::release) for a caller that has found the slot's header
+    /// already (the C boundary's lease check): one lookup of the slot, not two.
+    #[inline(always)]
+    pub(crate) fn release_at(&self, header: &SlotHeader, handle: Handle) -> Result<()> {
         if let Some(reset) = &self.hooks.reset {
             return self.reset_then_end(handle, reset);
         }
-        self.end(handle)
+        self.end_at(header, handle)
     }
 
     /// Runs the `reset` hook on the connection of the borrow `handle` while its holder
@@ -1772,8 +1770,15 @@ impl<C> PoolInner<C> {
     /// this thread's affinity candidate for its next borrow.
     #[inline(always)]
     pub(crate) fn end(&self, handle: Handle) -> Result<()> {
-        let Handle { slot, generation } = handle;
-        let header = self.slab.get(slot).ok_or_else(|| self.stale(handle))?;
+        let header = self.slab.get(handle.slot).ok_or_else(|| self.stale(handle))?;
+        self.end_at(header, handle)
+    }
+
+    /// [`end`](Self::end) with the slot's header found by the caller (`header` is
+    /// `handle.slot`'s).
+    #[inline(always)]
+    fn end_at(&self, header: &SlotHeader, handle: Handle) -> Result<()> {
+        let generation = handle.generation;
         // Read what the idle connection's bookkeeping needs while the borrow (if the
         // handle is current) still owns the slot: once the CAS below makes it idle,
         // another thread may claim and even empty it at once. For a stale handle these

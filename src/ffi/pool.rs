@@ -26,7 +26,7 @@ use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::pool::{EnhancedConnectionPool, PoolInner, Removal};
 use crate::slab::state::Handle;
 use crate::slab::state::Lifecycle;
-use crate::slab::{CSite, CallSite};
+use crate::slab::{CSite, CallSite, SlotHeader};
 
 use super::boundary::{self, Failed, check_out, check_ptr, check_str, opt_out, opt_str};
 use super::config::{
@@ -873,7 +873,7 @@ pub unsafe extern "C" fn heliosdb_pool_release(
     lease: *const heliosdb_lease,
 ) -> Status {
     // SAFETY: the export's contract, which `end_lease` shares.
-    boundary::call_recorded(|| unsafe { end_lease(pool, lease, PoolInner::release) })
+    boundary::call_recorded(|| unsafe { end_lease(pool, lease, LeaseEnd::Release) })
 }
 
 /// Ends a lease by closing its connection instead of returning it: for a connection
@@ -903,7 +903,7 @@ pub unsafe extern "C" fn heliosdb_pool_discard(
     lease: *const heliosdb_lease,
 ) -> Status {
     // SAFETY: the export's contract, which `end_lease` shares.
-    boundary::call_recorded(|| unsafe { end_lease(pool, lease, PoolInner::discard) })
+    boundary::call_recorded(|| unsafe { end_lease(pool, lease, LeaseEnd::Discard) })
 }
 
 /// Declares that the borrow `lease` is expected to be held for `ms` milliseconds (a
@@ -945,6 +945,28 @@ pub unsafe extern "C" fn heliosdb_pool_expect_hold(
     })
 }
 
+/// How [`end_lease`] ends a borrow: the two exports that end leases. A value rather
+/// than a closure, so that the release's whole path is inlined into its export (a
+/// closure or function item handed down was compiled as a call of its own).
+#[derive(Clone, Copy)]
+enum LeaseEnd {
+    /// `heliosdb_pool_release`: back to the pool (through `reset`, if set).
+    Release,
+    /// `heliosdb_pool_discard`: closed instead.
+    Discard,
+}
+
+impl LeaseEnd {
+    /// Ends the borrow `handle`, whose slot's header is `header`.
+    #[inline(always)]
+    fn run(self, inner: &PoolInner<CConnection>, header: &SlotHeader, handle: Handle) -> Result<()> {
+        match self {
+            LeaseEnd::Release => inner.release_at(header, handle),
+            LeaseEnd::Discard => inner.discard(handle),
+        }
+    }
+}
+
 /// The body of `heliosdb_pool_release` and `heliosdb_pool_discard`: checks the lease,
 /// ends it with `end`, and takes part in the free handshake (see [`heliosdb_pool`]).
 ///
@@ -956,11 +978,11 @@ pub unsafe extern "C" fn heliosdb_pool_expect_hold(
 /// # Safety
 ///
 /// The two exports' contract on `pool` and `lease`.
-#[inline]
+#[inline(always)]
 unsafe fn end_lease(
     pool: *mut heliosdb_pool,
     lease: *const heliosdb_lease,
-    end: impl Fn(&PoolInner<CConnection>, Handle) -> Result<()>,
+    end: LeaseEnd,
 ) -> std::result::Result<(), Failed> {
     // SAFETY: forwarded contract.
     let (p, lease) = unsafe { (pool_ref(pool)?, check_ptr(lease, "lease")?) };
@@ -968,18 +990,18 @@ unsafe fn end_lease(
         return Err(Error::ForeignHandle.into());
     }
     let raw = RawHandle::from_parts(ConnectionId::from_raw(lease.connection_id), lease.handle);
-    p.pool.inner.end_raw(raw, |inner, header, handle| {
-        // The release's half of the free handshake (see `heliosdb_pool`).
-        let in_flight = header.enter_release();
-        if p.freed.load(Ordering::SeqCst) {
-            drop(in_flight);
-            // SAFETY: forwarded contract; the lease passed the check.
-            return unsafe { end_after_free(pool, handle, end) };
-        }
-        let result = end(inner, handle);
+    let inner = &p.pool.inner;
+    let (header, handle) = inner.raw_to_end(raw)?;
+    // The release's half of the free handshake (see `heliosdb_pool`).
+    let in_flight = header.enter_release();
+    if p.freed.load(Ordering::SeqCst) {
         drop(in_flight);
-        Ok(result?)
-    })
+        // SAFETY: forwarded contract; the lease passed the check.
+        return unsafe { end_after_free(pool, header, handle, end) };
+    }
+    let result = end.run(inner, header, handle);
+    drop(in_flight);
+    Ok(result?)
 }
 
 /// [`end_lease`] once the pool has been freed with leases out: this lease is one of the
@@ -995,8 +1017,9 @@ unsafe fn end_lease(
 #[inline(never)]
 unsafe fn end_after_free(
     pool: *mut heliosdb_pool,
+    header: &SlotHeader,
     handle: Handle,
-    end: impl Fn(&PoolInner<CConnection>, Handle) -> Result<()>,
+    end: LeaseEnd,
 ) -> std::result::Result<(), Failed> {
     // SAFETY: a lease that is out keeps the freed pool alive (see `heliosdb_pool_free`).
     let p = unsafe { &*pool };
@@ -1004,7 +1027,7 @@ unsafe fn end_after_free(
     while !p.counted.load(Ordering::Acquire) {
         backoff.snooze();
     }
-    let result = end(&p.pool.inner, handle);
+    let result = end.run(&p.pool.inner, header, handle);
     if matches!(result, Ok(()) | Err(Error::Reclaimed { .. })) {
         // SAFETY: this lease was out when free counted its owners (it was `InUse`
         // until the end just above), and this is its only end.

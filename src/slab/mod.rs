@@ -119,22 +119,26 @@ impl SlotHeader {
         SlotState::from_packed(self.state.load(order))
     }
 
-    /// Records the facts of the borrow `generation`, just claimed by the caller.
-    #[inline]
-    pub(crate) fn record_borrow(
-        &self,
-        generation: u64,
-        now_ms: u32,
-        site: CallSite,
-        borrower: u64,
-    ) {
+    /// Records who holds the borrow just claimed by the caller (its call site and
+    /// thread); [`stamp_borrow`](Self::stamp_borrow) then publishes it. Two calls so the
+    /// caller can read the clock between them: the site's words then need not be kept
+    /// across the clock's call.
+    #[inline(always)]
+    pub(crate) fn record_borrower(&self, site: CallSite, borrower: u64) {
         // Release fence: the seqlock writer's half. A reader that sees any field written
-        // below also sees the claim that preceded it (see `borrow_snapshot`).
+        // below (or by `stamp_borrow`) also sees the claim that preceded it (see
+        // `borrow_snapshot`).
         fence(std::sync::atomic::Ordering::Release);
         self.site.store(site);
         self.borrower.store(borrower, Ordering::Relaxed);
         // A previous borrow's declared hold must not carry over to this one.
         self.hold_extension_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Publishes the borrow `generation`, begun at `now_ms`, after
+    /// [`record_borrower`](Self::record_borrower).
+    #[inline(always)]
+    pub(crate) fn stamp_borrow(&self, generation: u64, now_ms: u32) {
         // Release: a reader that sees this stamp sees the fields above.
         self.stamp.store(
             (u64::from(generation as u32) << 32) | u64::from(now_ms),
@@ -145,7 +149,7 @@ impl SlotHeader {
     /// Moves the current borrow's leak levels `extension_ms` later; called by the
     /// borrow's holder only (a store on the slot's first line, which it owns).
     pub(crate) fn set_hold_extension(&self, extension_ms: u32) {
-        // Release fence, as in `record_borrow`: a snapshot that reads this value and
+        // Release fence, as in `record_borrower`: a snapshot that reads this value and
         // then finds the state unchanged knows it belongs to the borrow it validated;
         // one that reads it from a later borrow sees that borrow's claim on re-reading
         // the state (the claim happens-before this fence) and discards the read.
@@ -401,7 +405,8 @@ mod tests {
                     } else {
                         CallSite::C(C_SITE)
                     };
-                    header.record_borrow(claimed.generation(), i, site, 1);
+                    header.record_borrower(site, 1);
+                    header.stamp_borrow(claimed.generation(), i);
                     state::end_borrow(&header.state, claimed.generation()).expect("our borrow");
                 }
                 done.store(true, Ordering::Release);
