@@ -12,9 +12,9 @@ count() { # $1 variant, $2 cycles -> total instructions (Ir)
 }
 small=100000
 large=300000
-printf '%-8s %14s\n' variant 'instr/cycle'
-for v in floor opool lockfree rust rust-reset c c-site; do
+printf '%-14s %11s\n' variant 'instr/cycle'
+for v in floor opool lockfree rust rust-blocking rust-reset c c-site; do
     a=$(count "$v" "$small")
     b=$(count "$v" "$large")
-    printf '%-8s %14.1f\n' "$v" "$(echo "($b - $a) / ($large - $small)" | bc -l)"
+    printf '%-14s %11.1f\n' "$v" "$(echo "($b - $a) / ($large - $small)" | bc -l)"
 done

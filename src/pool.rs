@@ -435,6 +435,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     ///
     /// [`Error::UnknownUser`], [`Error::Timeout`], [`Error::Closed`].
     #[track_caller]
+    #[inline]
     pub fn blocking_acquire(&self, user: &str) -> Result<PooledConnection<'_, C>> {
         self.inner.blocking_acquire(
             user,
@@ -445,6 +446,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
 
     /// [`blocking_acquire`](Self::blocking_acquire) with an explicit timeout.
     #[track_caller]
+    #[inline]
     pub fn blocking_acquire_timeout(
         &self,
         user: &str,
@@ -1432,7 +1434,23 @@ impl<C> PoolInner<C> {
         })
     }
 
+    #[inline]
     pub(crate) fn blocking_acquire(
+        &self,
+        user: &str,
+        timeout: Duration,
+        site: CallSite,
+    ) -> Result<PooledConnection<'_, C>> {
+        match self.take_affine_for(user, site) {
+            Some(conn) => Ok(conn),
+            None => self.blocking_acquire_slow(user, timeout, site),
+        }
+    }
+
+    /// [`blocking_acquire`](Self::blocking_acquire) past the affinity claim, out of
+    /// line: the search through the map, the spin, the queue.
+    #[inline(never)]
+    fn blocking_acquire_slow(
         &self,
         user: &str,
         timeout: Duration,
