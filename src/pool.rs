@@ -496,7 +496,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// a critical leak (the connection is closed now).
     #[inline]
     pub fn release_raw_handle(&self, raw: RawHandle) -> Result<()> {
-        let (_, handle) = self.inner.raw_to_end(raw)?;
+        let (_, handle) = self.inner.borrow_of_raw(raw)?;
         self.inner.release(handle)
     }
 
@@ -510,7 +510,7 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// [`Error::StaleHandle`]; [`Error::Reclaimed`] if the borrow had been reclaimed as
     /// a critical leak (the connection is closed now, counted as reclaimed).
     pub fn discard_raw_handle(&self, raw: RawHandle) -> Result<()> {
-        let (_, handle) = self.inner.raw_to_end(raw)?;
+        let (_, handle) = self.inner.borrow_of_raw(raw)?;
         self.inner.discard(handle)
     }
 
@@ -1173,9 +1173,9 @@ impl<C> PoolInner<C> {
         let claimed = partition.waiters.dispatch(|waiter| {
             let (_, slot, state) =
                 partition.claim_any(&self.slab, Claim::Borrow, Ordering::SeqCst)?;
-            let header = self.header(slot);
-            header.record_borrower(waiter.site, waiter.borrower);
-            header.stamp_borrow(state.generation(), self.slab.now_ms());
+            self.header(slot)
+                .record_borrower(waiter.site, waiter.borrower)
+                .stamp(state.generation(), self.slab.now_ms());
             Some((slot, state.generation()))
         });
         // The queue is closed: the pool closed (drain what is idle), or the partition
@@ -1393,8 +1393,10 @@ impl<C> PoolInner<C> {
         generation: u64,
         site: CallSite,
     ) -> PooledConnection<'_, C> {
-        header.record_borrower(site, thread_tag::current());
-        header.stamp_borrow(generation, self.slab.now_ms());
+        // The clock is read after the record (the receiver is evaluated first).
+        header
+            .record_borrower(site, thread_tag::current())
+            .stamp(generation, self.slab.now_ms());
         PooledConnection::new(self, Handle::new(slot, generation))
     }
 
@@ -1703,7 +1705,7 @@ impl<C> PoolInner<C> {
     /// `SlotHeader::enter_release`). A reclaimed borrow is still ended (and its
     /// connection closed) by its holder's release or discard.
     #[inline(always)]
-    pub(crate) fn raw_to_end(&self, raw: RawHandle) -> Result<(&SlotHeader, Handle)> {
+    pub(crate) fn borrow_of_raw(&self, raw: RawHandle) -> Result<(&SlotHeader, Handle)> {
         let (header, handle, _) = self.raw_borrow(raw)?;
         Ok((header, handle))
     }

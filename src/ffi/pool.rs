@@ -991,7 +991,7 @@ unsafe fn end_lease(
     }
     let raw = RawHandle::from_parts(ConnectionId::from_raw(lease.connection_id), lease.handle);
     let inner = &p.pool.inner;
-    let (header, handle) = inner.raw_to_end(raw)?;
+    let (header, handle) = inner.borrow_of_raw(raw)?;
     // The release's half of the free handshake (see `heliosdb_pool`).
     let in_flight = header.enter_release();
     if p.freed.load(Ordering::SeqCst) {

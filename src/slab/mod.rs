@@ -93,6 +93,25 @@ pub(crate) struct SlotHeader {
 #[cfg(not(loom))]
 const _: () = assert!(std::mem::offset_of!(SlotHeader, released_ms) + 4 <= 64);
 
+/// A borrow whose holder is recorded but whose stamp (generation and start) is not
+/// written yet: from [`SlotHeader::record_borrower`], published by [`stamp`](Self::stamp).
+#[must_use = "a recorded borrow is published by `stamp`"]
+pub(crate) struct BorrowRecord<'a> {
+    header: &'a SlotHeader,
+}
+
+impl BorrowRecord<'_> {
+    /// Publishes the borrow `generation`, begun at `now_ms`.
+    #[inline(always)]
+    pub(crate) fn stamp(self, generation: u64, now_ms: u32) {
+        // Release: a reader that sees this stamp sees the fields `record_borrower` wrote.
+        self.header.stamp.store(
+            (u64::from(generation as u32) << 32) | u64::from(now_ms),
+            Ordering::Release,
+        );
+    }
+}
+
 impl SlotHeader {
     fn new(initial_generation: u64) -> Self {
         SlotHeader {
@@ -120,30 +139,20 @@ impl SlotHeader {
     }
 
     /// Records who holds the borrow just claimed by the caller (its call site and
-    /// thread); [`stamp_borrow`](Self::stamp_borrow) then publishes it. Two calls so the
-    /// caller can read the clock between them: the site's words then need not be kept
-    /// across the clock's call.
+    /// thread); the returned record's [`stamp`](BorrowRecord::stamp) then publishes it.
+    /// Two steps so the caller reads the clock between them: the site's words are then
+    /// stored before the clock's call instead of kept across it.
     #[inline(always)]
-    pub(crate) fn record_borrower(&self, site: CallSite, borrower: u64) {
+    pub(crate) fn record_borrower(&self, site: CallSite, borrower: u64) -> BorrowRecord<'_> {
         // Release fence: the seqlock writer's half. A reader that sees any field written
-        // below (or by `stamp_borrow`) also sees the claim that preceded it (see
+        // below (or by `stamp`) also sees the claim that preceded it (see
         // `borrow_snapshot`).
         fence(std::sync::atomic::Ordering::Release);
         self.site.store(site);
         self.borrower.store(borrower, Ordering::Relaxed);
         // A previous borrow's declared hold must not carry over to this one.
         self.hold_extension_ms.store(0, Ordering::Relaxed);
-    }
-
-    /// Publishes the borrow `generation`, begun at `now_ms`, after
-    /// [`record_borrower`](Self::record_borrower).
-    #[inline(always)]
-    pub(crate) fn stamp_borrow(&self, generation: u64, now_ms: u32) {
-        // Release: a reader that sees this stamp sees the fields above.
-        self.stamp.store(
-            (u64::from(generation as u32) << 32) | u64::from(now_ms),
-            Ordering::Release,
-        );
+        BorrowRecord { header: self }
     }
 
     /// Moves the current borrow's leak levels `extension_ms` later; called by the
@@ -405,8 +414,7 @@ mod tests {
                     } else {
                         CallSite::C(C_SITE)
                     };
-                    header.record_borrower(site, 1);
-                    header.stamp_borrow(claimed.generation(), i);
+                    header.record_borrower(site, 1).stamp(claimed.generation(), i);
                     state::end_borrow(&header.state, claimed.generation()).expect("our borrow");
                 }
                 done.store(true, Ordering::Release);
