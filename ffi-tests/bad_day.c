@@ -3,8 +3,9 @@
  * heliosdb_pool_free), the reset callback (the next borrower sees the reset state; a
  * failing reset closes the connection), failover (heliosdb_pool_evict_all and
  * heliosdb_pool_evict_user: idle closed now, leased closed on release, a waiter served
- * by connect), the version-2 config and stats structs next to version 3, and a leak
- * report naming a thread by the name it set with pthread_setname_np. */
+ * by connect), the version-2 config and stats structs next to version 3, the
+ * version-3 stats struct next to version 4, and a leak report naming a thread by the
+ * name it set with pthread_setname_np. */
 #define _GNU_SOURCE /* pthread_setname_np */
 
 #include <pthread.h>
@@ -78,14 +79,6 @@ static uint64_t add(heliosdb_pool *pool, const char *user) {
   uint64_t id = 0;
   CHECK_OK(heliosdb_pool_add_connection(pool, new_conn(), user, NULL, &id));
   return id;
-}
-
-static heliosdb_pool_stats stats_of(heliosdb_pool *pool) {
-  heliosdb_pool_stats s;
-  memset(&s, 0, sizeof s);
-  s.struct_size = sizeof s;
-  CHECK_OK(heliosdb_pool_get_stats(pool, &s));
-  return s;
 }
 
 /* The value of `heliosdb_pool_evictions_total{...cause="<cause>"}`, or -1. */
@@ -320,6 +313,39 @@ static void version_two_structs(void) {
   CHECK_STATUS(heliosdb_pool_config_validate(&cfg), HELIOSDB_ERR_UNSUPPORTED_VERSION);
 }
 
+/* A caller compiled against version 3 of the stats struct (it ends at
+ * evicted_failover), every size between versions 3 and 4, and version 4's fields. */
+static void version_three_stats(void) {
+  const size_t stats_v3 = offsetof(heliosdb_pool_stats, spin_acquires);
+  heliosdb_pool_config config = quiet_config();
+  heliosdb_pool *pool = NULL;
+  CHECK_OK(heliosdb_pool_new(&config, &pool));
+  add(pool, "alice");
+  CHECK_OK(heliosdb_pool_evict_all(pool, NULL)); /* version 3's last field: 1 */
+
+  heliosdb_pool_stats stats;
+  memset(&stats, 0x5a, sizeof stats);
+  stats.struct_size = stats_v3;
+  CHECK_OK(heliosdb_pool_get_stats(pool, &stats));
+  CHECK(stats.struct_size == stats_v3 && stats.evicted_failover == 1);
+  for (size_t i = stats_v3; i < sizeof stats; i++) {
+    CHECK(((const unsigned char *)&stats)[i] == 0x5a); /* nothing past version 3 */
+  }
+  for (size_t size = stats_v3 + 1; size < sizeof stats; size++) {
+    heliosdb_pool_stats before;
+    stats.struct_size = size;
+    memcpy(&before, &stats, sizeof stats);
+    CHECK_STATUS(heliosdb_pool_get_stats(pool, &stats), HELIOSDB_ERR_UNSUPPORTED_VERSION);
+    CHECK(memcmp(&stats, &before, sizeof stats) == 0); /* nothing written */
+  }
+  stats.struct_size = sizeof stats;
+  CHECK_OK(heliosdb_pool_get_stats(pool, &stats));
+  CHECK(stats.evicted_failover == 1);
+  /* Version 4's fields: nothing spun, retired or connecting yet. */
+  CHECK(stats.spin_acquires == 0 && stats.users_retired == 0 && stats.connects_in_flight == 0);
+  heliosdb_pool_free(pool);
+}
+
 typedef struct {
   heliosdb_pool *pool;
   atomic_int stage; /* 1: holding a lease; 2: may release */
@@ -517,6 +543,7 @@ int main(void) {
   reset();
   failover();
   version_two_structs();
+  version_three_stats();
   printf("bad_day: ok\n");
   return 0;
 }

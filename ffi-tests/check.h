@@ -4,6 +4,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "heliosdb_pool.h"
 
@@ -47,6 +48,15 @@ static inline heliosdb_pool_config quiet_test_config(size_t max_connections,
   config.auto_cleanup_enabled = false;
   config.close = close;
   return config;
+}
+
+/* The pool's counts, in the full (current) struct. */
+static inline heliosdb_pool_stats stats_of(const heliosdb_pool *pool) {
+  heliosdb_pool_stats s;
+  memset(&s, 0, sizeof s);
+  s.struct_size = sizeof s;
+  CHECK_OK(heliosdb_pool_get_stats(pool, &s));
+  return s;
 }
 #endif
 

@@ -3,9 +3,9 @@
  * in the timeout message while another user is served; the bound on concurrent
  * connects (max_concurrent_connects, counted in flight with an atomic maximum); a bad
  * metadata string is a failed connect whose connection is closed; a version-4 config
- * with the old connect; a connect in flight during heliosdb_pool_free (closed exactly
- * once, through close, before user_data_free, which frees the user data those
- * callbacks use: ASan and valgrind see any use after it). */
+ * with the old connect; a connect in flight (in the stats' connects_in_flight) during
+ * heliosdb_pool_free (closed exactly once, through close, before user_data_free, which
+ * frees the user data those callbacks use: ASan and valgrind see any use after it). */
 #define _POSIX_C_SOURCE 200809L
 
 #include <pthread.h>
@@ -286,6 +286,7 @@ static void a_connect_in_flight_during_free(void) {
     sleep_ms(1);
   }
   CHECK(atomic_load(&s->in_flight) == 1);
+  CHECK(stats_of(pool).connects_in_flight == 1); /* held at the gate */
   pthread_t opener;
   CHECK(pthread_create(&opener, NULL, open_gate_later, s) == 0);
   CHECK_OK(heliosdb_pool_release(pool, &held));

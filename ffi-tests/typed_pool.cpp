@@ -254,13 +254,14 @@ void failure_paths_destroy() {
   config.settings.max_per_user = config.settings.max_connections + 1;
   CHECK(error_of([&] { heliosdb::Pool<Db> pool(config); }) == heliosdb::errc::invalid_config);
   // Bounded users: a user beyond max_users, a name over max_user_name_len; the
-  // connection handed over is destroyed either way.
+  // connection handed over is destroyed either way. A vacant user is retired at once
+  // to make room (counted in users_retired).
   {
     heliosdb::Config bounded = small_config(8, 2);
     bounded.settings.max_users = 1;
     bounded.settings.max_user_name_len = 8;
     heliosdb::Pool<Db> pool(bounded);
-    pool.emplace_connection("alice", "alice");
+    const heliosdb::ConnectionId alice = pool.emplace_connection("alice", "alice");
     std::error_code refused =
         error_of([&] { pool.add_connection(std::make_unique<Db>("bob"), "bob"); });
     CHECK(refused == heliosdb::errc::too_many_users);
@@ -270,6 +271,22 @@ void failure_paths_destroy() {
     CHECK(too_long == heliosdb::errc::user_name_too_long);
     CHECK(too_long == std::errc::invalid_argument);
     CHECK(alive() == before + 1);
+    CHECK(pool.stats().users_retired == 0);
+    CHECK(!pool.remove_connection(alice));  // idle: destroyed now, alice vacant
+    pool.emplace_connection("bob", "bob");
+    const heliosdb::PoolStats stats = pool.stats();
+    CHECK(stats.users_retired == 1 && stats.total_connections == 1);
+    CHECK(stats.spin_acquires == 0 && stats.connects_in_flight == 0);
+  }
+  // PoolStats::from copies every version-4 field.
+  {
+    heliosdb_pool_stats raw{};
+    raw.struct_size = sizeof raw;
+    raw.spin_acquires = 3;
+    raw.users_retired = 5;
+    raw.connects_in_flight = 7;
+    const heliosdb::PoolStats stats = heliosdb::PoolStats::from(raw);
+    CHECK(stats.spin_acquires == 3 && stats.users_retired == 5 && stats.connects_in_flight == 7);
   }
   CHECK(alive() == before);
 }

@@ -1,9 +1,9 @@
 /* Bounded users through the C ABI (config version 5): max_users
  * (HELIOSDB_ERR_TOO_MANY_USERS, with the limit in the message), max_user_name_len
  * (HELIOSDB_ERR_USER_NAME_TOO_LONG from add and acquire, for a 1 MiB name), a vacant
- * user retired by the sweeper (retire_users_after_ms) so that a new one fits,
- * contradictory limits refused, and a version-4 config (no user limits) getting the
- * defaults. */
+ * user retired by the sweeper (retire_users_after_ms; counted in the stats'
+ * users_retired) so that a new one fits, contradictory limits refused, and a
+ * version-4 config (no user limits) getting the defaults. */
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -44,6 +44,8 @@ int main(void) {
   CHECK_OK(heliosdb_pool_new(&config, &pool));
   uint64_t alice = add(pool, "alice");
   add(pool, "bob");
+  heliosdb_pool_stats stats = stats_of(pool);
+  CHECK(stats.users_retired == 0 && stats.spin_acquires == 0);
 
   /* A third user: refused, and what was given is closed (the add owns it). */
   int before = atomic_load(&closes);
@@ -72,6 +74,8 @@ int main(void) {
   CHECK_OK(heliosdb_pool_remove_connection(pool, alice, NULL));
   CHECK_OK(heliosdb_pool_sweep_now(pool));
   CHECK_OK(heliosdb_pool_sweep_now(pool));
+  stats = stats_of(pool);
+  CHECK(stats.users_retired == 1 && stats.spin_acquires == 0); /* alice */
   add(pool, "carol");
   CHECK_STATUS(heliosdb_pool_try_acquire(pool, "alice", &lease), HELIOSDB_ERR_UNKNOWN_USER);
   CHECK_OK(heliosdb_pool_try_acquire(pool, "carol", &lease));

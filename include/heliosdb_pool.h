@@ -892,6 +892,23 @@ typedef struct heliosdb_pool_stats {
    * (idle ones at once, leased ones on release).
    */
   uint64_t evicted_failover;
+  /**
+   * Blocking acquires that found nothing idle and were served by their brief spin
+   * (a connection given back within about a microsecond, on another core) instead
+   * of queueing. Zero on a single core, where acquires never spin.
+   */
+  uint64_t spin_acquires;
+  /**
+   * Users retired so far: by the sweeper, after `retire_users_after_ms` without a
+   * connection, a waiter or a connection requested, or at once to make room for a
+   * new user at `max_users` (see `heliosdb_pool_config`).
+   */
+  uint64_t users_retired;
+  /**
+   * Connects running now (`connect` or `connect_with_metadata` calls, all users), at
+   * most `max_concurrent_connects`.
+   */
+  size_t connects_in_flight;
 } heliosdb_pool_stats;
 
 #ifdef __cplusplus

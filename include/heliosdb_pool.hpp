@@ -629,6 +629,9 @@ struct PoolStats {
   std::uint64_t evicted_detached = 0;
   std::uint64_t evicted_reset_failed = 0;
   std::uint64_t evicted_failover = 0;
+  std::uint64_t spin_acquires = 0;
+  std::uint64_t users_retired = 0;
+  std::size_t connects_in_flight = 0;
 
   /// From the C struct.
   static PoolStats from(const heliosdb_pool_stats &s) noexcept {
@@ -657,6 +660,9 @@ struct PoolStats {
     out.evicted_detached = s.evicted_detached;
     out.evicted_reset_failed = s.evicted_reset_failed;
     out.evicted_failover = s.evicted_failover;
+    out.spin_acquires = s.spin_acquires;
+    out.users_retired = s.users_retired;
+    out.connects_in_flight = s.connects_in_flight;
     return out;
   }
 };

@@ -227,12 +227,26 @@ pub struct heliosdb_pool_stats {
     /// Connections closed by `heliosdb_pool_evict_all` / `heliosdb_pool_evict_user`
     /// (idle ones at once, leased ones on release).
     pub evicted_failover: u64,
+    // ---- version 4 (fields appended; older callers get the fields above) ----
+    /// Blocking acquires that found nothing idle and were served by their brief spin
+    /// (a connection given back within about a microsecond, on another core) instead
+    /// of queueing. Zero on a single core, where acquires never spin.
+    pub spin_acquires: u64,
+    /// Users retired so far: by the sweeper, after `retire_users_after_ms` without a
+    /// connection, a waiter or a connection requested, or at once to make room for a
+    /// new user at `max_users` (see `heliosdb_pool_config`).
+    pub users_retired: u64,
+    /// Connects running now (`connect` or `connect_with_metadata` calls, all users), at
+    /// most `max_concurrent_connects`.
+    pub connects_in_flight: usize,
 }
 
 /// The size of version 1 of `heliosdb_pool_stats` (before `evicted_idle`).
 const STATS_V1_SIZE: usize = offset_of!(heliosdb_pool_stats, evicted_idle);
 /// The size of version 2 of `heliosdb_pool_stats` (before `evicted_discarded`).
 const STATS_V2_SIZE: usize = offset_of!(heliosdb_pool_stats, evicted_discarded);
+/// The size of version 3 of `heliosdb_pool_stats` (before `spin_acquires`).
+const STATS_V3_SIZE: usize = offset_of!(heliosdb_pool_stats, spin_acquires);
 
 /// The pool behind a non-NULL handle.
 ///
@@ -1223,6 +1237,7 @@ pub unsafe extern "C" fn heliosdb_pool_get_stats(
         if ![
             STATS_V1_SIZE,
             STATS_V2_SIZE,
+            STATS_V3_SIZE,
             size_of::<heliosdb_pool_stats>(),
         ]
         .contains(&struct_size)
@@ -1260,6 +1275,9 @@ pub unsafe extern "C" fn heliosdb_pool_get_stats(
             evicted_detached: e.detached,
             evicted_reset_failed: e.reset_failed,
             evicted_failover: e.failover,
+            spin_acquires: s.spin_acquires,
+            users_retired: s.users_retired,
+            connects_in_flight: s.connects_in_flight,
         };
         out.write_prefix(value, struct_size);
         Ok(())
@@ -1444,4 +1462,71 @@ pub unsafe extern "C" fn heliosdb_pool_sweep_now(pool: *const heliosdb_pool) -> 
         // SAFETY: the export's contract.
         unsafe { pool_ref(pool) }?.pool.sweep_now()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ffi::heliosdb_pool_config_init;
+    use std::mem::MaybeUninit;
+
+    unsafe extern "C" fn close_nothing(_connection: *mut c_void, _user_data: *mut c_void) {}
+
+    /// The version-4 counts through the C export are the Rust pool's: one user retired
+    /// by the sweeper, and a spin count (which only a multi-core race produces, see
+    /// `tests/fairness.rs`) set on the counter directly.
+    #[test]
+    fn version_4_fields_are_the_rust_counts() {
+        let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
+        // SAFETY: a writable struct of the full size.
+        let status = unsafe {
+            heliosdb_pool_config_init(config.as_mut_ptr(), size_of::<heliosdb_pool_config>())
+        };
+        assert_eq!(status, Status::Ok);
+        // SAFETY: initialised by the call above.
+        let mut config = unsafe { config.assume_init() };
+        config.close = Some(close_nothing);
+        config.retire_users_after_ms = 0;
+        let mut pool = ptr::null_mut();
+        // SAFETY: a valid config; `pool` is writable.
+        assert_eq!(unsafe { heliosdb_pool_new(&config, &mut pool) }, Status::Ok);
+        let mut id = 0;
+        // The connection is never dereferenced: `close_nothing` ignores it.
+        let connection = ptr::NonNull::<u8>::dangling().as_ptr().cast();
+        // SAFETY: a live pool, a NUL-terminated user, a writable id.
+        let added = unsafe {
+            heliosdb_pool_add_connection(pool, connection, c"alice".as_ptr(), ptr::null(), &mut id)
+        };
+        assert_eq!(added, Status::Ok);
+        // SAFETY: a live pool; an idle connection of it.
+        let removed = unsafe { heliosdb_pool_remove_connection(pool, id, ptr::null_mut()) };
+        assert_eq!(removed, Status::Ok);
+        for _ in 0..2 {
+            // SAFETY: a live pool. Two passes: alice seen vacant, then retired.
+            assert_eq!(unsafe { heliosdb_pool_sweep_now(pool) }, Status::Ok);
+        }
+        // SAFETY: live until the free below.
+        let rust = unsafe { &(*pool).pool };
+        rust.inner
+            .counters
+            .spin_acquires
+            .fetch_add(3, Ordering::Relaxed);
+
+        let mut stats = heliosdb_pool_stats {
+            struct_size: size_of::<heliosdb_pool_stats>(),
+            ..Default::default()
+        };
+        // SAFETY: a live pool; a writable struct of the size it declares.
+        assert_eq!(
+            unsafe { heliosdb_pool_get_stats(pool, &mut stats) },
+            Status::Ok
+        );
+        let expected = rust.stats();
+        assert_eq!((expected.spin_acquires, expected.users_retired), (3, 1));
+        assert_eq!(stats.spin_acquires, expected.spin_acquires);
+        assert_eq!(stats.users_retired, expected.users_retired);
+        assert_eq!(stats.connects_in_flight, expected.connects_in_flight);
+        // SAFETY: live, no call in flight, no lease out.
+        unsafe { heliosdb_pool_free(pool) };
+    }
 }
