@@ -646,23 +646,29 @@ pub unsafe extern "C" fn heliosdb_pool_config_validate(
     })
 }
 
+/// A full-size configuration with its defaults, as `heliosdb_pool_config_init` gives a
+/// current caller: for the unit tests of the C boundary.
+#[cfg(test)]
+pub(crate) fn default_config() -> heliosdb_pool_config {
+    let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
+    // SAFETY: a writable struct of the full size.
+    let status = unsafe {
+        heliosdb_pool_config_init(config.as_mut_ptr(), size_of::<heliosdb_pool_config>())
+    };
+    assert_eq!(status, Status::Ok);
+    // SAFETY: initialised by the call above.
+    unsafe { config.assume_init() }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::mem::MaybeUninit;
 
     /// A caller compiled before validation on borrow existed must not have its health
     /// check called on acquiring threads; a current caller gets the documented default.
     #[test]
     fn older_configs_get_validation_on_borrow_off() {
-        let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
-        // SAFETY: a writable struct of the full size.
-        let status = unsafe {
-            heliosdb_pool_config_init(config.as_mut_ptr(), size_of::<heliosdb_pool_config>())
-        };
-        assert_eq!(status, Status::Ok);
-        // SAFETY: initialised by the call above.
-        let mut config = unsafe { config.assume_init() };
+        let mut config = default_config();
         for (size, expected) in [
             (CONFIG_V1_SIZE, u64::MAX),
             (CONFIG_V2_SIZE, u64::MAX),

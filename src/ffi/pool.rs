@@ -1467,8 +1467,7 @@ pub unsafe extern "C" fn heliosdb_pool_sweep_now(pool: *const heliosdb_pool) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ffi::heliosdb_pool_config_init;
-    use std::mem::MaybeUninit;
+    use crate::ffi::config::default_config;
 
     unsafe extern "C" fn close_nothing(_connection: *mut c_void, _user_data: *mut c_void) {}
 
@@ -1477,14 +1476,7 @@ mod tests {
     /// `tests/fairness.rs`) set on the counter directly.
     #[test]
     fn version_4_fields_are_the_rust_counts() {
-        let mut config = MaybeUninit::<heliosdb_pool_config>::uninit();
-        // SAFETY: a writable struct of the full size.
-        let status = unsafe {
-            heliosdb_pool_config_init(config.as_mut_ptr(), size_of::<heliosdb_pool_config>())
-        };
-        assert_eq!(status, Status::Ok);
-        // SAFETY: initialised by the call above.
-        let mut config = unsafe { config.assume_init() };
+        let mut config = default_config();
         config.close = Some(close_nothing);
         config.retire_users_after_ms = 0;
         let mut pool = ptr::null_mut();
