@@ -496,8 +496,8 @@ impl<C: Send + 'static> EnhancedConnectionPool<C> {
     /// a critical leak (the connection is closed now).
     #[inline]
     pub fn release_raw_handle(&self, raw: RawHandle) -> Result<()> {
-        let (_, handle) = self.inner.borrow_of_raw(raw)?;
-        self.inner.release(handle)
+        let (header, handle) = self.inner.borrow_of_raw(raw)?;
+        self.inner.release_at(header, handle)
     }
 
     /// Ends a borrow given by its raw handle by closing its connection instead of
@@ -1400,6 +1400,9 @@ impl<C> PoolInner<C> {
         PooledConnection::new(self, Handle::new(slot, generation))
     }
 
+    /// Borrows an idle connection of `user` if one is free now, never waiting; `site`
+    /// is recorded as the borrow's call site. The affinity claim inline, the map search
+    /// out of line.
     #[inline]
     pub(crate) fn try_acquire(
         &self,
@@ -1436,6 +1439,9 @@ impl<C> PoolInner<C> {
         })
     }
 
+    /// Borrows an idle connection of `user`, waiting up to `timeout`; `site` is
+    /// recorded as the borrow's call site. The affinity claim inline (the common case),
+    /// everything else in [`blocking_acquire_slow`](Self::blocking_acquire_slow).
     #[inline]
     pub(crate) fn blocking_acquire(
         &self,
@@ -1459,7 +1465,9 @@ impl<C> PoolInner<C> {
         site: CallSite,
     ) -> Result<PooledConnection<'_, C>> {
         let (partition, node, mut awake, mut overdue) = loop {
-            let partition = match self.start_acquire(user, site)? {
+            // The affinity claim was tried by the caller (and a retry after a retired
+            // partition has nothing to find there): the map.
+            let partition = match self.start_from_map(user, site)? {
                 Start::Got(conn) => return Ok(conn),
                 Start::Wait(partition) => partition,
             };
@@ -1654,7 +1662,7 @@ impl<C> PoolInner<C> {
     /// The error for a handle that does not name a live borrow.
     #[cold]
     #[inline(never)]
-    fn stale(&self, handle: Handle) -> Error {
+    pub(crate) fn stale(&self, handle: Handle) -> Error {
         Error::StaleHandle {
             connection_id: self
                 .slab

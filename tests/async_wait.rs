@@ -69,17 +69,17 @@ impl CountingWaker {
     }
 }
 
-/// Parks a waiter for the connection the test holds, then `rounds` times: releases
-/// it (which must wake the waiter), takes it straight back (the waiter has not run),
-/// and polls the waiter, which finds nothing and parks again. Returns with the test
-/// holding the connection and the waiter parked.
+/// Parks a waiter for the connection the test holds, then round after round while
+/// `again(round)`: releases it (which must wake the waiter), takes it straight back
+/// (the waiter has not run), and polls the waiter, which finds nothing and parks
+/// again. Returns with the test holding the connection and the waiter parked.
 fn beaten_again_and_again<'a, F>(
     pool: &'a Pool,
     mut held: heliosdb_pool::PooledConnection<'a, u32>,
     waiter: &mut std::pin::Pin<&mut F>,
     cx: &mut Context<'_>,
     waker: &CountingWaker,
-    rounds: u32,
+    mut again: impl FnMut(u32) -> bool,
 ) -> heliosdb_pool::PooledConnection<'a, u32>
 where
     F: Future<Output = heliosdb_pool::Result<heliosdb_pool::PooledConnection<'a, u32>>>,
@@ -88,7 +88,7 @@ where
         waiter.as_mut().poll(cx).is_pending(),
         "parks: the test holds it"
     );
-    for round in 0..rounds {
+    for round in (0..).take_while(|&round| again(round)) {
         let before = waker.wakes();
         drop(held);
         assert!(
@@ -113,8 +113,17 @@ fn a_waiter_beaten_by_a_barger_parks_again_and_the_next_release_wakes_it() {
     let counting = Arc::new(CountingWaker::default());
     let waker = Waker::from(counting.clone());
     let mut cx = Context::from_waker(&waker);
+    let started = Instant::now();
     let mut waiter = pin!(pool.acquire_timeout("alice", Duration::from_secs(10)));
-    let held = beaten_again_and_again(&pool, held, &mut waiter, &mut cx, &counting, 200);
+    let held = beaten_again_and_again(&pool, held, &mut waiter, &mut cx, &counting, |round| {
+        // Well within the bound (1 s), past which the waiter would be overdue and the
+        // test's re-take refused.
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "round {round}: too slow"
+        );
+        round < 200
+    });
     // The last release, for good: a waiter that stayed the awake one after parking
     // would not be woken by it, and would sleep until the bound's timer (1 s).
     let before = counting.wakes();
@@ -137,12 +146,25 @@ fn a_waiter_woken_again_and_again_then_left_alone_times_out_at_its_deadline() {
     let counting = Arc::new(CountingWaker::default());
     let waker = Waker::from(counting.clone());
     let mut cx = Context::from_waker(&waker);
-    let timeout = Duration::from_millis(100);
+    let timeout = Duration::from_millis(400);
     let started = Instant::now();
     let mut waiter = pin!(pool.acquire_timeout("alice", timeout));
-    // Woken and beaten 50 times; then the test keeps the connection, so only the
-    // timer armed when the waiter first parked can end the wait.
-    let _held = beaten_again_and_again(&pool, held, &mut waiter, &mut cx, &counting, 50);
+    // Woken and beaten again and again for half the timeout (at least 50 times); then
+    // the test keeps the connection, so only the timer armed when the waiter first
+    // parked can end the wait. A deadline counted from a later park would end it at
+    // least half a timeout late.
+    let _held = beaten_again_and_again(&pool, held, &mut waiter, &mut cx, &counting, |round| {
+        let elapsed = started.elapsed();
+        assert!(
+            elapsed < timeout * 3 / 4,
+            "round {round}: too slow ({elapsed:?})"
+        );
+        if round >= 50 && elapsed >= timeout / 2 {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+        true
+    });
     let result = loop {
         let seen = counting.wakes();
         if let Poll::Ready(result) = waiter.as_mut().poll(&mut cx) {
@@ -157,7 +179,10 @@ fn a_waiter_woken_again_and_again_then_left_alone_times_out_at_its_deadline() {
     match result {
         Err(Error::Timeout { waited, .. }) => {
             assert!(waited >= timeout, "{waited:?}");
-            assert!(started.elapsed() < Duration::from_secs(5), "{waited:?}");
+            // At the deadline the first park armed (plus the timer's latency), not a
+            // timeout after a later park.
+            let ended = started.elapsed();
+            assert!(ended < timeout + timeout / 3, "ended after {ended:?}");
         }
         Ok(_) => panic!("the test holds the only connection"),
         Err(e) => panic!("{e}"),

@@ -1011,7 +1011,7 @@ unsafe fn end_lease(
     if p.freed.load(Ordering::SeqCst) {
         drop(in_flight);
         // SAFETY: forwarded contract; the lease passed the check.
-        return unsafe { end_after_free(pool, header, handle, end) };
+        return unsafe { end_after_free(pool, handle, end) };
     }
     let result = end.run(inner, header, handle);
     drop(in_flight);
@@ -1031,7 +1031,6 @@ unsafe fn end_lease(
 #[inline(never)]
 unsafe fn end_after_free(
     pool: *mut heliosdb_pool,
-    header: &SlotHeader,
     handle: Handle,
     end: LeaseEnd,
 ) -> std::result::Result<(), Failed> {
@@ -1041,7 +1040,13 @@ unsafe fn end_after_free(
     while !p.counted.load(Ordering::Acquire) {
         backoff.snooze();
     }
-    let result = end.run(&p.pool.inner, header, handle);
+    // The slot's header looked up here, not passed in: a reference argument would
+    // have to stay valid for the whole call, and `leave` below may free the pool.
+    let inner = &p.pool.inner;
+    let Some(header) = inner.slab.get(handle.slot) else {
+        return Err(inner.stale(handle).into()); // Not reached: the lease was checked.
+    };
+    let result = end.run(inner, header, handle);
     if matches!(result, Ok(()) | Err(Error::Reclaimed { .. })) {
         // SAFETY: this lease was out when free counted its owners (it was `InUse`
         // until the end just above), and this is its only end.
