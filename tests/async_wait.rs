@@ -15,24 +15,18 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use heliosdb_pool::builder::MAX_FAIRNESS_BOUND;
-use heliosdb_pool::{ConnectionMetadata, EnhancedConnectionPool, Error};
+use heliosdb_pool::{EnhancedConnectionPool, Error};
 
 #[path = "support/common.rs"]
 mod common;
-use common::quiet;
+use common::one_connection;
 
 type Pool = EnhancedConnectionPool<u32>;
 
 /// One connection for "alice"; a bound past every wait here, so barging is allowed
 /// throughout and nothing but a release (or the deadline) wakes the waiter.
 fn one_connection_barging() -> Pool {
-    let pool = EnhancedConnectionPool::builder(quiet(4, 4))
-        .fairness_bound(MAX_FAIRNESS_BOUND)
-        .build()
-        .unwrap();
-    pool.add_connection_sync(7, "alice", ConnectionMetadata::for_user("alice"))
-        .unwrap();
-    pool
+    one_connection(MAX_FAIRNESS_BOUND)
 }
 
 /// A waker that counts its wake-ups and lets the test wait for the next one.
@@ -54,6 +48,13 @@ impl Wake for CountingWaker {
 }
 
 impl CountingWaker {
+    /// A counter and the waker that counts into it.
+    fn new() -> (Arc<Self>, Waker) {
+        let counting = Arc::new(CountingWaker::default());
+        let waker = Waker::from(counting.clone());
+        (counting, waker)
+    }
+
     fn wakes(&self) -> u64 {
         *self.wakes.lock().unwrap()
     }
@@ -110,8 +111,7 @@ where
 fn a_waiter_beaten_by_a_barger_parks_again_and_the_next_release_wakes_it() {
     let pool = one_connection_barging();
     let held = pool.try_acquire("alice").unwrap();
-    let counting = Arc::new(CountingWaker::default());
-    let waker = Waker::from(counting.clone());
+    let (counting, waker) = CountingWaker::new();
     let mut cx = Context::from_waker(&waker);
     let started = Instant::now();
     let mut waiter = pin!(pool.acquire_timeout("alice", Duration::from_secs(10)));
@@ -143,8 +143,7 @@ fn a_waiter_beaten_by_a_barger_parks_again_and_the_next_release_wakes_it() {
 fn a_waiter_woken_again_and_again_then_left_alone_times_out_at_its_deadline() {
     let pool = one_connection_barging();
     let held = pool.try_acquire("alice").unwrap();
-    let counting = Arc::new(CountingWaker::default());
-    let waker = Waker::from(counting.clone());
+    let (counting, waker) = CountingWaker::new();
     let mut cx = Context::from_waker(&waker);
     let timeout = Duration::from_millis(400);
     let started = Instant::now();

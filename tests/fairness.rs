@@ -12,24 +12,11 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use heliosdb_pool::builder::{DEFAULT_FAIRNESS_BOUND, MAX_FAIRNESS_BOUND};
-use heliosdb_pool::{Acquire, ConnectionMetadata, EnhancedConnectionPool, Error, PooledConnection};
+use heliosdb_pool::{Acquire, EnhancedConnectionPool, Error, PooledConnection};
 
 #[path = "support/common.rs"]
 mod common;
-use common::quiet;
-
-type Pool = EnhancedConnectionPool<u32>;
-
-/// A pool of one connection for "alice" with the given bound.
-fn one_connection(bound: Duration) -> Pool {
-    let pool = EnhancedConnectionPool::builder(quiet(4, 4))
-        .fairness_bound(bound)
-        .build()
-        .unwrap();
-    pool.add_connection_sync(7, "alice", ConnectionMetadata::for_user("alice"))
-        .unwrap();
-    pool
-}
+use common::{one_connection, quiet};
 
 struct NoopWake;
 impl Wake for NoopWake {

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use heliosdb_pool::EnhancedPoolConfig;
+use heliosdb_pool::{ConnectionMetadata, EnhancedConnectionPool, EnhancedPoolConfig};
 
 /// Polls `done` every 2 ms until it holds or `limit` passes; whether it held.
 pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -35,4 +35,16 @@ pub fn quiet(max_connections: usize, max_per_user: usize) -> EnhancedPoolConfig 
         auto_cleanup_enabled: false,
         cleanup_interval_ms: 0,
     }
+}
+
+/// A quiet pool of one connection (the value 7) for "alice", with the given fairness
+/// bound: the shape of the waiting-path tests.
+pub fn one_connection(bound: Duration) -> EnhancedConnectionPool<u32> {
+    let pool = EnhancedConnectionPool::builder(quiet(4, 4))
+        .fairness_bound(bound)
+        .build()
+        .unwrap();
+    pool.add_connection_sync(7, "alice", ConnectionMetadata::for_user("alice"))
+        .unwrap();
+    pool
 }
