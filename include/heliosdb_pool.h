@@ -240,11 +240,13 @@ typedef struct heliosdb_leak_detector heliosdb_leak_detector;
  *
  * Freeing with leases out: the pool's memory has owners, `heliosdb_pool_free` and each
  * lease still out, and the last of them to leave reclaims it, whoever it is. A
- * release marks its slot "in flight" (a count, SeqCst) before it reads `freed`, and
- * free sets `freed` (SeqCst) before it waits for every slot's count to reach zero: one
- * of the two sees the other, so a release either finishes on the normal path before
- * free counts the leases out, or takes the counted path, waits until free has counted,
- * and leaves as one of the owners.
+ * release marks itself inside the pool before it reads `freed`, and free sets `freed`
+ * before it waits for every mark on the pool to clear: one of the two sees the other,
+ * so a release either finishes on the normal path before free counts the leases out,
+ * or takes the counted path, waits until free has counted, and leaves as one of the
+ * owners. The mark is the releasing thread's (`quiesce`: a plain store, with the
+ * barrier's cost moved to free); a release made from inside another release's
+ * callback, whose thread's mark is taken, marks its slot instead (a count, SeqCst).
  */
 typedef struct heliosdb_pool heliosdb_pool;
 

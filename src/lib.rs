@@ -54,6 +54,7 @@ full_crate! {
     #[cfg(feature = "postgres")]
     pub mod postgres;
     mod pool_leaks;
+    mod quiesce;
     mod slab;
     mod sweeper;
     mod thread_tag;
@@ -91,5 +92,7 @@ mod slab {
 }
 #[cfg(all(loom, test))]
 mod loom_models;
+#[cfg(loom)]
+mod quiesce;
 #[cfg(loom)]
 mod wait;

@@ -3,7 +3,8 @@
 //! `try_flag`, `take_out_of_service`), the idle hint search and repair
 //! (`IdleSet::claim_hinted`, `IdleSet::repair`), and the wait queue (`WaitQueue`:
 //! register, the releaser's handshake, dispatch, cancel, close, and eventual fairness:
-//! barging, the awake waiter, overdue waiters and hand-off). Loom does not model
+//! barging, the awake waiter, overdue waiters and hand-off), and the C ABI's free
+//! handshake (`quiesce`: releases marked inside a pool, free waiting them out). Loom does not model
 //! SeqCst accesses, so the handshakes use SeqCst fences under loom (see
 //! `sync::handshake`).
 //!
@@ -15,10 +16,11 @@
 use loom::sync::Arc;
 use loom::thread;
 
+use crate::quiesce::{self, Mark};
 use crate::slab::CallSite;
 use crate::slab::idle::IdleSet;
 use crate::slab::state::{self, Claim, Lifecycle, SlotState, TakeOut, flags};
-use crate::sync::{AtomicU64, Ordering, UnsafeCell};
+use crate::sync::{AtomicU32, AtomicU64, Ordering, UnsafeCell};
 use crate::wait::{Outcome, Registration, WaitNode, WaitQueue, Waiter, Wakeup};
 
 /// A one-connection partition: the hint, the slot's state word, the connection.
@@ -578,5 +580,69 @@ fn a_slot_retired_and_refilled_never_matches_a_claim_from_before() {
                 "the refilled slot is idle at a new generation"
             );
         }
+    });
+}
+
+/// The C ABI's free handshake on a pool (`quiesce`, `heliosdb_pool_free`): a release
+/// marks its thread inside the pool, then reads "freed"; free stores "freed", then waits
+/// for every mark on the pool to clear, then reclaims the memory.
+struct FreedPool {
+    freed: AtomicU32,
+    /// The pool's memory, which a release on the normal path touches after its check
+    /// (a part for each releasing thread, which in the pool are atomics they share).
+    memory: [UnsafeCell<u64>; 2],
+    marks: [Mark; 2],
+}
+
+impl FreedPool {
+    fn object(&self) -> *const () {
+        std::ptr::from_ref(self).cast()
+    }
+
+    /// One release through `mark`: the normal path if free was not seen, else the
+    /// counted path (which, in the pool, waits for free to count it an owner and
+    /// touches nothing before).
+    fn release(&self, i: usize) -> bool {
+        let mark = &self.marks[i];
+        mark.enter(self.object());
+        let normal = self.freed.load(Ordering::Relaxed) == 0;
+        if normal {
+            // SAFETY: loom checks the claim: no reclaim overlaps this access.
+            self.memory[i].with_mut(|m| unsafe { *m += 1 });
+        }
+        mark.leave();
+        normal
+    }
+}
+
+#[test]
+fn a_release_racing_free_sees_it_or_finishes_before_the_reclaim() {
+    loom::model(|| {
+        let pool = Arc::new(FreedPool {
+            freed: AtomicU32::new(0),
+            memory: [UnsafeCell::new(0), UnsafeCell::new(0)],
+            marks: [Mark::new(), Mark::new()],
+        });
+        // Two releasing threads, a release each.
+        let releasers: Vec<_> = (0..2)
+            .map(|i| {
+                let pool = pool.clone();
+                thread::spawn(move || usize::from(pool.release(i)))
+            })
+            .collect();
+        pool.freed.store(1, Ordering::SeqCst);
+        quiesce::wait_until_outside(pool.object(), &pool.marks, None);
+        // The reclaim: a data race (a loom failure) with any normal release not done.
+        // SAFETY: loom checks it.
+        let touched: u64 = pool
+            .memory
+            .iter()
+            .map(|m| m.with_mut(|m| unsafe { *m }))
+            .sum();
+        let normal: usize = releasers.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(
+            touched, normal as u64,
+            "every normal release finished first"
+        );
     });
 }

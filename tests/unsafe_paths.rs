@@ -162,9 +162,10 @@ fn free_with_a_lease_out_released_from_another_thread() {
 
 // ---- Two releases of one slot in flight at once, while the pool is freed ----
 
-/// Connection values whose `close` blocks until the test opens its gate: 1 and 2.
-static GATE_OPEN: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
-static IN_CLOSE: [AtomicBool; 3] = [const { AtomicBool::new(false) }; 3];
+/// Connection values whose `close` blocks until the test opens its gate: 1 and 2 (and
+/// 3, for the nested release below).
+static GATE_OPEN: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
+static IN_CLOSE: [AtomicBool; 4] = [const { AtomicBool::new(false) }; 4];
 static GATED_FREES: AtomicUsize = AtomicUsize::new(0);
 
 unsafe extern "C" fn gated_close(connection: *mut c_void, _user_data: *mut c_void) {
@@ -256,5 +257,98 @@ fn free_waits_for_every_release_in_flight_on_one_slot() {
             1,
             "reclaimed once, at the end"
         );
+    }
+}
+
+// ---- A release made from another pool's callback, while its pool is freed ----
+
+/// The lease the outer pool's `close` releases, and what that release returned.
+static NESTED_LEASE: std::sync::Mutex<Option<Shared>> = std::sync::Mutex::new(None);
+static NESTED_STATUS: std::sync::Mutex<Option<Status>> = std::sync::Mutex::new(None);
+static NESTED_FREES: AtomicUsize = AtomicUsize::new(0);
+
+/// The outer pool's `close`: closes its connection, then releases the inner pool's
+/// lease from inside the outer release (whose thread is marked inside the outer pool).
+unsafe extern "C" fn close_then_release_inner(connection: *mut c_void, _user_data: *mut c_void) {
+    // SAFETY: a `Box<u64>` handed over with `into_raw`, closed once.
+    drop(unsafe { Box::from_raw(connection.cast::<u64>()) });
+    if let Some(inner) = NESTED_LEASE.lock().unwrap().take() {
+        // SAFETY: the inner pool is live or being freed with this lease out.
+        let status = unsafe { heliosdb_pool_release(inner.0, &inner.1) };
+        *NESTED_STATUS.lock().unwrap() = Some(status);
+    }
+}
+
+unsafe extern "C" fn count_nested_free(_user_data: *mut c_void) {
+    NESTED_FREES.fetch_add(1, Ordering::SeqCst);
+}
+
+/// One connection of `value` in `pool`, borrowed and marked to close on return.
+///
+/// # Safety
+///
+/// `pool` is live.
+unsafe fn borrowed_closing(pool: *mut heliosdb_pool, value: u64) -> Shared {
+    let mut id = 0u64;
+    let conn = Box::into_raw(Box::new(value)).cast::<c_void>();
+    let mut lease = MaybeUninit::<heliosdb_lease>::uninit();
+    let mut deferred = false;
+    // SAFETY: valid pointers for each call, per the caller's contract on `pool`.
+    unsafe {
+        let user = c"alice".as_ptr();
+        let added = heliosdb_pool_add_connection(pool, conn, user, std::ptr::null(), &mut id);
+        assert_eq!(added, Status::Ok);
+        let taken = heliosdb_pool_try_acquire(pool, user, lease.as_mut_ptr());
+        assert_eq!(taken, Status::Ok);
+        assert_eq!(
+            heliosdb_pool_remove_connection(pool, id, &mut deferred),
+            Status::Ok
+        );
+        assert!(deferred, "borrowed: closes on return");
+        Shared(pool, lease.assume_init())
+    }
+}
+
+/// A release of the inner pool runs from the outer pool's `close` callback, so its
+/// thread is already marked inside the outer pool; it must still hold off the inner
+/// pool's free until it is done (it marks its slot instead): free must not return while
+/// the inner release is in its own `close`.
+#[test]
+fn free_waits_for_a_release_made_from_another_pools_callback() {
+    // SAFETY: every pointer below is valid for its call; each lease is ended once.
+    unsafe {
+        let outer = c_pool(close_then_release_inner, count_nested_free);
+        let inner = c_pool(gated_close, count_nested_free);
+        *NESTED_LEASE.lock().unwrap() = Some(borrowed_closing(inner, 3));
+        let outer_lease = borrowed_closing(outer, 0);
+        let releasing = std::thread::spawn(move || {
+            let outer_lease = outer_lease;
+            heliosdb_pool_release(outer_lease.0, &outer_lease.1)
+        });
+        wait_for(&IN_CLOSE[3]); // the inner release is inside the inner pool's close
+        let freeing = Shared(inner, std::mem::zeroed());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let free = std::thread::spawn(move || {
+            let freeing = freeing;
+            heliosdb_pool_free(freeing.0);
+            tx.send(()).unwrap();
+        });
+        let pause = std::time::Duration::from_millis(if cfg!(miri) { 5 } else { 100 });
+        assert!(
+            rx.recv_timeout(pause).is_err(),
+            "free returned with a release inside"
+        );
+        assert_eq!(NESTED_FREES.load(Ordering::SeqCst), 0);
+        GATE_OPEN[3].store(true, Ordering::SeqCst);
+        assert_eq!(releasing.join().unwrap(), Status::Ok);
+        assert_eq!(*NESTED_STATUS.lock().unwrap(), Some(Status::Ok));
+        free.join().unwrap();
+        assert_eq!(
+            NESTED_FREES.load(Ordering::SeqCst),
+            1,
+            "the inner pool, reclaimed once"
+        );
+        heliosdb_pool_free(outer);
+        assert_eq!(NESTED_FREES.load(Ordering::SeqCst), 2);
     }
 }

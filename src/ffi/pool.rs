@@ -24,6 +24,7 @@ use crate::guard::RawHandle;
 use crate::leak::LeakReport;
 use crate::metadata::{ConnectionId, ConnectionMetadata};
 use crate::pool::{EnhancedConnectionPool, PoolInner, Removal};
+use crate::quiesce;
 use crate::slab::state::Handle;
 use crate::slab::state::Lifecycle;
 use crate::slab::{CSite, CallSite, SlotHeader};
@@ -101,11 +102,13 @@ impl Drop for CConnection {
 ///
 /// Freeing with leases out: the pool's memory has owners, `heliosdb_pool_free` and each
 /// lease still out, and the last of them to leave reclaims it, whoever it is. A
-/// release marks its slot "in flight" (a count, SeqCst) before it reads `freed`, and
-/// free sets `freed` (SeqCst) before it waits for every slot's count to reach zero: one
-/// of the two sees the other, so a release either finishes on the normal path before
-/// free counts the leases out, or takes the counted path, waits until free has counted,
-/// and leaves as one of the owners.
+/// release marks itself inside the pool before it reads `freed`, and free sets `freed`
+/// before it waits for every mark on the pool to clear: one of the two sees the other,
+/// so a release either finishes on the normal path before free counts the leases out,
+/// or takes the counted path, waits until free has counted, and leaves as one of the
+/// owners. The mark is the releasing thread's (`quiesce`: a plain store, with the
+/// barrier's cost moved to free); a release made from inside another release's
+/// callback, whose thread's mark is taken, marks its slot instead (a count, SeqCst).
 pub struct heliosdb_pool {
     pool: EnhancedConnectionPool<CConnection>,
     callbacks: Arc<Callbacks>,
@@ -292,6 +295,8 @@ pub unsafe extern "C" fn heliosdb_pool_new(
             user_data_free: config.user_data_free,
             armed: AtomicBool::new(false),
         });
+        // Before the first pool exists: its releases' barrier depends on it.
+        quiesce::init();
         let pool = build(&config, &callbacks)?;
         // Only now does the pool take `user_data`: `Callbacks::drop` frees it.
         callbacks.armed.store(true, Ordering::Relaxed);
@@ -505,11 +510,14 @@ pub unsafe extern "C" fn heliosdb_pool_free(pool: *mut heliosdb_pool) {
             return;
         }
         p.pool.close();
-        // SeqCst: free's half of the handshake (see `heliosdb_pool`).
+        // SeqCst: free's half of the handshake (see `heliosdb_pool`), before the heavy
+        // barrier that `wait_until_outside` begins with.
         p.freed.store(true, Ordering::SeqCst);
         let slab = &p.pool.inner.slab;
         // Releases that read `freed` before the store above finish on the normal path;
-        // a release is a few atomics, plus a `close` callback if it closes.
+        // a release is a few atomics, plus a `close` callback if it closes. Its thread
+        // is marked inside the pool, or (nested in another release) its slot is.
+        quiesce::wait_until_outside(pool.cast(), quiesce::thread_marks(), quiesce::thread_mark());
         for (_, header) in slab.iter() {
             let backoff = crossbeam_utils::Backoff::new();
             while header.release_in_flight() {
@@ -1006,16 +1014,96 @@ unsafe fn end_lease(
     let raw = RawHandle::from_parts(ConnectionId::from_raw(lease.connection_id), lease.handle);
     let inner = &p.pool.inner;
     let (header, handle) = inner.borrow_of_raw(raw)?;
-    // The release's half of the free handshake (see `heliosdb_pool`).
-    let in_flight = header.enter_release();
-    if p.freed.load(Ordering::SeqCst) {
-        drop(in_flight);
+    // The release's half of the free handshake (see `heliosdb_pool`): the thread's mark,
+    // unless the thread is inside another release already (this one runs from its
+    // callback), or its thread-locals are being destroyed.
+    let Some(mark) = quiesce::thread_mark().filter(|mark| mark.is_clear()) else {
+        // SAFETY: forwarded contract.
+        return unsafe { end_lease_nested(pool, handle, end) };
+    };
+    let inside = Inside::enter(mark, pool);
+    // Relaxed: the mark's barrier orders this load after the mark (see `quiesce`).
+    let freed = p.freed.load(Ordering::Relaxed);
+    // SAFETY: forwarded contract; `header` is the checked lease's slot.
+    unsafe { end_marked(pool, inside, freed, header, handle, end) }
+}
+
+/// The rest of [`end_lease`] once the release has taken its half of the free handshake
+/// (`marked`: the thread's mark or the slot's count, dropped once the release is done
+/// with the pool): the end on the normal path, or on the counted one if free came first
+/// (`freed`, read after marking).
+///
+/// # Safety
+///
+/// As `end_lease`; `header` is the slot of the checked lease `handle`. A raw pointer:
+/// `end_after_free` may reclaim the pool, and a reference argument would have to stay
+/// valid for the whole call.
+#[inline(always)]
+unsafe fn end_marked(
+    pool: *mut heliosdb_pool,
+    marked: impl Sized,
+    freed: bool,
+    header: *const SlotHeader,
+    handle: Handle,
+    end: LeaseEnd,
+) -> std::result::Result<(), Failed> {
+    if freed {
+        drop(marked);
         // SAFETY: forwarded contract; the lease passed the check.
         return unsafe { end_after_free(pool, handle, end) };
     }
+    // SAFETY: not freed before the mark, so free waits for it: the pool and its slab
+    // live while `marked` does.
+    let (inner, header) = unsafe { (&(*pool).pool.inner, &*header) };
     let result = end.run(inner, header, handle);
-    drop(in_flight);
+    drop(marked);
     Ok(result?)
+}
+
+/// The calling thread inside a pool, for the free handshake; it leaves when dropped
+/// (also on unwinding, so a panic cannot leave a mark that free would wait on).
+struct Inside(&'static quiesce::Mark);
+
+impl Inside {
+    #[inline(always)]
+    fn enter(mark: &'static quiesce::Mark, pool: *mut heliosdb_pool) -> Self {
+        mark.enter(pool.cast_const().cast());
+        Inside(mark)
+    }
+}
+
+impl Drop for Inside {
+    #[inline(always)]
+    fn drop(&mut self) {
+        self.0.leave();
+    }
+}
+
+/// [`end_lease`] for a release whose thread's mark is taken (it runs from another
+/// release's callback): the slot's in-flight count takes part in the handshake
+/// instead. Out of line: rare. The slot's header is looked up here, not passed in (as
+/// for `end_marked`).
+///
+/// # Safety
+///
+/// As `end_lease`; `handle` is the checked lease's.
+#[cold]
+#[inline(never)]
+unsafe fn end_lease_nested(
+    pool: *mut heliosdb_pool,
+    handle: Handle,
+    end: LeaseEnd,
+) -> std::result::Result<(), Failed> {
+    // SAFETY: forwarded contract: the lease is out, so the pool's memory is alive.
+    let p = unsafe { &*pool };
+    let Some(header) = p.pool.inner.slab.get(handle.slot) else {
+        return Err(p.pool.inner.stale(handle).into()); // Not reached: the lease was checked.
+    };
+    let in_flight = header.enter_release();
+    // SeqCst: the count's side of the handshake (see `SlotHeader::enter_release`).
+    let freed = p.freed.load(Ordering::SeqCst);
+    // SAFETY: forwarded contract; `header` is the checked lease's slot.
+    unsafe { end_marked(pool, in_flight, freed, header, handle, end) }
 }
 
 /// [`end_lease`] once the pool has been freed with leases out: this lease is one of the

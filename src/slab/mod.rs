@@ -195,7 +195,7 @@ impl SlotHeader {
     #[inline]
     pub(crate) fn enter_release(&self) -> ReleaseInFlight<'_> {
         self.release_marker.fetch_add(1, Ordering::SeqCst);
-        ReleaseInFlight(self)
+        ReleaseInFlight(self, std::marker::PhantomData)
     }
 
     /// Whether a release is inside the pool for this slot now. SeqCst: the owner's half
@@ -266,12 +266,21 @@ impl SlotHeader {
 /// A release inside the pool for one slot (see [`SlotHeader::enter_release`]); it
 /// leaves when dropped. Release: whoever then sees the count at zero sees everything the
 /// release did.
-pub(crate) struct ReleaseInFlight<'a>(&'a SlotHeader);
+///
+/// A pointer, not a reference: the guard may be passed to a function during which, once
+/// it has been dropped, the pool's memory is reclaimed (the C release that turns out to
+/// be the last owner of a freed pool), and a reference argument would have to stay
+/// valid for the whole call.
+pub(crate) struct ReleaseInFlight<'a>(*const SlotHeader, std::marker::PhantomData<&'a SlotHeader>);
 
 impl Drop for ReleaseInFlight<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.0.release_marker.fetch_sub(1, Ordering::Release);
+        // SAFETY: made from a `&'a SlotHeader` by `enter_release`; the count it holds
+        // keeps the pool's owner waiting (`release_in_flight`), so the header is alive
+        // until this decrement.
+        let header = unsafe { &*self.0 };
+        header.release_marker.fetch_sub(1, Ordering::Release);
     }
 }
 
