@@ -8,7 +8,9 @@
 // - 2, 4 and 8 threads (up to MAX_THREADS): each thread borrows, touches and returns in
 //   a loop for MS milliseconds over a pool of 1 connection (callers always wait), of 2,
 //   and of as many connections as threads (no caller waits); the program prints the
-//   median throughput of RUNS runs (Mops/s) and the ratios against SOCI.
+//   median throughput of RUNS runs (Mops/s), the ratios against SOCI, and each
+//   variant's median fairness (the slowest thread's operations over the fastest's in
+//   a run: 1 when every thread got as many borrows, 0 when one never got any).
 //
 // The variants: SOCI `lease()` + `at()` + `give_back()`; the C calls
 // `heliosdb_pool_acquire` (no call site) and `HELIOSDB_POOL_ACQUIRE` (call site
@@ -174,9 +176,16 @@ struct alignas(64) Counter {
   std::atomic<long> ops{0};
 };
 
-/// Runs `threads` threads of `body` for `ms` milliseconds; operations per second.
+/// What one run of `throughput` measured.
+struct Run {
+  double ops_per_sec;
+  /// The slowest thread's operations over the fastest's.
+  double fairness;
+};
+
+/// Runs `threads` threads of `body` for `ms` milliseconds.
 template <typename F>
-double throughput(int threads, int ms, F body) {
+Run throughput(int threads, int ms, F body) {
   std::vector<Counter> counts(static_cast<std::size_t>(threads));
   std::atomic<int> ready{0};
   std::atomic<bool> go{false};
@@ -201,16 +210,33 @@ double throughput(int threads, int ms, F body) {
   stop.store(true, std::memory_order_relaxed);
   for (std::thread &th : pool) th.join();
   const double secs = std::chrono::duration<double>(bench::Clock::now() - t0).count();
-  long total = 0;
-  for (const Counter &c : counts) total += c.ops.load(std::memory_order_relaxed);
-  return static_cast<double>(total) / secs;
+  long total = 0, least = -1, most = 0;
+  for (const Counter &c : counts) {
+    const long ops = c.ops.load(std::memory_order_relaxed);
+    total += ops;
+    least = least < 0 || ops < least ? ops : least;
+    most = ops > most ? ops : most;
+  }
+  const double fairness = most > 0 ? static_cast<double>(least) / static_cast<double>(most) : 0;
+  return Run{static_cast<double>(total) / secs, fairness};
 }
 
+/// A variant's throughput and fairness samples.
+struct Samples {
+  std::vector<double> ops, fairness;
+  void add(Run run) {
+    ops.push_back(run.ops_per_sec);
+    fairness.push_back(run.fairness);
+  }
+};
+
 void contended(int runs, int ms, int max_threads) {
-  std::printf("\nthreads, median of %d runs of %d ms (Mops/s; ratio against SOCI):\n", runs,
-              ms);
-  std::printf("  %-8s %-6s %10s %12s %8s %12s %8s\n", "threads", "pool", "SOCI", "C acquire",
-              "/SOCI", "C++ acquire", "/SOCI");
+  std::printf(
+      "\nthreads, median of %d runs of %d ms (Mops/s; ratio against SOCI; fairness: slowest "
+      "thread's borrows over the fastest's):\n",
+      runs, ms);
+  std::printf("  %-8s %-6s %10s %6s %12s %8s %6s %12s %8s %6s\n", "threads", "pool", "SOCI",
+              "fair", "C acquire", "/SOCI", "fair", "C++ acquire", "/SOCI", "fair");
   for (int threads = 2; threads <= max_threads; threads *= 2) {
     std::vector<int> sizes{1, 2};
     if (threads > 2) sizes.push_back(threads);
@@ -220,17 +246,18 @@ void contended(int runs, int ms, int max_threads) {
       heliosdb_pool *raw = helios->get();
       soci::connection_pool &sp = *soci;
       heliosdb::Pool<soci::session> &hp = *helios;
-      bench::Variant v_soci{"SOCI", {}}, v_c{"C", {}}, v_cxx{"C++", {}};
+      Samples v_soci, v_c, v_cxx;
       for (int r = 0; r < runs; r++) {
-        v_soci.samples.push_back(throughput(threads, ms, [&sp] { soci_cycle(sp); }));
-        v_c.samples.push_back(throughput(threads, ms, [raw] { c_site_cycle(raw); }));
-        v_cxx.samples.push_back(throughput(threads, ms, [&hp] { cxx_cycle(hp); }));
+        v_soci.add(throughput(threads, ms, [&sp] { soci_cycle(sp); }));
+        v_c.add(throughput(threads, ms, [raw] { c_site_cycle(raw); }));
+        v_cxx.add(throughput(threads, ms, [&hp] { cxx_cycle(hp); }));
       }
-      const double s = bench::median(v_soci.samples);
-      const double c = bench::median(v_c.samples);
-      const double x = bench::median(v_cxx.samples);
-      std::printf("  %-8d %-6d %10.2f %12.2f %8.2f %12.2f %8.2f\n", threads, size, s / 1e6,
-                  c / 1e6, c / s, x / 1e6, x / s);
+      const double s = bench::median(v_soci.ops);
+      const double c = bench::median(v_c.ops);
+      const double x = bench::median(v_cxx.ops);
+      std::printf("  %-8d %-6d %10.2f %6.2f %12.2f %8.2f %6.2f %12.2f %8.2f %6.2f\n", threads,
+                  size, s / 1e6, bench::median(v_soci.fairness), c / 1e6, c / s,
+                  bench::median(v_c.fairness), x / 1e6, x / s, bench::median(v_cxx.fairness));
     }
   }
 }

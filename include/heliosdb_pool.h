@@ -1288,6 +1288,13 @@ heliosdb_status heliosdb_health_monitor_is_running(const struct heliosdb_health_
  * written and the caller keeps `user_data`. `HELIOSDB_ERR_INVALID_CONFIG` names the
  * offending field in `heliosdb_last_error_message()`.
  *
+ * System calls: on Linux, the process's first call registers it for `membarrier(2)`
+ * (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`, Linux 4.14+), and each
+ * `heliosdb_pool_free` then makes one `membarrier` call, so that releases need no
+ * memory barrier of their own. Where the call fails (an older kernel, a seccomp filter
+ * that returns an error), releases use one fence each instead; a filter that kills the
+ * process on unknown system calls must allow `membarrier`.
+ *
  * # Safety
  *
  * `config` is NULL or initialized by a `heliosdb_pool_config_*` function;

@@ -310,6 +310,14 @@ impl Partition {
         Some((local, self.slot_of(local), claimed))
     }
 
+    /// Whether one of this user's connections looks idle now, read-only (see
+    /// `IdleSet::any_seen_idle`): the poll of a caller that waits, before it searches.
+    #[inline]
+    pub(crate) fn looks_idle(&self, slab: &Slab) -> bool {
+        self.idle
+            .any_seen_idle(|local| slab.get(self.slot_of(local)).map(|h| &h.state))
+    }
+
     /// Whether the slot behind `header` is this partition's local index `local` (its
     /// owner and index fields). A slot can be emptied and refilled for someone else
     /// between two reads, so callers act on the answer only through a CAS at the

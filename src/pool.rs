@@ -1523,8 +1523,11 @@ impl<C> PoolInner<C> {
             if awake && !backoff.is_completed() {
                 backoff.snooze();
                 // Compete for a connection released meanwhile (barging is allowed
-                // until someone is overdue; then releasers hand off themselves).
-                if !partition.waiters.busy() {
+                // until someone is overdue; then releasers hand off themselves). The
+                // read-only look first: a dispatch takes the queue's lock and clears
+                // stale hints, which the holder would pay for on every poll. The
+                // dispatch before parking, below, is the one the handshake needs.
+                if !partition.waiters.busy() && partition.looks_idle(&self.slab) {
                     self.dispatch(partition);
                 }
                 continue;
@@ -1576,6 +1579,10 @@ impl<C> PoolInner<C> {
             backoff.spin();
             if partition.waiters.waiting() > 0 {
                 return None;
+            }
+            // Read-only until something looks idle (see `IdleSet::any_seen_idle`).
+            if !partition.looks_idle(&self.slab) {
+                continue;
             }
             if let Some(conn) = self.take_idle(partition, site) {
                 self.counters.spin_acquires.fetch_add(1, Ordering::Relaxed);

@@ -56,6 +56,32 @@ impl IdleSet {
             .map(move |(w, word)| (w as u32 * 64, word.load(order)))
     }
 
+    /// Whether a slot that a set bit names reads idle now: a read-only look, for callers
+    /// that poll while they wait (a spinner, the awake waiter) and then search with
+    /// [`claim_hinted`](Self::claim_hinted) only when it answers yes. The search clears
+    /// stale bits, a write to this shared line and then, by the releaser's repair, a
+    /// locked RMW on the holder's release: done on every poll, it makes the holder pay
+    /// for being watched. A hint like the bits: a yes may be gone by the search.
+    #[inline]
+    pub(crate) fn any_seen_idle<'s>(
+        &self,
+        state_of: impl Fn(u32) -> Option<&'s AtomicU64>,
+    ) -> bool {
+        self.words(Ordering::Relaxed).any(|(first, mut bits)| {
+            while bits != 0 {
+                let index = first + bits.trailing_zeros();
+                if state_of(index).is_some_and(|word| {
+                    let seen = SlotState::from_packed(word.load(Ordering::Relaxed));
+                    seen.lifecycle() == Lifecycle::Idle && seen.pack() & state::flags::ALL == 0
+                }) {
+                    return true;
+                }
+                bits &= bits - 1;
+            }
+            false
+        })
+    }
+
     /// Claims an idle slot, lowest marked index first, clearing stale bits on the way.
     /// Returns the index and the claimed state.
     ///
@@ -181,5 +207,42 @@ mod tests {
         set.unmark(3);
         let words: Vec<_> = set.words(Ordering::Relaxed).collect();
         assert_eq!(words, [(0, 1), (64, 1), (128, 2)]);
+    }
+
+    #[test]
+    fn the_read_only_look_sees_only_a_marked_slot_that_is_idle_and_writes_nothing() {
+        let packed = |lifecycle| AtomicU64::new(SlotState::new(3, lifecycle).pack());
+        // Slot 0 borrowed (a stale bit), 1 idle but unmarked, 70 idle with a flag set.
+        let states = [packed(Lifecycle::InUse), packed(Lifecycle::Idle)];
+        let flagged = AtomicU64::new(
+            SlotState::new(3, Lifecycle::Idle)
+                .with_flag(state::flags::CLOSE_ON_RETURN)
+                .pack(),
+        );
+        let state_of = |index: u32| match index {
+            0 | 1 => Some(&states[index as usize]),
+            70 => Some(&flagged),
+            _ => None,
+        };
+        let set = IdleSet::new(130);
+        set.mark(0);
+        set.mark(70);
+        set.mark(100); // names no slot
+        assert!(!set.any_seen_idle(state_of));
+        let before: Vec<_> = set.words(Ordering::Relaxed).collect();
+        assert_eq!(before, [(0, 1), (64, (1 << 6) | (1 << 36)), (128, 0)]);
+        set.mark(1);
+        assert!(set.any_seen_idle(state_of), "a marked idle slot");
+        states[1].store(
+            SlotState::new(3, Lifecycle::InUse).pack(),
+            Ordering::Relaxed,
+        );
+        assert!(!set.any_seen_idle(state_of), "borrowed again");
+        let after: Vec<_> = set.words(Ordering::Relaxed).collect();
+        assert_eq!(
+            after,
+            [(0, 0b11), (64, (1 << 6) | (1 << 36)), (128, 0)],
+            "no bit cleared"
+        );
     }
 }

@@ -185,7 +185,9 @@ impl SlotHeader {
 
     /// A release that an owner of the pool's memory must wait for (the C ABI's
     /// `heliosdb_pool_free`) enters; it leaves when the returned guard drops (also on
-    /// unwinding). A count, not a flag: two releases of one slot can be in flight at
+    /// unwinding). The C release marks its thread instead (`quiesce`, no locked RMW);
+    /// this count serves the releases whose thread's mark is taken (made from another
+    /// release's callback). A count, not a flag: two releases of one slot can be in flight at
     /// once (the first closes its connection in a `close` callback while the slot is
     /// refilled, borrowed and released again), and the first to leave must not clear
     /// the second's mark. SeqCst: the releaser's half of a Dekker handshake with the
