@@ -1725,12 +1725,20 @@ impl<C> PoolInner<C> {
         Ok((header, handle))
     }
 
+    /// The header of the slot `handle` names, or the handle's stale-handle error if the
+    /// slot index is out of range (a forged or foreign handle; the caller's CAS at the
+    /// handle's generation validates the rest).
+    #[inline(always)]
+    pub(crate) fn header_of(&self, handle: Handle) -> Result<&SlotHeader> {
+        self.slab.get(handle.slot).ok_or_else(|| self.stale(handle))
+    }
+
     /// Ends the borrow `handle` as its holder gives it back: the `reset` hook first, if
     /// there is one (the only cost of the hook on this path when it is not set is this
     /// branch), then [`end`](Self::end).
     #[inline(always)]
     pub(crate) fn release(&self, handle: Handle) -> Result<()> {
-        let header = self.slab.get(handle.slot).ok_or_else(|| self.stale(handle))?;
+        let header = self.header_of(handle)?;
         self.release_at(header, handle)
     }
 
@@ -1750,10 +1758,7 @@ impl<C> PoolInner<C> {
     /// anyway (reclaimed, removed, aged, failed over, the pool closed).
     #[inline(never)]
     fn reset_then_end(&self, handle: Handle, reset: &crate::builder::ResetFn<C>) -> Result<()> {
-        let header = self
-            .slab
-            .get(handle.slot)
-            .ok_or_else(|| self.stale(handle))?;
+        let header = self.header_of(handle)?;
         // Acquire: pairs with the claim that began this borrow, like the holder's own
         // accesses. A flag set after this load (a reclaim, a removal) only makes the end
         // below close the connection; the sweeper never touches an `InUse` value.
@@ -1805,7 +1810,7 @@ impl<C> PoolInner<C> {
     /// this thread's affinity candidate for its next borrow.
     #[inline(always)]
     pub(crate) fn end(&self, handle: Handle) -> Result<()> {
-        let header = self.slab.get(handle.slot).ok_or_else(|| self.stale(handle))?;
+        let header = self.header_of(handle)?;
         self.end_at(header, handle)
     }
 
@@ -1951,10 +1956,7 @@ impl<C> PoolInner<C> {
     /// closed it already (to report it to `on_evict`: a borrow that was marked to close
     /// for its age, say); a detach always gets it.
     fn take_back(&self, handle: Handle, cause: Eviction) -> Result<Option<C>> {
-        let header = self
-            .slab
-            .get(handle.slot)
-            .ok_or_else(|| self.stale(handle))?;
+        let header = self.header_of(handle)?;
         let ended = loop {
             let current = header.load_state(Ordering::Relaxed);
             if current.generation() != handle.generation || current.lifecycle() != Lifecycle::InUse

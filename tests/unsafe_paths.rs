@@ -7,6 +7,7 @@
 use std::ffi::{CStr, c_void};
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::Receiver;
 
 use ::heliosdb_pool::ffi::*;
 use ::heliosdb_pool::{
@@ -189,6 +190,61 @@ fn wait_for(flag: &AtomicBool) {
     }
 }
 
+/// One connection of `value` in `pool`, borrowed and marked to close on return.
+///
+/// # Safety
+///
+/// `pool` is live.
+unsafe fn borrowed_closing(pool: *mut heliosdb_pool, value: u64) -> Shared {
+    let mut id = 0u64;
+    let conn = Box::into_raw(Box::new(value)).cast::<c_void>();
+    let mut lease = MaybeUninit::<heliosdb_lease>::uninit();
+    let mut deferred = false;
+    // SAFETY: valid pointers for each call, per the caller's contract on `pool`.
+    unsafe {
+        let user = c"alice".as_ptr();
+        let added = heliosdb_pool_add_connection(pool, conn, user, std::ptr::null(), &mut id);
+        assert_eq!(added, Status::Ok);
+        let taken = heliosdb_pool_try_acquire(pool, user, lease.as_mut_ptr());
+        assert_eq!(taken, Status::Ok);
+        assert_eq!(
+            heliosdb_pool_remove_connection(pool, id, &mut deferred),
+            Status::Ok
+        );
+        assert!(deferred, "borrowed: closes on return");
+        Shared(pool, lease.assume_init())
+    }
+}
+
+/// Frees `pool` on another thread; the receiver hears when the free has returned.
+///
+/// # Safety
+///
+/// `pool` is live and freed once, with no other call on it running but releases.
+unsafe fn free_elsewhere(pool: *mut heliosdb_pool) -> (std::thread::JoinHandle<()>, Receiver<()>) {
+    // SAFETY: `heliosdb_lease` is plain data (integers and a pointer), valid all-zero;
+    // this one is never read.
+    let freeing = Shared(pool, unsafe { std::mem::zeroed() });
+    let (tx, rx) = std::sync::mpsc::channel();
+    let free = std::thread::spawn(move || {
+        let freeing = freeing;
+        // SAFETY: the caller's contract.
+        unsafe { heliosdb_pool_free(freeing.0) };
+        tx.send(()).unwrap();
+    });
+    (free, rx)
+}
+
+/// A release is still inside the pool: the free begun by `free_elsewhere` must not
+/// have returned after a pause.
+fn assert_still_freeing(returned: &Receiver<()>) {
+    let pause = std::time::Duration::from_millis(if cfg!(miri) { 5 } else { 100 });
+    assert!(
+        returned.recv_timeout(pause).is_err(),
+        "free returned with a release inside"
+    );
+}
+
 /// A release whose borrow closes runs its `close` callback after the slot is free
 /// again; the slot is refilled, borrowed and released (closing too) by another thread;
 /// then the pool is freed. Free must wait for both releases, not just the first to
@@ -198,56 +254,21 @@ fn free_waits_for_every_release_in_flight_on_one_slot() {
     // SAFETY: every pointer below is valid for its call; the leases are released once.
     unsafe {
         let pool = c_pool(gated_close, gated_free);
-        let add = |value: u64| {
-            let mut id = 0u64;
-            let conn = Box::into_raw(Box::new(value)).cast::<c_void>();
-            let status = heliosdb_pool_add_connection(
-                pool,
-                conn,
-                c"alice".as_ptr(),
-                std::ptr::null(),
-                &mut id,
-            );
-            assert_eq!(status, Status::Ok);
-            id
-        };
-        let borrow_and_mark = |id: u64| {
-            let mut lease = MaybeUninit::<heliosdb_lease>::uninit();
-            let status = heliosdb_pool_try_acquire(pool, c"alice".as_ptr(), lease.as_mut_ptr());
-            assert_eq!(status, Status::Ok);
-            let mut deferred = false;
-            assert_eq!(
-                heliosdb_pool_remove_connection(pool, id, &mut deferred),
-                Status::Ok
-            );
-            assert!(deferred, "borrowed: closes on return");
-            Shared(pool, lease.assume_init())
-        };
         let release = |shared: Shared| {
             std::thread::spawn(move || {
                 let shared = shared;
                 heliosdb_pool_release(shared.0, &shared.1)
             })
         };
-        let first = release(borrow_and_mark(add(1)));
+        let first = release(borrowed_closing(pool, 1));
         wait_for(&IN_CLOSE[1]); // its slot is free again, its release still inside
-        let second = release(borrow_and_mark(add(2)));
+        let second = release(borrowed_closing(pool, 2));
         wait_for(&IN_CLOSE[2]);
-        let freeing = Shared(pool, std::mem::zeroed());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let free = std::thread::spawn(move || {
-            let freeing = freeing;
-            heliosdb_pool_free(freeing.0);
-            tx.send(()).unwrap();
-        });
+        let (free, returned) = free_elsewhere(pool);
         GATE_OPEN[1].store(true, Ordering::SeqCst);
         assert_eq!(first.join().unwrap(), Status::Ok);
         // The second release is still in its close callback: free must not return.
-        let pause = std::time::Duration::from_millis(if cfg!(miri) { 5 } else { 100 });
-        assert!(
-            rx.recv_timeout(pause).is_err(),
-            "free returned with a release inside"
-        );
+        assert_still_freeing(&returned);
         assert_eq!(GATED_FREES.load(Ordering::SeqCst), 0);
         GATE_OPEN[2].store(true, Ordering::SeqCst);
         assert_eq!(second.join().unwrap(), Status::Ok);
@@ -283,32 +304,6 @@ unsafe extern "C" fn count_nested_free(_user_data: *mut c_void) {
     NESTED_FREES.fetch_add(1, Ordering::SeqCst);
 }
 
-/// One connection of `value` in `pool`, borrowed and marked to close on return.
-///
-/// # Safety
-///
-/// `pool` is live.
-unsafe fn borrowed_closing(pool: *mut heliosdb_pool, value: u64) -> Shared {
-    let mut id = 0u64;
-    let conn = Box::into_raw(Box::new(value)).cast::<c_void>();
-    let mut lease = MaybeUninit::<heliosdb_lease>::uninit();
-    let mut deferred = false;
-    // SAFETY: valid pointers for each call, per the caller's contract on `pool`.
-    unsafe {
-        let user = c"alice".as_ptr();
-        let added = heliosdb_pool_add_connection(pool, conn, user, std::ptr::null(), &mut id);
-        assert_eq!(added, Status::Ok);
-        let taken = heliosdb_pool_try_acquire(pool, user, lease.as_mut_ptr());
-        assert_eq!(taken, Status::Ok);
-        assert_eq!(
-            heliosdb_pool_remove_connection(pool, id, &mut deferred),
-            Status::Ok
-        );
-        assert!(deferred, "borrowed: closes on return");
-        Shared(pool, lease.assume_init())
-    }
-}
-
 /// A release of the inner pool runs from the outer pool's `close` callback, so its
 /// thread is already marked inside the outer pool; it must still hold off the inner
 /// pool's free until it is done (it marks its slot instead): free must not return while
@@ -326,18 +321,8 @@ fn free_waits_for_a_release_made_from_another_pools_callback() {
             heliosdb_pool_release(outer_lease.0, &outer_lease.1)
         });
         wait_for(&IN_CLOSE[3]); // the inner release is inside the inner pool's close
-        let freeing = Shared(inner, std::mem::zeroed());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let free = std::thread::spawn(move || {
-            let freeing = freeing;
-            heliosdb_pool_free(freeing.0);
-            tx.send(()).unwrap();
-        });
-        let pause = std::time::Duration::from_millis(if cfg!(miri) { 5 } else { 100 });
-        assert!(
-            rx.recv_timeout(pause).is_err(),
-            "free returned with a release inside"
-        );
+        let (free, returned) = free_elsewhere(inner);
+        assert_still_freeing(&returned);
         assert_eq!(NESTED_FREES.load(Ordering::SeqCst), 0);
         GATE_OPEN[3].store(true, Ordering::SeqCst);
         assert_eq!(releasing.join().unwrap(), Status::Ok);

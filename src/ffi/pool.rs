@@ -1103,9 +1103,7 @@ unsafe fn end_lease_nested(
 ) -> std::result::Result<(), Failed> {
     // SAFETY: forwarded contract: the lease is out, so the pool's memory is alive.
     let p = unsafe { &*pool };
-    let Some(header) = p.pool.inner.slab.get(handle.slot) else {
-        return Err(p.pool.inner.stale(handle).into()); // Not reached: the lease was checked.
-    };
+    let header = p.pool.inner.header_of(handle)?; // Never fails: the lease was checked.
     let in_flight = header.enter_release();
     // SeqCst: the count's side of the handshake (see `SlotHeader::enter_release`).
     let freed = p.freed.load(Ordering::SeqCst);
@@ -1138,9 +1136,7 @@ unsafe fn end_after_free(
     // The slot's header looked up here, not passed in: a reference argument would
     // have to stay valid for the whole call, and `leave` below may free the pool.
     let inner = &p.pool.inner;
-    let Some(header) = inner.slab.get(handle.slot) else {
-        return Err(inner.stale(handle).into()); // Not reached: the lease was checked.
-    };
+    let header = inner.header_of(handle)?; // Never fails: the lease was checked.
     let result = end.run(inner, header, handle);
     if matches!(result, Ok(()) | Err(Error::Reclaimed { .. })) {
         // SAFETY: this lease was out when free counted its owners (it was `InUse`
