@@ -1289,11 +1289,14 @@ heliosdb_status heliosdb_health_monitor_is_running(const struct heliosdb_health_
  * offending field in `heliosdb_last_error_message()`.
  *
  * System calls: on Linux, the process's first call registers it for `membarrier(2)`
- * (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`, Linux 4.14+), and each
- * `heliosdb_pool_free` then makes one `membarrier` call, so that releases need no
- * memory barrier of their own. Where the call fails (an older kernel, a seccomp filter
- * that returns an error), releases use one fence each instead; a filter that kills the
- * process on unknown system calls must allow `membarrier`.
+ * (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`, Linux 4.14+; with other threads
+ * running it may take the kernel a few milliseconds), and each `heliosdb_pool_free`
+ * then makes one `membarrier` call, so that releases need no memory barrier of their
+ * own. Where registration fails (an older kernel, a seccomp filter that returns an
+ * error), releases use one fence each instead. A filter installed afterwards must
+ * still allow `membarrier` (free falls back to `MEMBARRIER_CMD_GLOBAL`, then aborts
+ * the process: without the barrier it could free memory a release is using), and a
+ * filter that kills the process on unknown system calls must allow it from the start.
  *
  * # Safety
  *

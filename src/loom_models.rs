@@ -615,23 +615,32 @@ impl FreedPool {
     }
 }
 
-#[test]
-fn a_release_racing_free_sees_it_or_finishes_before_the_reclaim() {
-    loom::model(|| {
+/// `releasers` threads release while free runs; with `then_elsewhere`, the first then
+/// enters another object, so free may read that mark instead of the release's leave
+/// (and must still see the release's accesses).
+fn release_racing_free(releasers: usize, then_elsewhere: bool) {
+    loom::model(move || {
         let pool = Arc::new(FreedPool {
             freed: AtomicU32::new(0),
             memory: [UnsafeCell::new(0), UnsafeCell::new(0)],
             marks: [Mark::new(), Mark::new()],
         });
-        // Two releasing threads, a release each.
-        let releasers: Vec<_> = (0..2)
+        let elsewhere = Arc::new(0u8);
+        let threads: Vec<_> = (0..releasers)
             .map(|i| {
-                let pool = pool.clone();
-                thread::spawn(move || usize::from(pool.release(i)))
+                let (pool, elsewhere) = (pool.clone(), elsewhere.clone());
+                thread::spawn(move || {
+                    let normal = pool.release(i);
+                    if then_elsewhere && i == 0 {
+                        pool.marks[i].enter(Arc::as_ptr(&elsewhere).cast());
+                        pool.marks[i].leave();
+                    }
+                    usize::from(normal)
+                })
             })
             .collect();
         pool.freed.store(1, Ordering::SeqCst);
-        quiesce::wait_until_outside(pool.object(), &pool.marks, None);
+        quiesce::wait_until_outside(pool.object(), || &pool.marks, None);
         // The reclaim: a data race (a loom failure) with any normal release not done.
         // SAFETY: loom checks it.
         let touched: u64 = pool
@@ -639,10 +648,20 @@ fn a_release_racing_free_sees_it_or_finishes_before_the_reclaim() {
             .iter()
             .map(|m| m.with_mut(|m| unsafe { *m }))
             .sum();
-        let normal: usize = releasers.into_iter().map(|t| t.join().unwrap()).sum();
+        let normal: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(
             touched, normal as u64,
             "every normal release finished first"
         );
     });
+}
+
+#[test]
+fn a_release_racing_free_sees_it_or_finishes_before_the_reclaim() {
+    release_racing_free(2, false);
+}
+
+#[test]
+fn a_release_that_moves_on_to_another_object_is_still_waited_for() {
+    release_racing_free(1, true);
 }

@@ -269,11 +269,14 @@ unsafe fn pool_ref<'a>(pool: *const heliosdb_pool) -> Result<&'a heliosdb_pool> 
 /// offending field in `heliosdb_last_error_message()`.
 ///
 /// System calls: on Linux, the process's first call registers it for `membarrier(2)`
-/// (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`, Linux 4.14+), and each
-/// `heliosdb_pool_free` then makes one `membarrier` call, so that releases need no
-/// memory barrier of their own. Where the call fails (an older kernel, a seccomp filter
-/// that returns an error), releases use one fence each instead; a filter that kills the
-/// process on unknown system calls must allow `membarrier`.
+/// (`MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED`, Linux 4.14+; with other threads
+/// running it may take the kernel a few milliseconds), and each `heliosdb_pool_free`
+/// then makes one `membarrier` call, so that releases need no memory barrier of their
+/// own. Where registration fails (an older kernel, a seccomp filter that returns an
+/// error), releases use one fence each instead. A filter installed afterwards must
+/// still allow `membarrier` (free falls back to `MEMBARRIER_CMD_GLOBAL`, then aborts
+/// the process: without the barrier it could free memory a release is using), and a
+/// filter that kills the process on unknown system calls must allow it from the start.
 ///
 /// # Safety
 ///
@@ -524,7 +527,7 @@ pub unsafe extern "C" fn heliosdb_pool_free(pool: *mut heliosdb_pool) {
         // Releases that read `freed` before the store above finish on the normal path;
         // a release is a few atomics, plus a `close` callback if it closes. Its thread
         // is marked inside the pool, or (nested in another release) its slot is.
-        quiesce::wait_until_outside(pool.cast(), quiesce::thread_marks(), quiesce::thread_mark());
+        quiesce::wait_until_outside(pool.cast(), quiesce::thread_marks, quiesce::own_mark());
         for (_, header) in slab.iter() {
             let backoff = crossbeam_utils::Backoff::new();
             while header.release_in_flight() {
@@ -1000,9 +1003,9 @@ impl LeaseEnd {
 /// ends it with `end`, and takes part in the free handshake (see [`heliosdb_pool`]).
 ///
 /// The core's raw-handle check finds the slot's header once, for itself and for the
-/// handshake's in-flight mark. The check may come before the mark: a lease that is out
-/// keeps the pool's memory alive (it is one of its owners once freed), and the end's
-/// CAS at the lease's generation validates it again after the mark.
+/// end. The check may come before the handshake's mark: a lease that is out keeps the
+/// pool's memory alive (it is one of its owners once freed), and the end's CAS at the
+/// lease's generation validates it again after the mark.
 ///
 /// # Safety
 ///
@@ -1088,8 +1091,9 @@ impl Drop for Inside {
 
 /// [`end_lease`] for a release whose thread's mark is taken (it runs from another
 /// release's callback): the slot's in-flight count takes part in the handshake
-/// instead. Out of line: rare. The slot's header is looked up here, not passed in (as
-/// for `end_marked`).
+/// instead. Out of line: rare. The slot's header is looked up here, not passed in: a
+/// reference argument would have to stay valid for the whole call, and `end_marked`
+/// may reclaim the pool (it takes the header as a raw pointer for that reason).
 ///
 /// # Safety
 ///
