@@ -299,7 +299,7 @@ impl Partition {
         claim: Claim,
         order: Ordering,
     ) -> Option<(u32, u32, SlotState)> {
-        let state_of = |local: u32| slab.get(self.slot_of(local)).map(|h| &h.state);
+        let state_of = self.state_of(slab);
         let belongs = |local: u32| {
             slab.get(self.slot_of(local))
                 .is_some_and(|h| self.owns(h, local))
@@ -314,8 +314,14 @@ impl Partition {
     /// `IdleSet::any_seen_idle`): the poll of a caller that waits, before it searches.
     #[inline]
     pub(crate) fn looks_idle(&self, slab: &Slab) -> bool {
-        self.idle
-            .any_seen_idle(|local| slab.get(self.slot_of(local)).map(|h| &h.state))
+        self.idle.any_seen_idle(self.state_of(slab))
+    }
+
+    /// The state word of the slot a local index names now, if any: the idle hint's view
+    /// of the slab.
+    #[inline]
+    fn state_of<'s>(&'s self, slab: &'s Slab) -> impl Fn(u32) -> Option<&'s AtomicU64> {
+        move |local| slab.get(self.slot_of(local)).map(|h| &h.state)
     }
 
     /// Whether the slot behind `header` is this partition's local index `local` (its

@@ -1716,8 +1716,8 @@ impl<C> PoolInner<C> {
     /// The borrow a raw handle names, for ending it: checks that the handle also names
     /// the connection in its slot (a C lease carries the id); the end's CAS at the
     /// handle's generation validates the rest. The slot's header comes with it, found
-    /// once (the C boundary ends the borrow there). A reclaimed borrow is still ended (and its
-    /// connection closed) by its holder's release or discard.
+    /// once (the C boundary ends the borrow there). A reclaimed borrow is still ended
+    /// (and its connection closed) by its holder's release or discard.
     #[inline(always)]
     pub(crate) fn borrow_of_raw(&self, raw: RawHandle) -> Result<(&SlotHeader, Handle)> {
         let (header, handle, _) = self.raw_borrow(raw)?;

@@ -71,8 +71,7 @@ impl IdleSet {
             while bits != 0 {
                 let index = first + bits.trailing_zeros();
                 if state_of(index).is_some_and(|word| {
-                    let seen = SlotState::from_packed(word.load(Ordering::Relaxed));
-                    seen.lifecycle() == Lifecycle::Idle && seen.pack() & state::flags::ALL == 0
+                    SlotState::from_packed(word.load(Ordering::Relaxed)).claimable()
                 }) {
                     return true;
                 }
@@ -123,9 +122,7 @@ impl IdleSet {
                 }
                 if let Some(word) = state_of(index) {
                     let seen = SlotState::from_packed(word.load(state_order));
-                    let idle =
-                        seen.lifecycle() == Lifecycle::Idle && seen.pack() & state::flags::ALL == 0;
-                    if idle && belongs(index) {
+                    if seen.claimable() && belongs(index) {
                         match state::try_claim(word, seen.generation(), claim) {
                             Ok(claimed) => return Some((index, claimed)),
                             // Another claimer won, or the slot changed: look again.

@@ -152,6 +152,12 @@ impl SlotState {
         self.0 & flags::CLOSING != 0
     }
 
+    /// Whether a searcher may claim the slot in this state: idle, with no flag set.
+    #[inline]
+    pub(crate) const fn claimable(self) -> bool {
+        matches!(self.lifecycle(), Lifecycle::Idle) && self.0 & flags::ALL == 0
+    }
+
     /// Same generation and lifecycle, no flags.
     #[inline]
     pub(crate) const fn without_flags(self) -> Self {
