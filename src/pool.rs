@@ -1524,10 +1524,11 @@ impl<C> PoolInner<C> {
                 backoff.snooze();
                 // Compete for a connection released meanwhile (barging is allowed
                 // until someone is overdue; then releasers hand off themselves). The
-                // read-only look first: a dispatch takes the queue's lock and clears
-                // stale hints, which the holder would pay for on every poll. The
-                // dispatch before parking, below, is the one the handshake needs.
-                if !partition.waiters.busy() && partition.looks_idle(&self.slab) {
+                // read-only look first, and the releaser's moment (see
+                // `Partition::stays_idle`): a dispatch takes the queue's lock and
+                // clears stale hints, which the holder would pay for on every poll.
+                // The dispatch before parking, below, is the one the handshake needs.
+                if !partition.waiters.busy() && partition.stays_idle(&self.slab) {
                     self.dispatch(partition);
                 }
                 continue;
@@ -1559,9 +1560,10 @@ impl<C> PoolInner<C> {
     /// microsecond of `PAUSE`s, retrying between them), as Go's mutex does before it
     /// queues: a holder on another core often gives its connection back within that
     /// time, and catching it costs far less than queueing (the queue lock, a node, a
-    /// park and a wake-up). Only while nobody is queued for the user: with callers
-    /// queued already, more spinners would only take CPU from the holders (and the
-    /// queue's awake waiter searches anyway). Not on a single core, where the holder
+    /// park and a wake-up). A connection its releaser takes straight back is left to
+    /// it (see `Partition::stays_idle`). Only while nobody is queued for the user:
+    /// with callers queued already, more spinners would only take CPU from the holders
+    /// (and the queue's awake waiter searches anyway). Not on a single core, where the holder
     /// cannot run while this spins; not past the fairness bound (`take_idle` defers to
     /// overdue waiters).
     #[cold]
@@ -1580,8 +1582,9 @@ impl<C> PoolInner<C> {
             if partition.waiters.waiting() > 0 {
                 return None;
             }
-            // Read-only until something looks idle (see `IdleSet::any_seen_idle`).
-            if !partition.looks_idle(&self.slab) {
+            // Read-only until something looks idle, and stays so for the releaser's
+            // moment (see `Partition::stays_idle`).
+            if !partition.stays_idle(&self.slab) {
                 continue;
             }
             if let Some(conn) = self.take_idle(partition, site) {
@@ -2347,6 +2350,20 @@ mod tests {
         drop(pool.try_acquire("a\0b").unwrap());
         assert_eq!(takes(&pool, c"a"), None);
         assert_eq!(pool.try_acquire("a\0b").unwrap().user(), "a\0b");
+    }
+
+    #[test]
+    fn a_poll_believes_a_connection_idle_only_while_one_is() {
+        let pool = EnhancedConnectionPool::new(EnhancedPoolConfig::default());
+        pool.add_connection_sync(0u8, "alice", ConnectionMetadata::for_user("alice"))
+            .unwrap();
+        let partition = pool.inner.lookup_partition("alice").unwrap();
+        let stays_idle = || partition.stays_idle(&pool.inner.slab);
+        assert!(stays_idle(), "an idle connection, left idle through the moment");
+        let held = pool.try_acquire("alice").unwrap();
+        assert!(!stays_idle(), "the only connection is borrowed");
+        drop(held);
+        assert!(stays_idle(), "given back");
     }
 
     #[test]

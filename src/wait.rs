@@ -7,7 +7,8 @@
 //! starvation modes) and WebKit's ParkingLot ("eventual fairness") do, a released
 //! connection simply goes idle while no waiter has waited longer than the pool's
 //! *fairness bound*: the releaser itself or an arriving caller may take it again
-//! ("barging"), and the waiters compete for it from their place in the queue. A waiter
+//! ("barging"), and the waiters compete for it from their place in the queue (their
+//! polls give the releaser a moment first: `Partition::stays_idle`). A waiter
 //! that has waited past the bound declares itself *overdue*; while any queued waiter
 //! is overdue, the queue is in *hand-off* mode: arriving callers queue behind, and
 //! every release grants its connection to the front (oldest) waiter. Hand-off mode ends
