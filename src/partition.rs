@@ -29,8 +29,9 @@ pub(crate) const NO_SLOT: u32 = u32::MAX;
 /// [`Partition::stays_idle`]): 0.4-0.7 us on the x86 hosts measured (a `PAUSE` is
 /// 25-40 ns there), far longer than a release-and-borrow loop's gap, and short against
 /// any real hold. Two threads over one connection (a blocking loop): 23 M borrows a
-/// second without the moment, 27 M with 1 `PAUSE`, 36-40 M with 4 to 256.
-const RELEASER_GRACE_SPINS: u32 = 16;
+/// second without the moment, 27 M with 1 `PAUSE`, 36-40 M with 4 to 256. On one core
+/// the releaser cannot run during it; there it only delays the awake waiter's claim.
+const RELEASER_MOMENT_PAUSES: u32 = 16;
 
 /// One user's connections.
 pub(crate) struct Partition {
@@ -325,7 +326,7 @@ impl Partition {
     }
 
     /// Whether one of this user's connections looks idle now and still does a moment
-    /// later ([`RELEASER_GRACE_SPINS`] `PAUSE`s, under a microsecond): the poll of a
+    /// later ([`RELEASER_MOMENT_PAUSES`] `PAUSE`s, under a microsecond): the poll of a
     /// caller that waits, before it searches. Read-only. The moment is the releaser's:
     /// a holder that releases and borrows again at once (a loop, a handler issuing its
     /// next query) takes its connection back within nanoseconds, and a poller that
@@ -337,7 +338,7 @@ impl Partition {
         if !self.looks_idle(slab) {
             return false;
         }
-        for _ in 0..RELEASER_GRACE_SPINS {
+        for _ in 0..RELEASER_MOMENT_PAUSES {
             std::hint::spin_loop();
         }
         self.looks_idle(slab)
