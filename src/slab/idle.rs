@@ -59,10 +59,10 @@ impl IdleSet {
     /// Whether a slot that a set bit names reads idle now: a read-only look, for callers
     /// that poll while they wait (a spinner, the awake waiter) and then search with
     /// [`claim_hinted`](Self::claim_hinted) only when it answers yes (twice: see
-    /// `Partition::stays_idle`). The search clears
-    /// stale bits, a write to this shared line and then, by the releaser's repair, a
-    /// locked RMW on the holder's release: done on every poll, it makes the holder pay
-    /// for being watched. A hint like the bits: a yes may be gone by the search.
+    /// `Partition::stays_idle`). The search clears stale bits, a write to this shared
+    /// line and then, by the releaser's repair, a locked RMW on the holder's release:
+    /// done on every poll, it makes the holder pay for being watched. A hint like the
+    /// bits: a yes may be gone by the search.
     #[inline]
     pub(crate) fn any_seen_idle<'s>(
         &self,
