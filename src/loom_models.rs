@@ -4,8 +4,8 @@
 //! (`IdleSet::claim_hinted`, `IdleSet::repair`), and the wait queue (`WaitQueue`:
 //! register, the releaser's handshake, dispatch, cancel, close, and eventual fairness:
 //! barging, the awake waiter, overdue waiters and hand-off), and the C ABI's free
-//! handshake (`quiesce`: releases marked inside a pool, free waiting them out). Loom does not model
-//! SeqCst accesses, so the handshakes use SeqCst fences under loom (see
+//! handshake (`quiesce`: releases marked inside a pool, free waiting them out). Loom
+//! does not model SeqCst accesses, so the handshakes use SeqCst fences under loom (see
 //! `sync::handshake`).
 //!
 //! The releaser's sequence in these models is the pool's `announce_idle` and `dispatch`

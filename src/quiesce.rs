@@ -26,10 +26,10 @@
 //! Where `membarrier` is missing (another OS, a kernel before 4.14, a sandbox that
 //! refuses it, Miri) both barriers are SeqCst fences: still one barrier per release
 //! instead of two locked RMWs (LLVM emits a SeqCst fence on x86-64 as a `lock or` to the
-//! stack). The mode is chosen once, by [`init`], before the first
-//! object that uses marks exists, and never changes. Under loom both barriers are SeqCst
-//! fences too, which is what the model checks (`loom_models`): the protocol, given that
-//! the heavy barrier does what the kernel documents.
+//! stack). The mode is chosen once, by [`init`], before the first object that uses
+//! marks exists, and never changes. Under loom both barriers are SeqCst fences too,
+//! which is what the model checks (`loom_models`): the protocol, given that the heavy
+//! barrier does what the kernel documents.
 //!
 //! A thread holds one mark at a time: a mark taken while the thread is already inside
 //! another object (a release from a pool's callback) is refused, and the caller uses a
@@ -52,7 +52,7 @@ use crate::sync::{AtomicPtr, AtomicU32, Ordering};
 #[repr(align(128))]
 pub(crate) struct Mark {
     inside: AtomicPtr<()>,
-    /// 1 while a thread owns this mark (see [`Registry::take`]).
+    /// 1 while a thread owns this mark (see `registry::take`).
     taken: AtomicU32,
     /// The next mark of the registry; set before the mark is published, then fixed.
     next: *const Mark,
@@ -435,7 +435,7 @@ mod tests {
         let kept = unsafe { &*(kept as *const Mark) };
         assert_eq!(kept.taken.load(Ordering::Relaxed), 1, "not given back");
         assert!(!kept.is_clear());
-        kept.leave(); // so that no later scan of `a` waits (the test's own tidy-up)
+        kept.leave(); // so that no later scan of `OBJECTS[0]` waits (the test's tidy-up)
     }
 
     #[test]

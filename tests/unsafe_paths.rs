@@ -139,13 +139,9 @@ fn free_with_a_lease_out_released_from_another_thread() {
         }
         // SAFETY: written by the successful acquire.
         let lease = unsafe { lease.assume_init() };
-        let shared = Shared(pool, lease);
-        let releaser = std::thread::spawn(move || {
-            let shared = shared;
-            // SAFETY: the lease is out and released once; the pool stays valid until
-            // its last owner (this lease or free) leaves.
-            unsafe { heliosdb_pool_release(shared.0, &shared.1) }
-        });
+        // SAFETY: the lease is out and released once; the pool stays valid until its
+        // last owner (this lease or free) leaves.
+        let releaser = unsafe { release_elsewhere(Shared(pool, lease)) };
         if round % 2 == 0 {
             std::thread::yield_now();
         }
@@ -216,6 +212,20 @@ unsafe fn borrowed_closing(pool: *mut heliosdb_pool, value: u64) -> Shared {
     }
 }
 
+/// Releases `shared`'s lease on another thread; the handle returns the status.
+///
+/// # Safety
+///
+/// The lease is out and released once, and its pool is live or being freed with it out
+/// (which keeps the pool's memory alive).
+unsafe fn release_elsewhere(shared: Shared) -> std::thread::JoinHandle<Status> {
+    std::thread::spawn(move || {
+        let shared = shared;
+        // SAFETY: the caller's contract.
+        unsafe { heliosdb_pool_release(shared.0, &shared.1) }
+    })
+}
+
 /// Frees `pool` on another thread; the receiver hears when the free has returned.
 ///
 /// # Safety
@@ -254,15 +264,9 @@ fn free_waits_for_every_release_in_flight_on_one_slot() {
     // SAFETY: every pointer below is valid for its call; the leases are released once.
     unsafe {
         let pool = c_pool(gated_close, gated_free);
-        let release = |shared: Shared| {
-            std::thread::spawn(move || {
-                let shared = shared;
-                heliosdb_pool_release(shared.0, &shared.1)
-            })
-        };
-        let first = release(borrowed_closing(pool, 1));
+        let first = release_elsewhere(borrowed_closing(pool, 1));
         wait_for(&IN_CLOSE[1]); // its slot is free again, its release still inside
-        let second = release(borrowed_closing(pool, 2));
+        let second = release_elsewhere(borrowed_closing(pool, 2));
         wait_for(&IN_CLOSE[2]);
         let (free, returned) = free_elsewhere(pool);
         GATE_OPEN[1].store(true, Ordering::SeqCst);
@@ -315,11 +319,7 @@ fn free_waits_for_a_release_made_from_another_pools_callback() {
         let outer = c_pool(close_then_release_inner, count_nested_free);
         let inner = c_pool(gated_close, count_nested_free);
         *NESTED_LEASE.lock().unwrap() = Some(borrowed_closing(inner, 3));
-        let outer_lease = borrowed_closing(outer, 0);
-        let releasing = std::thread::spawn(move || {
-            let outer_lease = outer_lease;
-            heliosdb_pool_release(outer_lease.0, &outer_lease.1)
-        });
+        let releasing = release_elsewhere(borrowed_closing(outer, 0));
         wait_for(&IN_CLOSE[3]); // the inner release is inside the inner pool's close
         let (free, returned) = free_elsewhere(inner);
         assert_still_freeing(&returned);

@@ -187,10 +187,10 @@ impl SlotHeader {
     /// `heliosdb_pool_free`) enters; it leaves when the returned guard drops (also on
     /// unwinding). The C release marks its thread instead (`quiesce`, no locked RMW);
     /// this count serves the releases whose thread's mark is taken (made from another
-    /// release's callback). A count, not a flag: two releases of one slot can be in flight at
-    /// once (the first closes its connection in a `close` callback while the slot is
-    /// refilled, borrowed and released again), and the first to leave must not clear
-    /// the second's mark. SeqCst: the releaser's half of a Dekker handshake with the
+    /// release's callback). A count, not a flag: two releases of one slot can be in
+    /// flight at once (the first closes its connection in a `close` callback while the
+    /// slot is refilled, borrowed and released again), and the first to leave must not
+    /// clear the second's mark. SeqCst: the releaser's half of a Dekker handshake with the
     /// owner's "freed" flag (the releaser marks, then loads the flag; the owner stores
     /// the flag, then waits for every mark to clear), so one of them sees the other.
     /// One locked RMW on a line the releaser owns already.
