@@ -7,10 +7,13 @@
 //! - bb8 0.9: `get().await` + drop, `test_on_check_out` off (its default `true` would
 //!   add an `is_valid` await per get), `min_idle` = 8 so every connection exists first.
 //!
-//! Two holds: `none` (drop at once) and `yield` (one `tokio::task::yield_now().await`
-//! while holding, so borrows overlap and the waiting path runs). One iteration is one
-//! acquire+release by any task; the time is the wall time of all the tasks. Groups are
-//! `async_<tasks>_tasks_<connections>_conns`, ids `<peer>/<hold>`.
+//! Three holds: `none` (drop at once), `yield` (one `tokio::task::yield_now().await`
+//! while holding, so borrows overlap and the waiting path runs), and `leave` (`yield`,
+//! then three more yields after the release before the next borrow: the releaser does
+//! other work, as a service's task does, and leaves the connection to the waiters).
+//! One iteration is one acquire+release by any task; the time is the wall time of all
+//! the tasks. Groups are `async_<tasks>_tasks_<connections>_conns`, ids
+//! `<peer>/<hold>`.
 //!
 //! `cargo bench --bench async_acquire -- --warm-up-time 1 --measurement-time 2`
 
@@ -27,6 +30,56 @@ use common::{Bb8Noop, USER, deadpool_pool, heliosdb_pool};
 
 /// The shapes: (tasks, connections).
 const SHAPES: [(u64, usize); 2] = [(4, 1), (64, 8)];
+
+/// What a task does around each borrow (see the module docs).
+#[derive(Clone, Copy)]
+enum Hold {
+    None,
+    Yield,
+    Leave,
+}
+
+impl Hold {
+    const ALL: [Hold; 3] = [Hold::None, Hold::Yield, Hold::Leave];
+
+    fn name(self) -> &'static str {
+        match self {
+            Hold::None => "none",
+            Hold::Yield => "yield",
+            Hold::Leave => "leave",
+        }
+    }
+
+    async fn while_held(self) {
+        if !matches!(self, Hold::None) {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    async fn after_release(self) {
+        if matches!(self, Hold::Leave) {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// One task's share: `n` borrows through `borrow`, each held and followed as `hold`
+/// says.
+async fn borrow_loop<G, E, Fut>(n: u64, hold: Hold, borrow: impl Fn() -> Fut)
+where
+    Fut: Future<Output = Result<G, E>>,
+    E: std::fmt::Debug,
+{
+    for _ in 0..n {
+        let guard = borrow().await.unwrap();
+        black_box(&guard);
+        hold.while_held().await;
+        drop(guard);
+        hold.after_release().await;
+    }
+}
 
 /// Splits `iters` over `tasks` tasks running `body(share)` and returns the wall time.
 fn run_tasks<F, Fut>(rt: &Runtime, tasks: u64, iters: u64, body: F) -> Duration
@@ -74,53 +127,36 @@ fn shape(c: &mut Criterion, rt: &Runtime, tasks: u64, connections: usize) {
     let mut group = c.benchmark_group(format!("async_{tasks}_tasks_{connections}_conns"));
     group.sample_size(10);
     group.throughput(Throughput::Elements(1));
-    for hold in ["none", "yield"] {
-        let yield_while_held = hold == "yield";
-        group.bench_with_input(BenchmarkId::new("heliosdb", hold), &hold, |b, _| {
-            b.iter_custom(|iters| {
-                run_tasks(rt, tasks, iters, |n| {
-                    let pool = Arc::clone(&helios);
-                    async move {
-                        for _ in 0..n {
-                            let guard = pool.acquire(USER).await.unwrap();
-                            black_box(&*guard);
-                            if yield_while_held {
-                                tokio::task::yield_now().await;
-                            }
-                        }
-                    }
+    for hold in Hold::ALL {
+        group.bench_with_input(
+            BenchmarkId::new("heliosdb", hold.name()),
+            &hold,
+            |b, &hold| {
+                b.iter_custom(|iters| {
+                    run_tasks(rt, tasks, iters, |n| {
+                        let pool = Arc::clone(&helios);
+                        async move { borrow_loop(n, hold, || pool.acquire(USER)).await }
+                    })
                 })
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("deadpool", hold), &hold, |b, _| {
-            b.iter_custom(|iters| {
-                run_tasks(rt, tasks, iters, |n| {
-                    let pool = deadpool.clone();
-                    async move {
-                        for _ in 0..n {
-                            let obj = pool.get().await.unwrap();
-                            black_box(&*obj);
-                            if yield_while_held {
-                                tokio::task::yield_now().await;
-                            }
-                        }
-                    }
+            },
+        );
+        group.bench_with_input(
+            BenchmarkId::new("deadpool", hold.name()),
+            &hold,
+            |b, &hold| {
+                b.iter_custom(|iters| {
+                    run_tasks(rt, tasks, iters, |n| {
+                        let pool = deadpool.clone();
+                        async move { borrow_loop(n, hold, || pool.get()).await }
+                    })
                 })
-            })
-        });
-        group.bench_with_input(BenchmarkId::new("bb8", hold), &hold, |b, _| {
+            },
+        );
+        group.bench_with_input(BenchmarkId::new("bb8", hold.name()), &hold, |b, &hold| {
             b.iter_custom(|iters| {
                 run_tasks(rt, tasks, iters, |n| {
                     let pool = bb8.clone();
-                    async move {
-                        for _ in 0..n {
-                            let conn = pool.get().await.unwrap();
-                            black_box(&*conn);
-                            if yield_while_held {
-                                tokio::task::yield_now().await;
-                            }
-                        }
-                    }
+                    async move { borrow_loop(n, hold, || pool.get()).await }
                 })
             })
         });

@@ -2,8 +2,9 @@
 //! [`EnhancedConnectionPool::acquire`](crate::EnhancedConnectionPool::acquire).
 //!
 //! Runtime-agnostic: it parks on a `Waker` (woken by the releasing thread, or by the
-//! crate's timer thread at the fairness bound or the deadline), so it works on any
-//! executor. Cancellation-safe: dropping it withdraws the wait, and gives back a
+//! crate's timer thread at the fairness bound or the deadline, or a moment after a
+//! release once its wake-ups have kept finding nothing: see `wait`'s module docs), so
+//! it works on any executor. Cancellation-safe: dropping it withdraws the wait, and gives back a
 //! connection granted in the meantime.
 
 use std::future::Future;
@@ -49,6 +50,9 @@ enum State {
         /// deadline), once armed: each instant is armed once, however often the
         /// waiter is woken and re-parks.
         armed: Option<Instant>,
+        /// Whether it has parked (returned `Pending`) before: then this poll is a
+        /// wake-up, whose result the queue counts (see `wait`'s module docs).
+        parked: bool,
     },
     Done,
 }
@@ -119,6 +123,7 @@ impl<'a, C> Future for Acquire<'a, C> {
                 overdue,
                 awake,
                 armed: None,
+                parked: false,
             };
         }
         let State::Waiting {
@@ -128,6 +133,7 @@ impl<'a, C> Future for Acquire<'a, C> {
             ref mut overdue,
             ref mut awake,
             ref mut armed,
+            ref mut parked,
         } = this.state
         else {
             panic!("`Acquire` polled after completion");
@@ -177,8 +183,14 @@ impl<'a, C> Future for Acquire<'a, C> {
             }
             // Whoever wakes it next may have made it the awake one (a releaser).
             *awake = true;
+            if std::mem::replace(parked, true) {
+                partition.waiters.note_task_wake(false);
+            }
             return Poll::Pending;
         };
+        if *parked {
+            partition.waiters.note_task_wake(true);
+        }
         let result = pool.finish_wait(partition, outcome, started);
         this.state = State::Done;
         Poll::Ready(result)

@@ -36,6 +36,20 @@
 //!
 //! A dispatch hands every idle connection it finds to the waiters, front first.
 //!
+//! # Deferred wake-ups for tasks
+//!
+//! A woken thread spins for a while, so it can catch a connection its releaser does
+//! not take back at once. A woken task cannot: it runs only once its executor polls
+//! it, and a task that releases in a loop has taken the connection back by then, so
+//! each such wake-up is a wasted poll (and a scheduler round trip). The queue counts
+//! consecutive wake-ups of task waiters that found nothing (`missed_task_wakes`,
+//! reset by one that is served); past [`DEFER_TASK_WAKE_AFTER`] of them, a releaser
+//! that would wake a task at the front arms the crate's timer to wake it
+//! [`DEFERRED_TASK_WAKE`] later instead. It still sets [`AWAKE`] first, so the promise
+//! above holds, only later: the woken task dispatches before it parks again. Where
+//! releasers leave their connection to the waiters (the usual service), the wake-ups
+//! find it, the count stays at zero, and tasks are woken at once.
+//!
 //! # Cancellation
 //!
 //! A waiter that gives up (timeout, dropped future) removes itself under the lock. If a
@@ -64,6 +78,18 @@ const HANDOFF: u64 = 1 << 1;
 const AWAKE: u64 = 1 << 2;
 /// One waiter in `signal`'s count (the bits above the flags).
 const ONE_WAITER: u64 = 1 << 3;
+
+/// Consecutive wake-ups of task waiters that found nothing, after which releasers
+/// defer waking a task (see the module docs): a few, so that one unlucky wake-up does
+/// not delay the next.
+const DEFER_TASK_WAKE_AFTER: u32 = 4;
+
+/// How much later a deferred wake-up comes: long enough for a releasing task to take
+/// its connection back and yield several times over, short against a borrow's usual
+/// length. The timer thread sleeps with the kernel's timer slack (50 us by default on
+/// Linux), so the wake-up comes 20-70 us after the release.
+#[cfg(not(loom))]
+const DEFERRED_TASK_WAKE: std::time::Duration = std::time::Duration::from_micros(20);
 
 const PENDING: u64 = u64::MAX;
 const CLOSED_OUTCOME: u64 = u64::MAX - 1;
@@ -119,6 +145,9 @@ pub(crate) struct WaitNode {
     /// The granted slot; written before `outcome` and published by it.
     granted_slot: AtomicU32,
     wakeup: Mutex<Wakeup>,
+    /// Whether `wakeup` is a task's (fixed at registration): its wake-ups may be
+    /// deferred (see the module docs).
+    task: bool,
     /// Who waits.
     pub(crate) waiter: Waiter,
 }
@@ -204,6 +233,10 @@ pub(crate) struct WaitQueue {
     /// someone waits, so it sits alone on its cache line and stays shared.
     signal: CachePadded<AtomicU64>,
     queue: Mutex<Queue>,
+    /// Consecutive wake-ups of task waiters that found nothing, up to
+    /// [`DEFER_TASK_WAKE_AFTER`] (see the module docs). Relaxed loads and stores: a
+    /// lost update only makes one wake-up come at once, or one deferred.
+    missed_task_wakes: AtomicU32,
 }
 
 /// What a registration found.
@@ -223,6 +256,7 @@ impl WaitQueue {
                 entries: VecDeque::new(),
                 overdue: 0,
             }),
+            missed_task_wakes: AtomicU32::new(0),
         }
     }
 
@@ -261,7 +295,9 @@ impl WaitQueue {
     }
 
     /// Makes the front waiter the awake one: sets [`AWAKE`] and wakes it, so it
-    /// searches again (unless a waiter became awake meanwhile).
+    /// searches again (unless a waiter became awake meanwhile). A task whose recent
+    /// wake-ups kept finding nothing is woken a moment later, by the timer (see the
+    /// module docs).
     fn wake_front(&self) {
         let front = {
             let queue = lock(&self.queue);
@@ -276,7 +312,26 @@ impl WaitQueue {
             }
             front.node.clone()
         };
+        #[cfg(not(loom))]
+        if front.task && self.missed_task_wakes.load(Ordering::Relaxed) >= DEFER_TASK_WAKE_AFTER {
+            timer::arm(std::time::Instant::now() + DEFERRED_TASK_WAKE, &front);
+            return;
+        }
         front.wake();
+    }
+
+    /// A task waiter polled after it had parked reports whether that wake-up served
+    /// it (it found or had been granted a connection, or the pool closed) or found
+    /// nothing (it parks again). See the module docs.
+    pub(crate) fn note_task_wake(&self, served: bool) {
+        let missed = self.missed_task_wakes.load(Ordering::Relaxed);
+        let next = match served {
+            true => 0,
+            false => (missed + 1).min(DEFER_TASK_WAKE_AFTER),
+        };
+        if next != missed {
+            self.missed_task_wakes.store(next, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -300,6 +355,7 @@ impl WaitQueue {
         let node = Arc::new(WaitNode {
             outcome: AtomicU64::new(PENDING),
             granted_slot: AtomicU32::new(0),
+            task: matches!(wakeup, Wakeup::Task(_)),
             wakeup: Mutex::new(wakeup),
             waiter,
         });
@@ -640,5 +696,114 @@ pub(crate) mod timer {
             );
             assert_eq!(lock(&timer.state).entries.len(), 5, "every entry is kept");
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::Wake;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A task waker that counts its wake-ups.
+    #[derive(Default)]
+    struct CountingWaker(AtomicUsize);
+
+    impl Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl CountingWaker {
+        fn count(&self) -> usize {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    /// A releaser that finds the task parked: the queue's half of a release.
+    fn release(queue: &WaitQueue) {
+        assert!(!queue.needs_dispatch(), "no hand-off: only a wake-up");
+    }
+
+    #[test]
+    fn a_task_whose_wake_ups_keep_finding_nothing_is_woken_later_but_woken() {
+        let queue = WaitQueue::new();
+        let wakes = std::sync::Arc::new(CountingWaker::default());
+        let waiter = Waiter {
+            site: CallSite::Rust(std::panic::Location::caller()),
+            borrower: 0,
+        };
+        let Registration::Waiting(_node, true) =
+            queue.register(Wakeup::Task(Waker::from(wakes.clone())), waiter, false)
+        else {
+            panic!("a new queue is open and nobody else is awake");
+        };
+        // The task parks (no longer awake); each release wakes it at once while its
+        // wake-ups serve it, or miss fewer times than the threshold.
+        let park = || assert!(queue.stop_awake(), "it was the awake one");
+        park();
+        for missed in 0..DEFER_TASK_WAKE_AFTER {
+            release(&queue);
+            assert_eq!(wakes.count(), missed as usize + 1, "woken at once");
+            queue.note_task_wake(false);
+            park();
+        }
+        // Missed often enough: the release defers the wake-up to the timer, and it
+        // still comes (the promise behind AWAKE is kept, later).
+        let before = wakes.count();
+        let released = Instant::now();
+        release(&queue);
+        assert_eq!(wakes.count(), before, "not woken by the releaser itself");
+        while wakes.count() == before {
+            assert!(
+                released.elapsed() < Duration::from_secs(10),
+                "the timer woke it"
+            );
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        assert!(
+            released.elapsed() >= DEFERRED_TASK_WAKE,
+            "not before the delay"
+        );
+        // Until a wake-up serves it: then at once again.
+        queue.note_task_wake(true);
+        park();
+        let before = wakes.count();
+        release(&queue);
+        assert_eq!(
+            wakes.count(),
+            before + 1,
+            "served once: woken at once again"
+        );
+    }
+
+    #[test]
+    fn thread_waiters_are_always_woken_at_once() {
+        let queue = WaitQueue::new();
+        let waiter = Waiter {
+            site: CallSite::Rust(std::panic::Location::caller()),
+            borrower: 0,
+        };
+        let Registration::Waiting(node, true) =
+            queue.register(Wakeup::Thread(std::thread::current()), waiter, false)
+        else {
+            panic!("a new queue is open and nobody else is awake");
+        };
+        assert!(!node.task);
+        for _ in 0..DEFER_TASK_WAKE_AFTER {
+            queue.note_task_wake(false);
+        }
+        assert!(queue.stop_awake());
+        release(&queue);
+        // The wake-up was an unpark of this thread: the next park returns at once.
+        let parked = Instant::now();
+        std::thread::park_timeout(Duration::from_secs(10));
+        assert!(
+            parked.elapsed() < Duration::from_secs(5),
+            "unparked at once"
+        );
     }
 }
