@@ -81,12 +81,12 @@ where
     }
 }
 
+/// One task's whole run, boxed once per task (not per borrow), so that one runner
+/// serves every peer.
+type TaskFuture = std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
 /// Splits `iters` over `tasks` tasks running `body(share)` and returns the wall time.
-fn run_tasks<F, Fut>(rt: &Runtime, tasks: u64, iters: u64, body: F) -> Duration
-where
-    F: Fn(u64) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
+fn run_tasks(rt: &Runtime, tasks: u64, iters: u64, body: &dyn Fn(u64) -> TaskFuture) -> Duration {
     rt.block_on(async {
         let tasks: Vec<_> = (0..tasks)
             .map(|t| body(iters / tasks + u64::from(t < iters % tasks)))
@@ -128,37 +128,22 @@ fn shape(c: &mut Criterion, rt: &Runtime, tasks: u64, connections: usize) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(1));
     for hold in Hold::ALL {
-        group.bench_with_input(
-            BenchmarkId::new("heliosdb", hold.name()),
-            &hold,
-            |b, &hold| {
-                b.iter_custom(|iters| {
-                    run_tasks(rt, tasks, iters, |n| {
-                        let pool = Arc::clone(&helios);
-                        async move { borrow_loop(n, hold, || pool.acquire(USER)).await }
-                    })
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("deadpool", hold.name()),
-            &hold,
-            |b, &hold| {
-                b.iter_custom(|iters| {
-                    run_tasks(rt, tasks, iters, |n| {
-                        let pool = deadpool.clone();
-                        async move { borrow_loop(n, hold, || pool.get()).await }
-                    })
-                })
-            },
-        );
-        group.bench_with_input(BenchmarkId::new("bb8", hold.name()), &hold, |b, &hold| {
-            b.iter_custom(|iters| {
-                run_tasks(rt, tasks, iters, |n| {
-                    let pool = bb8.clone();
-                    async move { borrow_loop(n, hold, || pool.get()).await }
-                })
-            })
+        let mut peer = |name: &str, task: &dyn Fn(u64) -> TaskFuture| {
+            group.bench_function(BenchmarkId::new(name, hold.name()), |b| {
+                b.iter_custom(|iters| run_tasks(rt, tasks, iters, task))
+            });
+        };
+        peer("heliosdb", &|n| {
+            let pool = Arc::clone(&helios);
+            Box::pin(async move { borrow_loop(n, hold, || pool.acquire(USER)).await })
+        });
+        peer("deadpool", &|n| {
+            let pool = deadpool.clone();
+            Box::pin(async move { borrow_loop(n, hold, || pool.get()).await })
+        });
+        peer("bb8", &|n| {
+            let pool = bb8.clone();
+            Box::pin(async move { borrow_loop(n, hold, || pool.get()).await })
         });
     }
     group.finish();
