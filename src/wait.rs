@@ -517,7 +517,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A waiter arms an instant only when it goes to sleep, and each instant once, so a
 /// borrow served by its own search never touches the timer. The thread is woken (a
 /// futex call) only when a new instant is earlier than the one it sleeps until; while
-/// it runs, it sees new entries before it sleeps again.
+/// it runs, it sees new entries before it sleeps again. It sleeps past the instants of
+/// waiters gone already (served, or dropped), so a stream of short waits does not wake
+/// it at every waiter's fairness bound.
 #[cfg(not(loom))]
 pub(crate) mod timer {
     use std::collections::BinaryHeap;
@@ -573,6 +575,18 @@ pub(crate) mod timer {
         changed: Condvar,
     }
 
+    impl State {
+        /// The earliest instant of a waiter still alive, after dropping the entries of
+        /// waiters gone already: most waiters arm their fairness bound and are served
+        /// long before it, and their entries would wake the thread for nothing.
+        fn next_live_instant(&mut self) -> Option<Instant> {
+            while self.entries.peek()?.node.strong_count() == 0 {
+                self.entries.pop();
+            }
+            self.entries.peek().map(|e| e.deadline)
+        }
+    }
+
     impl Timer {
         fn new() -> Self {
             Timer {
@@ -624,7 +638,7 @@ pub(crate) mod timer {
                     state = lock(&self.state);
                     continue;
                 }
-                state = match state.entries.peek().map(|e| e.deadline) {
+                state = match state.next_live_instant() {
                     Some(deadline) => {
                         state.sleep = Sleep::Until(deadline);
                         self.changed
@@ -695,6 +709,32 @@ pub(crate) mod timer {
                 "earlier: woken"
             );
             assert_eq!(lock(&timer.state).entries.len(), 5, "every entry is kept");
+        }
+
+        #[test]
+        fn the_thread_sleeps_until_a_live_waiters_instant() {
+            let timer = Timer::new();
+            let now = Instant::now();
+            let (gone, alive) = (node(), node());
+            timer.arm(now + Duration::from_millis(1), &gone);
+            timer.arm(now + Duration::from_millis(2), &gone);
+            timer.arm(now + Duration::from_millis(3), &alive);
+            timer.arm(now + Duration::from_millis(4), &gone);
+            drop(gone);
+            let mut state = lock(&timer.state);
+            assert_eq!(
+                state.next_live_instant(),
+                Some(now + Duration::from_millis(3)),
+                "past the entries of a waiter gone, to the live one"
+            );
+            assert_eq!(
+                state.entries.len(),
+                2,
+                "the gone waiter's earlier entries dropped"
+            );
+            drop(alive);
+            assert_eq!(state.next_live_instant(), None, "nothing left to wake");
+            assert!(state.entries.is_empty());
         }
     }
 }
