@@ -4,8 +4,8 @@
 //! Runtime-agnostic: it parks on a `Waker` (woken by the releasing thread, or by the
 //! crate's timer thread at the fairness bound or the deadline, or a moment after a
 //! release once its wake-ups have kept finding nothing: see `wait`'s module docs), so
-//! it works on any executor. Cancellation-safe: dropping it withdraws the wait, and gives back a
-//! connection granted in the meantime.
+//! it works on any executor. Cancellation-safe: dropping it withdraws the wait, and
+//! gives back a connection granted in the meantime.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,8 +50,9 @@ enum State {
         /// deadline), once armed: each instant is armed once, however often the
         /// waiter is woken and re-parks.
         armed: Option<Instant>,
-        /// Whether it has parked (returned `Pending`) before: then this poll is a
-        /// wake-up, whose result the queue counts (see `wait`'s module docs).
+        /// Whether it has parked (returned `Pending`) before: then this poll follows a
+        /// wake-up (or is an executor's spurious poll), and the queue counts whether it
+        /// found anything (see `wait`'s module docs).
         parked: bool,
     },
     Done,

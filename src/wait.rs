@@ -42,13 +42,17 @@
 //! not take back at once. A woken task cannot: it runs only once its executor polls
 //! it, and a task that releases in a loop has taken the connection back by then, so
 //! each such wake-up is a wasted poll (and a scheduler round trip). The queue counts
-//! consecutive wake-ups of task waiters that found nothing (`missed_task_wakes`,
-//! reset by one that is served); past [`DEFER_TASK_WAKE_AFTER`] of them, a releaser
-//! that would wake a task at the front arms the crate's timer to wake it
-//! [`DEFERRED_TASK_WAKE`] later instead. It still sets [`AWAKE`] first, so the promise
-//! above holds, only later: the woken task dispatches before it parks again. Where
-//! releasers leave their connection to the waiters (the usual service), the wake-ups
-//! find it, the count stays at zero, and tasks are woken at once.
+//! consecutive polls of parked task waiters that found nothing (`missed_task_wakes`;
+//! any poll after a park counts: a releaser's wake-up, the timer's, or an executor's
+//! spurious one), reset by one that is served; after [`DEFER_TASK_WAKE_AFTER`] of
+//! them, a releaser that would wake a task at the front arms the crate's timer to wake
+//! it [`DEFERRED_TASK_WAKE`] later instead. It still sets [`AWAKE`] first, so the
+//! promise above holds, only later: the woken task dispatches before it parks again.
+//! Where releasers leave their connection to the waiters (the usual service), the
+//! wake-ups find it, the count stays at zero, and tasks are woken at once. A deferral
+//! costs the releaser the timer's lock and, usually, a futex call to wake the timer
+//! thread; one per deferred wake-up, not per release (AWAKE stays set until the task
+//! is polled).
 //!
 //! # Cancellation
 //!
@@ -313,16 +317,22 @@ impl WaitQueue {
             front.node.clone()
         };
         #[cfg(not(loom))]
-        if front.task && self.missed_task_wakes.load(Ordering::Relaxed) >= DEFER_TASK_WAKE_AFTER {
+        if self.defers_wake_of(&front) {
             timer::arm(std::time::Instant::now() + DEFERRED_TASK_WAKE, &front);
             return;
         }
         front.wake();
     }
 
-    /// A task waiter polled after it had parked reports whether that wake-up served
-    /// it (it found or had been granted a connection, or the pool closed) or found
-    /// nothing (it parks again). See the module docs.
+    /// Whether a releaser defers waking `front` (see the module docs): a task, after
+    /// [`DEFER_TASK_WAKE_AFTER`] wake-ups in a row found nothing. Threads, never.
+    fn defers_wake_of(&self, front: &WaitNode) -> bool {
+        front.task && self.missed_task_wakes.load(Ordering::Relaxed) >= DEFER_TASK_WAKE_AFTER
+    }
+
+    /// A task waiter polled after it had parked reports whether that poll served it
+    /// (it found or had been granted a connection, or the pool closed) or found nothing
+    /// (it parks again). See the module docs.
     pub(crate) fn note_task_wake(&self, served: bool) {
         let missed = self.missed_task_wakes.load(Ordering::Relaxed);
         let next = match served {
@@ -479,6 +489,8 @@ impl WaitQueue {
         // The whole word: no waiter, no flag (a retired queue has had neither since it
         // closed; cleared outright so nothing stale outlives the reuse).
         self.signal.store(0, Ordering::Release);
+        // The previous user's tasks' wake-up record is not the next user's.
+        self.missed_task_wakes.store(0, Ordering::Relaxed);
     }
 
     /// Marks the queue closed and wakes every waiter with [`Outcome::Closed`] (after
@@ -511,8 +523,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// A runtime-agnostic timer for async waiters: one lazily started thread that wakes a
-/// waiting task at the instants it armed (its fairness bound, its deadline), so
-/// `acquire().await` declares itself overdue and times out on any executor.
+/// waiting task at the instants armed for it: by the task (its fairness bound, its
+/// deadline), so `acquire().await` declares itself overdue and times out on any
+/// executor, and by a releaser deferring its wake-up (see the module docs).
 ///
 /// A waiter arms an instant only when it goes to sleep, and each instant once, so a
 /// borrow served by its own search never touches the timer. The thread is woken (a
@@ -743,27 +756,62 @@ pub(crate) mod timer {
 mod tests {
     use std::sync::atomic::AtomicUsize;
     use std::task::Wake;
+    use std::thread::ThreadId;
     use std::time::{Duration, Instant};
 
     use super::*;
 
-    /// A task waker that counts its wake-ups.
-    #[derive(Default)]
-    struct CountingWaker(AtomicUsize);
+    /// A task waker that counts its wake-ups by where they came from: the thread that
+    /// made it (a releaser's immediate wake-up, in these tests) or another (the timer).
+    struct CountingWaker {
+        caller: ThreadId,
+        at_once: AtomicUsize,
+        elsewhere: AtomicUsize,
+    }
 
     impl Wake for CountingWaker {
         fn wake(self: std::sync::Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
+            match std::thread::current().id() == self.caller {
+                true => self.at_once.fetch_add(1, Ordering::SeqCst),
+                false => self.elsewhere.fetch_add(1, Ordering::SeqCst),
+            };
         }
     }
 
     impl CountingWaker {
-        fn count(&self) -> usize {
-            self.0.load(Ordering::SeqCst)
+        fn new() -> std::sync::Arc<Self> {
+            std::sync::Arc::new(CountingWaker {
+                caller: std::thread::current().id(),
+                at_once: AtomicUsize::new(0),
+                elsewhere: AtomicUsize::new(0),
+            })
+        }
+
+        /// (woken by the caller's thread, woken from another thread)
+        fn counts(&self) -> (usize, usize) {
+            (
+                self.at_once.load(Ordering::SeqCst),
+                self.elsewhere.load(Ordering::SeqCst),
+            )
         }
     }
 
-    /// A releaser that finds the task parked: the queue's half of a release.
+    fn waiter() -> Waiter {
+        Waiter {
+            site: CallSite::Rust(std::panic::Location::caller()),
+            borrower: 0,
+        }
+    }
+
+    /// Queues a waiter woken through `wakeup`.
+    fn registered(queue: &WaitQueue, wakeup: Wakeup) -> Arc<WaitNode> {
+        match queue.register(wakeup, waiter(), false) {
+            Registration::Waiting(node, _) => node,
+            Registration::Closed => unreachable!("an open queue"),
+        }
+    }
+
+    /// A releaser that finds the waiter parked: the queue's half of a release.
     fn release(queue: &WaitQueue) {
         assert!(!queue.needs_dispatch(), "no hand-off: only a wake-up");
     }
@@ -771,39 +819,38 @@ mod tests {
     #[test]
     fn a_task_whose_wake_ups_keep_finding_nothing_is_woken_later_but_woken() {
         let queue = WaitQueue::new();
-        let wakes = std::sync::Arc::new(CountingWaker::default());
-        let waiter = Waiter {
-            site: CallSite::Rust(std::panic::Location::caller()),
-            borrower: 0,
-        };
+        let wakes = CountingWaker::new();
         let Registration::Waiting(_node, true) =
-            queue.register(Wakeup::Task(Waker::from(wakes.clone())), waiter, false)
+            queue.register(Wakeup::Task(Waker::from(wakes.clone())), waiter(), false)
         else {
             panic!("a new queue is open and nobody else is awake");
         };
         // The task parks (no longer awake); each release wakes it at once while its
-        // wake-ups serve it, or miss fewer times than the threshold.
+        // wake-ups have missed fewer times than the threshold.
         let park = || assert!(queue.stop_awake(), "it was the awake one");
         park();
         for missed in 0..DEFER_TASK_WAKE_AFTER {
             release(&queue);
-            assert_eq!(wakes.count(), missed as usize + 1, "woken at once");
+            assert_eq!(wakes.counts(), (missed as usize + 1, 0), "woken at once");
             queue.note_task_wake(false);
             park();
         }
-        // Missed often enough: the release defers the wake-up to the timer, and it
-        // still comes (the promise behind AWAKE is kept, later).
-        let before = wakes.count();
+        // Missed often enough: the release defers the wake-up to the timer thread, and
+        // it still comes (the promise behind AWAKE is kept, later).
         let released = Instant::now();
         release(&queue);
-        assert_eq!(wakes.count(), before, "not woken by the releaser itself");
-        while wakes.count() == before {
+        while wakes.counts().1 == 0 {
             assert!(
                 released.elapsed() < Duration::from_secs(10),
                 "the timer woke it"
             );
             std::thread::sleep(Duration::from_micros(50));
         }
+        assert_eq!(
+            wakes.counts(),
+            (DEFER_TASK_WAKE_AFTER as usize, 1),
+            "woken once, by the timer, not by the releaser"
+        );
         assert!(
             released.elapsed() >= DEFERRED_TASK_WAKE,
             "not before the delay"
@@ -811,39 +858,42 @@ mod tests {
         // Until a wake-up serves it: then at once again.
         queue.note_task_wake(true);
         park();
-        let before = wakes.count();
         release(&queue);
         assert_eq!(
-            wakes.count(),
-            before + 1,
+            wakes.counts(),
+            (DEFER_TASK_WAKE_AFTER as usize + 1, 1),
             "served once: woken at once again"
         );
     }
 
     #[test]
-    fn thread_waiters_are_always_woken_at_once() {
+    fn only_a_task_whose_wake_ups_kept_missing_is_woken_later() {
         let queue = WaitQueue::new();
-        let waiter = Waiter {
-            site: CallSite::Rust(std::panic::Location::caller()),
-            borrower: 0,
-        };
-        let Registration::Waiting(node, true) =
-            queue.register(Wakeup::Thread(std::thread::current()), waiter, false)
-        else {
-            panic!("a new queue is open and nobody else is awake");
-        };
-        assert!(!node.task);
+        let task = registered(&queue, Wakeup::Task(Waker::from(CountingWaker::new())));
+        let thread = registered(&queue, Wakeup::Thread(std::thread::current()));
+        for _ in 1..DEFER_TASK_WAKE_AFTER {
+            queue.note_task_wake(false);
+        }
+        assert!(!queue.defers_wake_of(&task), "one miss short: at once");
+        queue.note_task_wake(false);
+        assert!(queue.defers_wake_of(&task), "missed enough: deferred");
+        assert!(!queue.defers_wake_of(&thread), "a thread: always at once");
+        queue.note_task_wake(true);
+        assert!(!queue.defers_wake_of(&task), "served: at once again");
+    }
+
+    #[test]
+    fn a_reused_queue_forgets_the_previous_users_missed_wake_ups() {
+        let queue = WaitQueue::new();
         for _ in 0..DEFER_TASK_WAKE_AFTER {
             queue.note_task_wake(false);
         }
-        assert!(queue.stop_awake());
-        release(&queue);
-        // The wake-up was an unpark of this thread: the next park returns at once.
-        let parked = Instant::now();
-        std::thread::park_timeout(Duration::from_secs(10));
+        assert!(queue.close_if_empty(), "retired: nobody waits");
+        queue.reopen();
+        let task = registered(&queue, Wakeup::Task(Waker::from(CountingWaker::new())));
         assert!(
-            parked.elapsed() < Duration::from_secs(5),
-            "unparked at once"
+            !queue.defers_wake_of(&task),
+            "the next user's tasks start at once"
         );
     }
 }
