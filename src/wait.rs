@@ -83,7 +83,7 @@ const AWAKE: u64 = 1 << 2;
 /// One waiter in `signal`'s count (the bits above the flags).
 const ONE_WAITER: u64 = 1 << 3;
 
-/// Consecutive wake-ups of task waiters that found nothing, after which releasers
+/// Consecutive polls of parked task waiters that found nothing, after which releasers
 /// defer waking a task (see the module docs): a few, so that one unlucky wake-up does
 /// not delay the next.
 const DEFER_TASK_WAKE_AFTER: u32 = 4;
@@ -237,7 +237,7 @@ pub(crate) struct WaitQueue {
     /// someone waits, so it sits alone on its cache line and stays shared.
     signal: CachePadded<AtomicU64>,
     queue: Mutex<Queue>,
-    /// Consecutive wake-ups of task waiters that found nothing, up to
+    /// Consecutive polls of parked task waiters that found nothing, up to
     /// [`DEFER_TASK_WAKE_AFTER`] (see the module docs). Relaxed loads and stores: a
     /// lost update only makes one wake-up come at once, or one deferred.
     missed_task_wakes: AtomicU32,
