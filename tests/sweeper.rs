@@ -281,7 +281,9 @@ fn a_failing_connection_is_evicted_and_replaced_by_the_factory() {
         .stats()
         .factory_creates
         == 1));
-    let replacement = pool.try_acquire("alice").unwrap();
+    // Waits rather than `try_acquire`: the sweeper checks the replacement every 5 ms,
+    // holding it for the check, and a try at that instant finds it in use.
+    let replacement = pool.blocking_acquire("alice").unwrap();
     assert_ne!(replacement.connection_id(), bad);
     assert!(replacement.healthy.load(Ordering::SeqCst));
     assert!(pool.stats().health_failures >= 1);
